@@ -1,0 +1,216 @@
+//! Channel naming: which Pusher channel carries a user's results, and who owns a name.
+//!
+//! The rule is deliberately narrow: a channel name is one of a few fixed prefixes
+//! followed by a validated user id, so an id can never be crafted to name a channel
+//! that belongs to someone else.
+
+use std::fmt;
+
+/// Soketi's default limit on channel name length.
+pub const MAX_CHANNEL_NAME_LEN: usize = 200;
+/// Longest user id we accept; leaves room for the longest prefix within 200 characters.
+pub const MAX_USER_ID_LEN: usize = 128;
+
+/// The kinds of inference channel a user may subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// `private-inference.{user}`: signed subscription, plaintext events.
+    Private,
+    /// `private-encrypted-inference.{user}`: events encrypted end to end.
+    PrivateEncrypted,
+    /// `presence-inference.{user}`: like private, with a member list.
+    Presence,
+}
+
+impl ChannelKind {
+    const ALL: [ChannelKind; 3] = [
+        ChannelKind::PrivateEncrypted,
+        ChannelKind::Private,
+        ChannelKind::Presence,
+    ];
+
+    /// The prefix that, followed by a user id, names a channel of this kind.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            ChannelKind::Private => "private-inference.",
+            ChannelKind::PrivateEncrypted => "private-encrypted-inference.",
+            ChannelKind::Presence => "presence-inference.",
+        }
+    }
+}
+
+/// Why a channel name or user id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Empty, too long or with characters outside `[A-Za-z0-9_@.-]`.
+    #[error(
+        "user id must be 1–{MAX_USER_ID_LEN} characters of A–Z, a–z, 0–9, `_`, `-`, `@` or `.`"
+    )]
+    InvalidUserId,
+    /// Over Soketi's 200-character limit.
+    #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
+    TooLong,
+    /// Not one of the inference channel shapes.
+    #[error("not an inference channel: expected private-inference.{{user_id}}")]
+    NotInference,
+}
+
+/// A validated inference channel: its kind and the user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InferenceChannel {
+    kind: ChannelKind,
+    user_id: String,
+}
+
+/// True when `user_id` may appear in a channel name.
+pub fn is_valid_user_id(user_id: &str) -> bool {
+    !user_id.is_empty()
+        && user_id.len() <= MAX_USER_ID_LEN
+        && user_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'@' | b'.'))
+}
+
+impl InferenceChannel {
+    /// The channel of `kind` that belongs to `user_id`.
+    pub fn new(kind: ChannelKind, user_id: &str) -> Result<Self, ChannelError> {
+        if !is_valid_user_id(user_id) {
+            return Err(ChannelError::InvalidUserId);
+        }
+        Ok(Self {
+            kind,
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    /// The default results channel of a user: `private-inference.{user_id}`.
+    pub fn private(user_id: &str) -> Result<Self, ChannelError> {
+        Self::new(ChannelKind::Private, user_id)
+    }
+
+    /// Reads a channel name as a client sends it to the auth endpoint.
+    pub fn parse(name: &str) -> Result<Self, ChannelError> {
+        if name.len() > MAX_CHANNEL_NAME_LEN {
+            return Err(ChannelError::TooLong);
+        }
+        let (kind, user_id) = ChannelKind::ALL
+            .iter()
+            .find_map(|kind| name.strip_prefix(kind.prefix()).map(|rest| (*kind, rest)))
+            .ok_or(ChannelError::NotInference)?;
+        Self::new(kind, user_id)
+    }
+
+    /// Which kind of channel this is.
+    pub fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    /// The user whose results this channel carries.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// True when `user_id` owns this channel.
+    pub fn is_owned_by(&self, user_id: &str) -> bool {
+        self.user_id == user_id
+    }
+}
+
+impl fmt::Display for InferenceChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.kind.prefix(), self.user_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_channel_name_follows_design() {
+        assert_eq!(
+            InferenceChannel::private("alice").unwrap().to_string(),
+            "private-inference.alice"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_every_kind() {
+        for name in [
+            "private-inference.alice",
+            "private-encrypted-inference.bob",
+            "presence-inference.user_42@example.com",
+        ] {
+            assert_eq!(InferenceChannel::parse(name).unwrap().to_string(), name);
+        }
+        let encrypted = InferenceChannel::parse("private-encrypted-inference.bob").unwrap();
+        assert_eq!(encrypted.kind(), ChannelKind::PrivateEncrypted);
+        assert_eq!(encrypted.user_id(), "bob");
+    }
+
+    #[test]
+    fn other_channels_are_not_inference_channels() {
+        for name in [
+            "private-chat.alice",
+            "inference.alice",
+            "private-inference",
+            "presence-chat.alice",
+            "private-cache-inference.alice",
+            "",
+        ] {
+            assert_eq!(
+                InferenceChannel::parse(name),
+                Err(ChannelError::NotInference),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn crafted_user_ids_are_refused() {
+        for name in [
+            "private-inference.",
+            "private-inference.alice,private-inference.bob",
+            "private-inference.alice bob",
+            "private-inference.alice\n",
+            "private-inference.ålice",
+            "private-inference.a:b",
+            "private-inference.a*",
+        ] {
+            assert_eq!(
+                InferenceChannel::parse(name),
+                Err(ChannelError::InvalidUserId),
+                "{name:?}"
+            );
+        }
+        let long = format!("private-inference.{}", "a".repeat(MAX_USER_ID_LEN + 1));
+        assert_eq!(
+            InferenceChannel::parse(&long),
+            Err(ChannelError::InvalidUserId)
+        );
+        let too_long = format!("private-inference.{}", "a".repeat(MAX_CHANNEL_NAME_LEN));
+        assert_eq!(
+            InferenceChannel::parse(&too_long),
+            Err(ChannelError::TooLong)
+        );
+    }
+
+    #[test]
+    fn ownership_is_exact() {
+        let channel = InferenceChannel::parse("private-inference.alice").unwrap();
+        assert!(channel.is_owned_by("alice"));
+        assert!(!channel.is_owned_by("alic"));
+        assert!(!channel.is_owned_by("alice2"));
+        assert!(!channel.is_owned_by("bob"));
+    }
+
+    #[test]
+    fn longest_user_id_fits_every_prefix_within_soketi_limit() {
+        let id = "a".repeat(MAX_USER_ID_LEN);
+        for kind in ChannelKind::ALL {
+            let name = InferenceChannel::new(kind, &id).unwrap().to_string();
+            assert!(name.len() <= MAX_CHANNEL_NAME_LEN);
+            assert_eq!(InferenceChannel::parse(&name).unwrap().kind(), kind);
+        }
+    }
+}

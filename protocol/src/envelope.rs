@@ -1,0 +1,94 @@
+//! The task envelope: what the api publishes to RabbitMQ and the worker consumes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A task's id: a UUIDv7, so ids sort by submission time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub Uuid);
+
+impl TaskId {
+    /// A fresh, time-ordered id.
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl std::str::FromStr for TaskId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The body of a task message (persistent JSON, `message_id` = task id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEnvelope {
+    /// Unique id, also the AMQP `message_id`.
+    pub task_id: TaskId,
+    /// Who submitted it; results go only to this user's channel.
+    pub user_id: String,
+    /// Catalogue name of the model, also the routing key.
+    pub model: String,
+    /// Model input, already validated by the api.
+    pub input: serde_json::Value,
+    /// The channel the result events are pushed to.
+    pub channel: String,
+    /// Milliseconds since the Unix epoch when the api accepted it.
+    pub submitted_at_ms: u64,
+}
+
+impl TaskEnvelope {
+    /// Serialises the envelope as the message body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a TaskEnvelope always serialises")
+    }
+
+    /// Reads a message body.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_v7_and_sort_by_creation() {
+        let a = TaskId::new_v7();
+        let b = TaskId::new_v7();
+        assert_eq!(a.0.get_version_num(), 7);
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<TaskId>().unwrap(), a);
+    }
+
+    #[test]
+    fn envelope_round_trips_through_bytes() {
+        let envelope = TaskEnvelope {
+            task_id: TaskId::new_v7(),
+            user_id: "alice".into(),
+            model: "echo".into(),
+            input: serde_json::json!({"text": "hi", "delay_ms": 5}),
+            channel: "private-inference.alice".into(),
+            submitted_at_ms: 1_700_000_000_000,
+        };
+        assert_eq!(
+            TaskEnvelope::from_bytes(&envelope.to_bytes()).unwrap(),
+            envelope
+        );
+    }
+
+    #[test]
+    fn envelope_rejects_missing_fields() {
+        assert!(TaskEnvelope::from_bytes(br#"{"task_id":"not-a-uuid"}"#).is_err());
+        assert!(TaskEnvelope::from_bytes(b"not json").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Types and signatures shared by the inferpush api and worker.
+//!
+//! Everything here is pure: no sockets, no clocks read behind the caller's back.
+//! The api and the worker agree on the wire through these types, and both sign
+//! Pusher requests through these functions, so they cannot drift apart.
+
+pub mod catalogue;
+pub mod channel;
+pub mod envelope;
+pub mod event;
+pub mod signature;
+
+pub use channel::{ChannelError, ChannelKind, InferenceChannel};
+pub use envelope::{TaskEnvelope, TaskId};
+pub use event::{ErrorBody, EventName, InferenceEvent, TaskStatus, Timings};
+pub use signature::{AppCredentials, RestRequest, SignatureError};

@@ -6,11 +6,15 @@
 
 pub mod catalogue;
 pub mod channel;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod envelope;
 pub mod event;
 pub mod signature;
+pub mod topology;
 
 pub use channel::{ChannelError, ChannelKind, InferenceChannel};
 pub use envelope::{TaskEnvelope, TaskId};
 pub use event::{ErrorBody, EventName, InferenceEvent, TaskStatus, Timings};
 pub use signature::{AppCredentials, RestRequest, SignatureError};
+pub use topology::Topology;

@@ -1,1 +1,71 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use inferpush_worker::config::WorkerConfig;
+use inferpush_worker::consumer::{self, ConsumerSettings};
+use inferpush_worker::model::Registry;
+use inferpush_worker::publisher::{Publisher, SoketiTarget};
+use inferpush_worker::task::TaskContext;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = WorkerConfig::parse();
+    tracing::info!(
+        models = ?config.models,
+        prefetch = config.prefetch,
+        amqp = config.amqp.redacted_url(),
+        soketi = config.pusher.base_url(),
+        "starting inferpush-worker"
+    );
+    let registry = Registry::from_names(&config.models).context("building the model registry")?;
+
+    // `stop` ends consuming; `abort` (after the grace period) makes pushes give up so
+    // their tasks go back to the queue instead of holding the process.
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let target = SoketiTarget {
+        base_url: config.pusher.base_url(),
+        credentials: config.pusher.credentials(),
+    };
+    let context = TaskContext {
+        registry,
+        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
+        max_event_bytes: config.max_event_bytes,
+    };
+    let settings = ConsumerSettings {
+        url: config.amqp.url.clone(),
+        topology: config.amqp.topology(),
+        prefetch: config.prefetch,
+    };
+
+    let signals = {
+        let (stop, abort, grace) = (stop.clone(), abort.clone(), config.shutdown_grace);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(grace = ?grace, "shutdown signal received: no new tasks, finishing those in hand");
+            stop.cancel();
+            tokio::time::sleep(grace).await;
+            tracing::warn!("grace period over: giving unfinished tasks back to the queue");
+            abort.cancel();
+        })
+    };
+    consumer::run(settings, context, stop).await;
+    signals.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

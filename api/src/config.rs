@@ -1,0 +1,69 @@
+//! The api's settings: one clap struct, every field a flag with an environment fallback.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use inferpush_protocol::cli::{AmqpArgs, PusherArgs};
+
+/// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    #[arg(long, env = "INFERPUSH_API_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// API keys, stored hashed: comma-separated `user_id:sha256hex` pairs, where the hex
+    /// is the SHA-256 of the key (`printf %s KEY | sha256sum`).
+    #[arg(
+        long,
+        env = "INFERPUSH_API_KEYS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub api_keys: String,
+    /// Development mode: the keys `dev-alice` and `dev-bob` belong to users `alice` and `bob`.
+    /// Never turn this on where strangers can reach the api.
+    #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
+    pub dev_mode: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "INFERPUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Public base URL of this api, used in `status_url` and `Location` (empty: relative URLs).
+    #[arg(long, env = "INFERPUSH_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub pusher: PusherArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_with_no_arguments_on_the_documented_defaults() {
+        let config = ApiConfig::try_parse_from(["inferpush-api"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.pusher.app_id, "app-id");
+        assert_eq!(config.pusher.key, "app-key");
+        assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
+        assert_eq!(config.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let config = ApiConfig::try_parse_from([
+            "inferpush-api",
+            "--listen",
+            "0.0.0.0:9000",
+            "--pusher-app-key",
+            "k",
+            "--dev-mode",
+        ])
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.pusher.key, "k");
+        assert!(config.dev_mode);
+    }
+}

@@ -1,0 +1,6 @@
+//! The HTTP routes, one module per area.
+
+pub mod channel_auth;
+pub mod health;
+pub mod inference;
+pub mod models;

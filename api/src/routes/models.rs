@@ -1,0 +1,22 @@
+//! `GET /v1/models`: the catalogue.
+
+use axum::Router;
+use axum::routing::get;
+use inferpush_protocol::catalogue::{MODELS, ModelSpec};
+use serde::Serialize;
+
+use crate::AppState;
+
+/// The routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/models", get(list))
+}
+
+#[derive(Serialize)]
+struct ModelList {
+    models: &'static [ModelSpec],
+}
+
+async fn list() -> axum::Json<ModelList> {
+    axum::Json(ModelList { models: MODELS })
+}

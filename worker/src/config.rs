@@ -1,0 +1,85 @@
+//! The worker's settings: one clap struct, every field a flag with an environment fallback.
+
+use std::time::Duration;
+
+use clap::Parser;
+use inferpush_protocol::cli::{AmqpArgs, PusherArgs};
+
+/// Soketi's default event size limit (`maxEventPayloadInKb` = 100).
+pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
+
+/// `inferpush-worker`: runs models on queued tasks and pushes results through Soketi.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct WorkerConfig {
+    /// Models this worker serves, comma-separated; it consumes only their queues.
+    #[arg(
+        long,
+        env = "INFERPUSH_MODELS",
+        default_value = "echo",
+        value_delimiter = ','
+    )]
+    pub models: Vec<String>,
+    /// Unacknowledged tasks held per model (AMQP prefetch): the worker's concurrency.
+    #[arg(long, env = "INFERPUSH_PREFETCH", default_value_t = 64)]
+    pub prefetch: u16,
+    /// Largest event data pushed inline, in bytes (Soketi's limit).
+    #[arg(long, env = "INFERPUSH_MAX_EVENT_BYTES", default_value_t = SOKETI_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+    /// Concurrent `batch_events` calls to Soketi.
+    #[arg(long, env = "INFERPUSH_PUSH_CONCURRENCY", default_value_t = 4)]
+    pub push_concurrency: usize,
+    /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
+    #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub pusher: PusherArgs,
+}
+
+/// Reads `250ms`, `30s` or `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("unknown unit `{unit}` in `{text}`: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_with_no_arguments_on_the_documented_defaults() {
+        let config = WorkerConfig::try_parse_from(["inferpush-worker"]).unwrap();
+        assert_eq!(config.models, ["echo"]);
+        assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
+        assert_eq!(config.pusher.credentials().app_id, "app-id");
+    }
+
+    #[test]
+    fn models_are_a_comma_separated_list() {
+        let config = WorkerConfig::try_parse_from(["w", "--models", "echo,other"]).unwrap();
+        assert_eq!(config.models, ["echo", "other"]);
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Consumes the served models' queues: prefetch, manual acks, graceful stop, reconnects.
+//!
+//! The loop has three states: connecting, consuming, draining. A broken connection
+//! is logged and retried after a delay; it never kills the process. On stop, the
+//! consumers are cancelled, the tasks in hand finish and are acked, and whatever was
+//! prefetched but not started goes back to the queue when the channel closes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use inferpush_protocol::Topology;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::task::{TaskContext, handle};
+
+const RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// Where and how much to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// RabbitMQ URL.
+    pub url: String,
+    /// Exchange and queue names.
+    pub topology: Topology,
+    /// Unacked deliveries per model queue.
+    pub prefetch: u16,
+}
+
+/// Consumes until `stop` fires, reconnecting as often as needed.
+pub async fn run(settings: ConsumerSettings, context: TaskContext, stop: CancellationToken) {
+    loop {
+        match consume(&settings, &context, &stop).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "RabbitMQ session ended; reconnecting"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                }
+            }
+        }
+    }
+}
+
+struct ModelConsumer {
+    channel: Channel,
+    tag: String,
+}
+
+async fn consume(
+    settings: &ConsumerSettings,
+    context: &TaskContext,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let models = context.registry.names();
+    let setup = connection.create_channel().await?;
+    settings
+        .topology
+        .declare(&setup, &models)
+        .await
+        .context("declaring the topology")?;
+
+    let mut consumers = Vec::new();
+    let mut deliveries: SelectAll<Consumer> = SelectAll::new();
+    for model in &models {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let queue = settings.topology.queue(model);
+        let tag = format!("inferpush-worker-{}-{model}", std::process::id());
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming {queue}"))?;
+        tracing::info!(queue, prefetch = settings.prefetch, "consuming");
+        deliveries.push(consumer);
+        consumers.push(ModelConsumer { channel, tag });
+    }
+
+    let mut tasks = JoinSet::new();
+    let ended = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => {
+                    tasks.spawn(handle(delivery, context.clone()));
+                }
+                Some(Err(error)) => break Err(anyhow::Error::new(error).context("consuming")),
+                None => break Err(anyhow::anyhow!("the broker cancelled our consumers")),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+    if ended.is_err() {
+        // The channel is gone: the tasks in hand can no longer be acked and will be
+        // redelivered, so stop working on them.
+        tasks.shutdown().await;
+        return ended;
+    }
+
+    tracing::info!(
+        in_hand = tasks.len(),
+        "stopping: finishing the tasks in hand"
+    );
+    for consumer in &consumers {
+        let _ = consumer
+            .channel
+            .basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = connection.close(200, "worker stopping".into()).await;
+    tracing::info!("all tasks in hand settled");
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `echo`: returns its input, optionally after `delay_ms`; measures platform overhead.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use inferpush_protocol::catalogue;
+use serde_json::Value;
+
+use super::{Model, ModelError};
+
+/// The echo model.
+pub struct Echo;
+
+impl Model for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
+        Box::pin(async move {
+            catalogue::validate("echo", input)
+                .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+            let delay = catalogue::echo_delay_ms(input);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            Ok(input.clone())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn output_equals_input() {
+        let input = json!({"text": "héllo", "n": [1, 2, 3]});
+        assert_eq!(Echo.infer(&input).await.unwrap(), input);
+    }
+
+    #[tokio::test]
+    async fn delay_ms_sleeps_first() {
+        let started = tokio::time::Instant::now();
+        Echo.infer(&json!({"delay_ms": 60})).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn input_that_skipped_validation_is_refused() {
+        let err = Echo.infer(&json!({"delay_ms": -3})).await.unwrap_err();
+        assert!(matches!(err, ModelError::InvalidInput(_)));
+    }
+}

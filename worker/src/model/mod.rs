@@ -1,0 +1,114 @@
+//! Model backends behind one trait, and the registry of those a worker serves.
+
+mod echo;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+pub use echo::Echo;
+
+/// Why a model produced no output.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    /// The input can never succeed: fail the task at once.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The model failed on valid input.
+    #[error("model failed: {0}")]
+    Failed(String),
+}
+
+impl ModelError {
+    /// The stable code put in `inference.failed` events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ModelError::InvalidInput(_) => "invalid_input",
+            ModelError::Failed(_) => "model_error",
+        }
+    }
+}
+
+/// A model backend: turns one task's input into its output.
+pub trait Model: Send + Sync + 'static {
+    /// Catalogue name.
+    fn name(&self) -> &'static str;
+    /// Runs the model on `input`.
+    fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>>;
+}
+
+/// Why a registry could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The configuration names a model this worker cannot run.
+    #[error("unknown model `{0}` in --models; this worker can serve: {known}", known = KNOWN.join(", "))]
+    Unknown(String),
+    /// No model configured at all.
+    #[error("--models is empty: name at least one model")]
+    Empty,
+}
+
+const KNOWN: &[&str] = &["echo"];
+
+/// The models one worker serves, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    models: HashMap<&'static str, Arc<dyn Model>>,
+}
+
+impl Registry {
+    /// Builds the models `names` asks for.
+    pub fn from_names(names: &[String]) -> Result<Self, RegistryError> {
+        let mut registry = Registry::default();
+        for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            let model: Arc<dyn Model> = match name {
+                "echo" => Arc::new(Echo),
+                other => return Err(RegistryError::Unknown(other.to_owned())),
+            };
+            registry.models.insert(model.name(), model);
+        }
+        if registry.models.is_empty() {
+            return Err(RegistryError::Empty);
+        }
+        Ok(registry)
+    }
+
+    /// The model called `name`, if served here.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Model>> {
+        self.models.get(name).cloned()
+    }
+
+    /// Names of the served models, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.models.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_serves_exactly_the_configured_models() {
+        let registry = Registry::from_names(&["echo".into()]).unwrap();
+        assert_eq!(registry.names(), ["echo"]);
+        assert!(registry.get("echo").is_some());
+        assert!(registry.get("other").is_none());
+    }
+
+    #[test]
+    fn unknown_or_no_models_are_start_up_errors() {
+        let err = Registry::from_names(&["echo".into(), "gpt-9".into()])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("gpt-9"), "{err}");
+        assert!(matches!(
+            Registry::from_names(&[]),
+            Err(RegistryError::Empty)
+        ));
+    }
+}

@@ -1,0 +1,236 @@
+//! Pushes result events to Soketi through its signed `batch_events` endpoint.
+//!
+//! One actor gathers whatever events are ready (up to Soketi's 10 per call) into one
+//! signed request, over reqwest's kept-alive connection pool. A call that fails for a
+//! passing reason (network, 5xx, 429) is retried with capped exponential backoff and
+//! jitter until it succeeds or the worker is told to abort: the task's message stays
+//! unacknowledged meanwhile, so a Soketi outage slows the worker down but loses nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use inferpush_protocol::AppCredentials;
+use inferpush_protocol::event::{BatchEvent, BatchEvents};
+use inferpush_protocol::signature::RestRequest;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Soketi's default `maxBatchSize`: events per `batch_events` call.
+pub const MAX_EVENTS_PER_CALL: usize = 10;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why an event was not delivered to Soketi.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PushError {
+    /// Soketi refused the event itself (a 4xx other than 429): retrying cannot help.
+    #[error("Soketi refused the event: {0}")]
+    Rejected(String),
+    /// The worker is stopping and gave up waiting for Soketi.
+    #[error("gave up pushing: the worker is stopping")]
+    Aborted,
+}
+
+struct Pending {
+    event: BatchEvent,
+    done: oneshot::Sender<Result<(), PushError>>,
+}
+
+/// A cloneable handle to the publishing actor.
+#[derive(Clone)]
+pub struct Publisher {
+    queue: mpsc::Sender<Pending>,
+}
+
+/// Where and as whom to push.
+#[derive(Clone)]
+pub struct SoketiTarget {
+    /// e.g. `http://127.0.0.1:6001`.
+    pub base_url: String,
+    /// The app whose secret signs each call.
+    pub credentials: AppCredentials,
+}
+
+enum Outcome {
+    Delivered,
+    Retry(String),
+    Rejected(String),
+}
+
+impl Publisher {
+    /// Starts the actor; `abort` makes pending retries give up.
+    pub fn spawn(target: SoketiTarget, concurrency: usize, abort: CancellationToken) -> Self {
+        let (queue, receiver) = mpsc::channel(1024);
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("a plain HTTP client always builds");
+        let actor = Actor {
+            client,
+            target: Arc::new(target),
+            calls: Arc::new(Semaphore::new(concurrency.max(1))),
+            abort,
+        };
+        tokio::spawn(actor.run(receiver));
+        Self { queue }
+    }
+
+    /// Pushes one event and resolves once Soketi has accepted it.
+    pub async fn push(&self, event: BatchEvent) -> Result<(), PushError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { event, done })
+            .await
+            .map_err(|_| PushError::Aborted)?;
+        answer.await.unwrap_or(Err(PushError::Aborted))
+    }
+}
+
+#[derive(Clone)]
+struct Actor {
+    client: reqwest::Client,
+    target: Arc<SoketiTarget>,
+    calls: Arc<Semaphore>,
+    abort: CancellationToken,
+}
+
+impl Actor {
+    async fn run(self, mut receiver: mpsc::Receiver<Pending>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_EVENTS_PER_CALL {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let permit = self
+                .calls
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
+            let actor = self.clone();
+            tokio::spawn(async move {
+                actor.deliver(batch).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Delivers a batch; if Soketi refuses it as a whole, each event is tried alone so
+    /// one bad event cannot sink the others.
+    async fn deliver(&self, batch: Vec<Pending>) {
+        let events: Vec<BatchEvent> = batch.iter().map(|p| p.event.clone()).collect();
+        match self.send_until_done(&events).await {
+            Ok(()) => batch.into_iter().for_each(|p| {
+                let _ = p.done.send(Ok(()));
+            }),
+            Err(PushError::Rejected(reason)) if batch.len() > 1 => {
+                tracing::warn!(
+                    reason,
+                    events = batch.len(),
+                    "batch refused; pushing its events one by one"
+                );
+                for pending in batch {
+                    let result = self
+                        .send_until_done(std::slice::from_ref(&pending.event))
+                        .await;
+                    let _ = pending.done.send(result);
+                }
+            }
+            Err(error) => batch.into_iter().for_each(|p| {
+                let _ = p.done.send(Err(error.clone()));
+            }),
+        }
+    }
+
+    async fn send_until_done(&self, events: &[BatchEvent]) -> Result<(), PushError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.send_once(events).await {
+                Outcome::Delivered => return Ok(()),
+                Outcome::Rejected(reason) => return Err(PushError::Rejected(reason)),
+                Outcome::Retry(reason) => {
+                    let wait = jittered(backoff);
+                    tracing::warn!(
+                        reason,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "push to Soketi failed"
+                    );
+                    tokio::select! {
+                        _ = self.abort.cancelled() => return Err(PushError::Aborted),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn send_once(&self, events: &[BatchEvent]) -> Outcome {
+        let body = serde_json::to_vec(&BatchEvents {
+            batch: events.to_vec(),
+        })
+        .expect("batch events always serialise");
+        let path = format!("/apps/{}/batch_events", self.target.credentials.app_id);
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let query = self.target.credentials.sign_rest(&RestRequest {
+            method: "POST",
+            path: &path,
+            body: &body,
+            timestamp,
+            params: &[],
+        });
+        let url = format!("{}{path}?{query}", self.target.base_url);
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Err(error) => Outcome::Retry(error.to_string()),
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Outcome::Delivered;
+                }
+                let text = response.text().await.unwrap_or_default();
+                let reason = format!("{status}: {}", text.chars().take(300).collect::<String>());
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Outcome::Retry(reason)
+                } else {
+                    Outcome::Rejected(reason)
+                }
+            }
+        }
+    }
+}
+
+/// `base` scaled by a random factor in [0.5, 1.5), so retrying workers spread out.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_to_one_and_a_half() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(1000));
+            assert!(
+                d >= Duration::from_millis(500) && d < Duration::from_millis(1500),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,1 +1,11 @@
+//! Helpers for inferpush's end-to-end tests: start the real Soketi, api and worker as
+//! child processes on free ports, talk to them with a real Pusher WebSocket client, and
+//! look at the real RabbitMQ queues.
 
+pub mod broker;
+pub mod process;
+pub mod pusher_client;
+pub mod stack;
+
+pub use pusher_client::{PusherClient, PusherMessage};
+pub use stack::{Stack, StackOptions};

@@ -98,7 +98,18 @@ struct Actor {
 
 impl Actor {
     async fn run(self, mut receiver: mpsc::Receiver<Pending>) {
-        while let Some(first) = receiver.recv().await {
+        loop {
+            // Wait for a free call slot first: while every slot is busy, events pile up
+            // in the queue and leave together in the next call.
+            let permit = self
+                .calls
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
+            let Some(first) = receiver.recv().await else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_EVENTS_PER_CALL {
                 match receiver.try_recv() {
@@ -106,12 +117,6 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            let permit = self
-                .calls
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
             let actor = self.clone();
             tokio::spawn(async move {
                 actor.deliver(batch).await;

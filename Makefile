@@ -1,0 +1,43 @@
+# inferpush: `make run` starts the whole platform locally, `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test lint build build-release deps services clean-logs
+
+## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
+run: deps build-release
+	scripts/run.sh
+
+## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
+test: deps services lint
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast
+
+## Formatting and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace
+
+build-release:
+	$(CARGO) build --release --workspace --bins
+
+## npm packages: Soketi and the Node client tests (only when missing or out of date).
+deps: soketi/node_modules/.installed integration-tests/node/node_modules/.installed
+
+soketi/node_modules/.installed: soketi/package-lock.json
+	npm ci --prefix soketi --no-audit --no-fund
+	touch $@
+
+integration-tests/node/node_modules/.installed: integration-tests/node/package-lock.json
+	npm ci --prefix integration-tests/node --no-audit --no-fund
+	touch $@
+
+## Start RabbitMQ (and Redis) if this machine has them stopped.
+services:
+	scripts/ensure-services.sh
+
+clean-logs:
+	rm -rf target/itest-logs

@@ -1,0 +1,84 @@
+//! A look at the real RabbitMQ: queue depths, consumers, clean-up of a test's names.
+
+use std::time::Duration;
+
+use inferpush_protocol::Topology;
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+
+/// The broker the tests use: `AMQP_URL`, else the local default.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Messages ready and consumers attached on `queue` (which must exist).
+pub async fn queue_stats(queue: &str) -> (u32, u32) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connecting to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .expect("queue exists");
+    let _ = connection.close(200, "done".into()).await;
+    (queue.message_count(), queue.consumer_count())
+}
+
+/// Waits until `queue` has `consumers` consumers.
+pub async fn wait_for_consumers(queue: &str, consumers: u32, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await;
+        if let Ok(connection) = connection {
+            let channel = connection.create_channel().await.expect("channel");
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await;
+            let _ = connection.close(200, "done".into()).await;
+            if let Ok(queue) = declared
+                && queue.consumer_count() == consumers
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} did not reach {consumers} consumers within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the exchanges and queues of a test's topology.
+pub async fn delete_topology(topology: &Topology, models: &[&str]) {
+    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let mut queues: Vec<String> = models.iter().map(|m| topology.queue(m)).collect();
+    queues.push(topology.dead_letter_queue());
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [topology.exchange(), topology.dead_letter_exchange()] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}

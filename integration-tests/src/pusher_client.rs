@@ -1,0 +1,161 @@
+//! A small Pusher Channels WebSocket client (protocol 7), as a browser's pusher-js
+//! would speak it: connect, answer pings, subscribe with a signature, receive events.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One message from the server, with `data` as the text it carried.
+#[derive(Debug, Clone)]
+pub struct PusherMessage {
+    /// e.g. `inference.completed`, `pusher_internal:subscription_succeeded`.
+    pub event: String,
+    /// The channel, for channel events.
+    pub channel: Option<String>,
+    /// The data: for channel events, a JSON document serialised as a string.
+    pub data: String,
+}
+
+impl PusherMessage {
+    /// `data` parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::String(self.data.clone()))
+    }
+}
+
+/// A connected client.
+pub struct PusherClient {
+    /// The id the server gave this connection; channel signatures cover it.
+    pub socket_id: String,
+    outgoing: mpsc::UnboundedSender<Message>,
+    incoming: mpsc::UnboundedReceiver<PusherMessage>,
+}
+
+fn parse(text: &str) -> Option<PusherMessage> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let data = match value.get("data") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    Some(PusherMessage {
+        event: value.get("event")?.as_str()?.to_owned(),
+        channel: value
+            .get("channel")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        data,
+    })
+}
+
+impl PusherClient {
+    /// Connects to `ws://host:port/app/{key}` and waits for `pusher:connection_established`.
+    pub async fn connect(ws_base: &str, app_key: &str) -> anyhow::Result<Self> {
+        let url =
+            format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-tests&version=0.1.0");
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (mut sink, mut stream) = socket.split();
+        let (outgoing, mut to_send) = mpsc::unbounded_channel::<Message>();
+        let (deliver, mut incoming) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = to_send.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pong = outgoing.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Some(parsed) = parse(&text) else { continue };
+                if parsed.event == "pusher:ping" {
+                    let _ = pong.send(Message::text(
+                        json!({"event": "pusher:pong", "data": {}}).to_string(),
+                    ));
+                    continue;
+                }
+                if deliver.send(parsed).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("connection closed before it was established"))?;
+        anyhow::ensure!(
+            first.event == "pusher:connection_established",
+            "unexpected first message {first:?}"
+        );
+        let socket_id = first.json()["socket_id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no socket_id in {first:?}"))?
+            .to_owned();
+        Ok(Self {
+            socket_id,
+            outgoing,
+            incoming,
+        })
+    }
+
+    /// Sends `pusher:subscribe` with the given `auth` (and `channel_data` for presence)
+    /// and waits for the server's verdict: `Ok` on subscription_succeeded, `Err` with the
+    /// server's message on an error.
+    pub async fn subscribe(
+        &mut self,
+        channel: &str,
+        auth: &str,
+        channel_data: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut data = json!({"channel": channel, "auth": auth});
+        if let Some(channel_data) = channel_data {
+            data["channel_data"] = Value::String(channel_data.to_owned());
+        }
+        let frame = json!({"event": "pusher:subscribe", "data": data}).to_string();
+        self.outgoing
+            .send(Message::text(frame))
+            .map_err(|_| anyhow::anyhow!("connection closed"))?;
+        loop {
+            let message = self
+                .next(Duration::from_secs(10))
+                .await
+                .ok_or_else(|| anyhow::anyhow!("no answer to the subscription of {channel}"))?;
+            match message.event.as_str() {
+                "pusher_internal:subscription_succeeded"
+                    if message.channel.as_deref() == Some(channel) =>
+                {
+                    return Ok(());
+                }
+                "pusher:subscription_error" | "pusher:error" => {
+                    anyhow::bail!("subscription refused: {}", message.data)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message, or `None` after `timeout` (or when the connection closed).
+    pub async fn next(&mut self, timeout: Duration) -> Option<PusherMessage> {
+        tokio::time::timeout(timeout, self.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next event named `event`, skipping others, or `None` after `timeout`.
+    pub async fn next_event(&mut self, event: &str, timeout: Duration) -> Option<PusherMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.next(left).await?;
+            if message.event == event {
+                return Some(message);
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A whole inferpush stack for one test: Soketi, api and worker on free ports, with
+//! its own exchange and queue names on the shared RabbitMQ, all stopped on drop.
+
+use std::time::Duration;
+
+use inferpush_protocol::Topology;
+use serde_json::{Value, json};
+
+use crate::broker::{amqp_url, delete_topology, wait_for_consumers};
+use crate::process::{Service, bin_dir, free_port, wait_http_ok, workspace_root};
+use crate::pusher_client::PusherClient;
+
+/// Pusher app used by every test stack.
+pub const APP_ID: &str = "itest-app";
+/// Its key.
+pub const APP_KEY: &str = "itest-key";
+/// Its secret.
+pub const APP_SECRET: &str = "itest-secret";
+
+/// Knobs for a test stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Start a worker right away.
+    pub worker: bool,
+    /// The worker's prefetch.
+    pub prefetch: u16,
+    /// The worker's shutdown grace period, e.g. `30s`.
+    pub shutdown_grace: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            prefetch: 64,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+/// Soketi, api and (optionally) a worker.
+pub struct Stack {
+    /// Unique name of this stack: AMQP prefix and log-file prefix.
+    pub name: String,
+    /// `http://127.0.0.1:{port}` of the api.
+    pub api_url: String,
+    /// Soketi's port (HTTP API and WebSockets).
+    pub soketi_port: u16,
+    /// The stack's RabbitMQ names.
+    pub topology: Topology,
+    options: StackOptions,
+    soketi: Option<Service>,
+    api: Option<Service>,
+    /// The current worker, if any.
+    pub worker: Option<Service>,
+    workers_started: usize,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts a stack with default options.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts Soketi, the api and, if asked, a worker; waits until each is ready.
+    pub async fn start_with(options: StackOptions) -> Self {
+        let name = format!("itest-{}", uuid::Uuid::now_v7().simple());
+        let soketi_port = free_port();
+        let api_port = free_port();
+        let mut stack = Stack {
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            soketi_port,
+            topology: Topology::new(&name),
+            name,
+            options,
+            soketi: None,
+            api: None,
+            worker: None,
+            workers_started: 0,
+            http: reqwest::Client::new(),
+        };
+        stack.start_soketi().await;
+        let api = Service::start(
+            "inferpush-api",
+            &format!("{}-api", stack.name),
+            &bin_dir().join("inferpush-api"),
+            &[],
+            &[
+                stack.common_env(),
+                vec![
+                    ("INFERPUSH_API_ADDR", format!("127.0.0.1:{api_port}")),
+                    ("INFERPUSH_DEV_MODE", "true".into()),
+                ],
+            ]
+            .concat(),
+        );
+        stack.api = Some(api);
+        wait_http_ok(
+            &format!("{}/readyz", stack.api_url),
+            Duration::from_secs(30),
+            "inferpush-api",
+        )
+        .await;
+        if stack.options.worker {
+            stack.start_worker().await;
+        }
+        stack
+    }
+
+    fn common_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AMQP_URL", amqp_url()),
+            ("INFERPUSH_AMQP_PREFIX", self.name.clone()),
+            ("PUSHER_APP_ID", APP_ID.into()),
+            ("PUSHER_APP_KEY", APP_KEY.into()),
+            ("PUSHER_APP_SECRET", APP_SECRET.into()),
+            ("PUSHER_HOST", "127.0.0.1".into()),
+            ("PUSHER_PORT", self.soketi_port.to_string()),
+        ]
+    }
+
+    /// Starts Soketi on the stack's port and waits for `/ready`.
+    pub async fn start_soketi(&mut self) {
+        let soketi = Service::start(
+            "soketi",
+            &format!("{}-soketi", self.name),
+            &workspace_root().join("soketi/node_modules/.bin/soketi"),
+            &["start"],
+            &[
+                ("SOKETI_HOST", "127.0.0.1".into()),
+                ("SOKETI_PORT", self.soketi_port.to_string()),
+                ("SOKETI_METRICS_SERVER_PORT", free_port().to_string()),
+                ("SOKETI_DEFAULT_APP_ID", APP_ID.into()),
+                ("SOKETI_DEFAULT_APP_KEY", APP_KEY.into()),
+                ("SOKETI_DEFAULT_APP_SECRET", APP_SECRET.into()),
+                ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".into()),
+            ],
+        );
+        self.soketi = Some(soketi);
+        let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
+        wait_http_ok(&url, Duration::from_secs(30), "soketi").await;
+    }
+
+    /// Kills Soketi (its clients are disconnected).
+    pub async fn stop_soketi(&mut self) {
+        if let Some(mut soketi) = self.soketi.take() {
+            soketi.signal("KILL");
+            soketi.wait_exit(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Starts a (new) worker and waits until it consumes the echo queue.
+    pub async fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "a worker is already running");
+        self.workers_started += 1;
+        let worker = Service::start(
+            "inferpush-worker",
+            &format!("{}-worker{}", self.name, self.workers_started),
+            &bin_dir().join("inferpush-worker"),
+            &[],
+            &[
+                self.common_env(),
+                vec![
+                    ("INFERPUSH_PREFETCH", self.options.prefetch.to_string()),
+                    (
+                        "INFERPUSH_SHUTDOWN_GRACE",
+                        self.options.shutdown_grace.clone(),
+                    ),
+                ],
+            ]
+            .concat(),
+        );
+        self.worker = Some(worker);
+        wait_for_consumers(&self.topology.queue("echo"), 1, Duration::from_secs(30)).await;
+    }
+
+    /// `ws://127.0.0.1:{soketi}`.
+    pub fn ws_base(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.soketi_port)
+    }
+
+    /// A Pusher client connected to this stack's Soketi.
+    pub async fn pusher_client(&self) -> PusherClient {
+        PusherClient::connect(&self.ws_base(), APP_KEY)
+            .await
+            .expect("connecting to Soketi")
+    }
+
+    /// A client of `api_key`'s user, subscribed to `channel` through the api's auth endpoint.
+    pub async fn subscribed_client(&self, api_key: &str, channel: &str) -> PusherClient {
+        let mut client = self.pusher_client().await;
+        let auth = self.channel_auth(api_key, &client.socket_id, channel).await;
+        assert_eq!(auth.0, 200, "auth for {channel} failed: {}", auth.1);
+        let signature = auth.1["auth"]
+            .as_str()
+            .expect("auth in the answer")
+            .to_owned();
+        client
+            .subscribe(channel, &signature, None)
+            .await
+            .expect("subscription accepted");
+        client
+    }
+
+    /// `POST /pusher/auth`, form-encoded as pusher-js sends it: (status, body).
+    pub async fn channel_auth(
+        &self,
+        api_key: &str,
+        socket_id: &str,
+        channel: &str,
+    ) -> (u16, Value) {
+        let body =
+            serde_urlencoded::to_string([("socket_id", socket_id), ("channel_name", channel)])
+                .unwrap();
+        let response = self
+            .http
+            .post(format!("{}/pusher/auth", self.api_url))
+            .bearer_auth(api_key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("api answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /v1/inference`: (status, body).
+    pub async fn submit(&self, api_key: &str, model: &str, input: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/inference", self.api_url))
+            .bearer_auth(api_key)
+            .json(&json!({"model": model, "input": input}))
+            .send()
+            .await
+            .expect("api answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The shared HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Environment for a Node test against this stack.
+    pub fn node_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("INFERPUSH_API_URL", self.api_url.clone()),
+            ("PUSHER_HOST", "127.0.0.1".into()),
+            ("PUSHER_PORT", self.soketi_port.to_string()),
+            ("PUSHER_APP_KEY", APP_KEY.into()),
+        ]
+    }
+
+    /// Logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        [&self.soketi, &self.api, &self.worker]
+            .into_iter()
+            .flatten()
+            .map(|s| format!("== {} ==\n{}", s.log_path().display(), s.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Children are killed by kill_on_drop; the names on the shared broker go too.
+        self.worker.take();
+        self.api.take();
+        self.soketi.take();
+        let topology = self.topology.clone();
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(delete_topology(&topology, &["echo"]));
+            }
+        });
+        let _ = cleanup.join();
+    }
+}

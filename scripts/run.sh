@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Starts Soketi, the api and the worker in the foreground with labelled logs.
+# Ctrl-C (or SIGTERM) stops all three; the worker finishes the tasks in hand first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export INFERPUSH_DEV_MODE="${INFERPUSH_DEV_MODE:-true}"
+export PUSHER_APP_ID="${PUSHER_APP_ID:-app-id}" PUSHER_APP_KEY="${PUSHER_APP_KEY:-app-key}"
+export PUSHER_APP_SECRET="${PUSHER_APP_SECRET:-app-secret}" PUSHER_PORT="${PUSHER_PORT:-6001}"
+BIN=target/release
+
+scripts/ensure-services.sh
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "stopping…"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+label() { sed -u "s/^/[$1] /"; }
+
+SOKETI_PORT="$PUSHER_PORT" SOKETI_DEFAULT_APP_ID="$PUSHER_APP_ID" SOKETI_DEFAULT_APP_KEY="$PUSHER_APP_KEY" \
+  SOKETI_DEFAULT_APP_SECRET="$PUSHER_APP_SECRET" \
+  soketi/node_modules/.bin/soketi start --config=soketi/config.json > >(label soketi) 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PUSHER_PORT/ready" >/dev/null && break; sleep 0.2; done
+
+"$BIN/inferpush-api" > >(label api) 2>&1 &
+pids+=($!)
+"$BIN/inferpush-worker" > >(label worker) 2>&1 &
+pids+=($!)
+
+echo "inferpush is up: api http://127.0.0.1:8080, Soketi ws://127.0.0.1:$PUSHER_PORT (Ctrl-C stops everything)"
+wait -n "${pids[@]}" || true
+echo "a process exited; stopping the others"

@@ -11,7 +11,7 @@ run: deps build-release
 ## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
 test: deps services lint
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace --no-fail-fast
+	scripts/test.sh
 
 ## Formatting and clippy with warnings as errors.
 lint:

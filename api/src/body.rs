@@ -70,8 +70,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
             .await
             .map_err(|e| bytes_rejection(e, state.max_body_bytes))?;
         let parsed = if is_json {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))
+            serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))
         } else {
             serde_urlencoded::from_bytes(&bytes)
                 .map_err(|e| AppError::BadRequest(format!("invalid form: {e}")))

@@ -42,12 +42,7 @@ pub struct Broker {
 impl Broker {
     /// A broker for `url` that will declare `topology` for `models` on each connect.
     pub fn new(url: String, topology: Topology, models: Vec<String>) -> Self {
-        Self {
-            url,
-            topology,
-            models,
-            session: Mutex::new(None),
-        }
+        Self { url, topology, models, session: Mutex::new(None) }
     }
 
     /// The exchange and queue names in use.
@@ -64,22 +59,10 @@ impl Broker {
             .map_err(unreachable)?;
         let channel = connection.create_channel().await.map_err(unreachable)?;
         let models: Vec<&str> = self.models.iter().map(String::as_str).collect();
-        self.topology
-            .declare(&channel, &models)
-            .await
-            .map_err(unreachable)?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(unreachable)?;
-        tracing::info!(
-            exchange = self.topology.exchange(),
-            "connected to RabbitMQ, topology declared"
-        );
-        Ok(Session {
-            connection,
-            channel,
-        })
+        self.topology.declare(&channel, &models).await.map_err(unreachable)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unreachable)?;
+        tracing::info!(exchange = self.topology.exchange(), "connected to RabbitMQ, topology declared");
+        Ok(Session { connection, channel })
     }
 
     /// A channel on a live connection, connecting first if needed.
@@ -124,20 +107,14 @@ impl Broker {
         traceparent: &str,
     ) -> Result<(), BrokerError> {
         let mut headers = FieldTable::default();
-        headers.insert(
-            "traceparent".into(),
-            AMQPValue::LongString(traceparent.into()),
-        );
+        headers.insert("traceparent".into(), AMQPValue::LongString(traceparent.into()));
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(task.task_id.to_string().into())
             .with_timestamp(task.submitted_at_ms / 1000)
             .with_headers(headers);
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
         let unreachable = |e: lapin::Error| BrokerError::Unreachable(e.to_string());
         let confirm = channel
             .basic_publish(
@@ -157,10 +134,7 @@ impl Broker {
             return Err(BrokerError::Refused("the broker nacked the message".into()));
         }
         if confirmation.take_message().is_some() {
-            return Err(BrokerError::Refused(format!(
-                "no queue is bound for model `{}`",
-                task.model
-            )));
+            return Err(BrokerError::Refused(format!("no queue is bound for model `{}`", task.model)));
         }
         Ok(())
     }

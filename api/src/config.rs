@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use inferpush_protocol::cli::{AmqpArgs, PusherArgs};
+use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
 #[derive(Debug, Clone, Parser)]
@@ -14,12 +14,7 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// API keys, stored hashed: comma-separated `user_id:sha256hex` pairs, where the hex
     /// is the SHA-256 of the key (`printf %s KEY | sha256sum`).
-    #[arg(
-        long,
-        env = "INFERPUSH_API_KEYS",
-        default_value = "",
-        hide_default_value = true
-    )]
+    #[arg(long, env = "INFERPUSH_API_KEYS", default_value = "", hide_default_value = true)]
     pub api_keys: String,
     /// Development mode: the keys `dev-alice` and `dev-bob` belong to users `alice` and `bob`.
     /// Never turn this on where strangers can reach the api.
@@ -34,12 +29,20 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
     pub pusher: PusherArgs,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        use clap::CommandFactory;
+        ApiConfig::command().debug_assert();
+    }
 
     #[test]
     fn starts_with_no_arguments_on_the_documented_defaults() {

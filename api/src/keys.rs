@@ -31,19 +31,10 @@ impl ApiKeys {
     /// Reads `user:sha256hex,user:sha256hex`; with `dev_mode`, adds [`DEV_KEYS`].
     pub fn parse(spec: &str, dev_mode: bool) -> Result<Self, KeysError> {
         let mut keys = ApiKeys::default();
-        for (index, entry) in spec
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .enumerate()
-        {
-            let (user, hash) = entry
-                .split_once(':')
-                .ok_or(KeysError::Malformed(index + 1))?;
+        for (index, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+            let (user, hash) = entry.split_once(':').ok_or(KeysError::Malformed(index + 1))?;
             let bytes = hex::decode(hash.trim()).map_err(|_| KeysError::Malformed(index + 1))?;
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| KeysError::Malformed(index + 1))?;
+            let hash: [u8; 32] = bytes.try_into().map_err(|_| KeysError::Malformed(index + 1))?;
             if !inferpush_protocol::channel::is_valid_user_id(user.trim()) {
                 return Err(KeysError::InvalidUser(index + 1));
             }
@@ -96,32 +87,17 @@ mod tests {
 
     #[test]
     fn dev_keys_exist_only_in_dev_mode() {
-        assert_eq!(
-            ApiKeys::parse("", true).unwrap().user_for("dev-alice"),
-            Some("alice")
-        );
-        assert_eq!(
-            ApiKeys::parse("", true).unwrap().user_for("dev-bob"),
-            Some("bob")
-        );
-        assert_eq!(
-            ApiKeys::parse("", false).unwrap().user_for("dev-alice"),
-            None
-        );
+        assert_eq!(ApiKeys::parse("", true).unwrap().user_for("dev-alice"), Some("alice"));
+        assert_eq!(ApiKeys::parse("", true).unwrap().user_for("dev-bob"), Some("bob"));
+        assert_eq!(ApiKeys::parse("", false).unwrap().user_for("dev-alice"), None);
         assert!(ApiKeys::parse("", false).unwrap().is_empty());
     }
 
     #[test]
     fn malformed_entries_are_refused_with_their_position() {
         let good = hex::encode(digest("x"));
-        assert_eq!(
-            ApiKeys::parse("carol", false).unwrap_err(),
-            KeysError::Malformed(1)
-        );
-        assert_eq!(
-            ApiKeys::parse(&format!("a:{good},b:abcd"), false).unwrap_err(),
-            KeysError::Malformed(2)
-        );
+        assert_eq!(ApiKeys::parse("carol", false).unwrap_err(), KeysError::Malformed(1));
+        assert_eq!(ApiKeys::parse(&format!("a:{good},b:abcd"), false).unwrap_err(), KeysError::Malformed(2));
         assert_eq!(
             ApiKeys::parse(&format!("bad user:{good}"), false).unwrap_err(),
             KeysError::InvalidUser(1)

@@ -1,5 +1,6 @@
 //! The inferpush HTTP gateway: accepts inference tasks, hands them to RabbitMQ with
-//! publisher confirms, and signs Pusher channel subscriptions for their owners.
+//! publisher confirms, records their state in Redis, serves that state to their owners,
+//! and signs Pusher channel subscriptions for them.
 
 pub mod body;
 pub mod broker;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use inferpush_protocol::AppCredentials;
+use inferpush_store::TaskStore;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
@@ -26,6 +28,8 @@ use crate::keys::ApiKeys;
 pub struct AppState {
     /// The task publisher.
     pub broker: Arc<Broker>,
+    /// Task state and results.
+    pub store: TaskStore,
     /// Known API keys.
     pub keys: Arc<ApiKeys>,
     /// The Pusher app whose secret signs subscriptions.
@@ -41,6 +45,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .merge(routes::inference::router())
+        .merge(routes::tasks::router())
         .merge(routes::channel_auth::router())
         .merge(routes::models::router())
         .merge(routes::health::router())
@@ -56,7 +61,5 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,26 +8,25 @@ use inferpush_api::config::ApiConfig;
 use inferpush_api::keys::{ApiKeys, DEV_KEYS};
 use inferpush_api::{AppState, serve};
 use inferpush_protocol::catalogue::MODELS;
+use inferpush_store::TaskStore;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = ApiConfig::parse();
     tracing::info!(
         listen = %config.listen,
         amqp = config.amqp.redacted_url(),
+        redis = config.store.redacted_url(),
         pusher_app = config.pusher.app_id,
         dev_mode = config.dev_mode,
         "starting inferpush-api"
     );
 
-    let keys =
-        ApiKeys::parse(&config.api_keys, config.dev_mode).context("reading INFERPUSH_API_KEYS")?;
+    let keys = ApiKeys::parse(&config.api_keys, config.dev_mode).context("reading INFERPUSH_API_KEYS")?;
     if config.dev_mode {
         let dev: Vec<&str> = DEV_KEYS.iter().map(|(key, _)| *key).collect();
         tracing::warn!(keys = ?dev, "development mode: the dev API keys are accepted");
@@ -38,17 +38,20 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let models = MODELS.iter().map(|m| m.name.to_owned()).collect();
-    let broker = Arc::new(Broker::new(
-        config.amqp.url.clone(),
-        config.amqp.topology(),
-        models,
-    ));
+    let broker = Arc::new(Broker::new(config.amqp.url.clone(), config.amqp.topology(), models));
     if !broker.is_ready().await {
         tracing::warn!("RabbitMQ is not reachable yet; submits answer 503 until it is");
     }
 
+    let store =
+        TaskStore::new(&config.store.url, &config.store.prefix, Duration::from_secs(config.store.ttl_secs))
+            .context("configuring the task store (REDIS_URL)")?;
+    if !store.is_ready().await {
+        tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
+    }
     let state = AppState {
         broker,
+        store,
         keys: Arc::new(keys),
         pusher: Arc::new(config.pusher.credentials()),
         public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -58,9 +61,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    serve(listener, state, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -18,31 +18,21 @@ pub struct User {
 impl FromRequestParts<AppState> for User {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or(AppError::Unauthorized(
-                "missing `Authorization: Bearer <api key>` header",
-            ))?;
+            .ok_or(AppError::Unauthorized("missing `Authorization: Bearer <api key>` header"))?;
         let value = header
             .to_str()
             .map_err(|_| AppError::Unauthorized("the Authorization header is not valid text"))?;
-        let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized(
-            "expected `Authorization: Bearer <api key>`",
-        ))?;
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or(AppError::Unauthorized("expected `Authorization: Bearer <api key>`"))?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(AppError::Unauthorized(
-                "expected `Authorization: Bearer <api key>`",
-            ));
+            return Err(AppError::Unauthorized("expected `Authorization: Bearer <api key>`"));
         }
-        let id = state
-            .keys
-            .user_for(token.trim())
-            .ok_or(AppError::Unauthorized("unknown API key"))?;
+        let id = state.keys.user_for(token.trim()).ok_or(AppError::Unauthorized("unknown API key"))?;
         Ok(User { id: id.to_owned() })
     }
 }

@@ -18,14 +18,9 @@ pub async fn queue_stats(queue: &str) -> (u32, u32) {
         .await
         .expect("connecting to RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await
-        .expect("queue exists");
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let queue =
+        channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("queue exists");
     let _ = connection.close(200, "done".into()).await;
     (queue.message_count(), queue.consumer_count())
 }
@@ -37,13 +32,8 @@ pub async fn wait_for_consumers(queue: &str, consumers: u32, timeout: Duration) 
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await;
         if let Ok(connection) = connection {
             let channel = connection.create_channel().await.expect("channel");
-            let options = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let declared = channel
-                .queue_declare(queue.into(), options, FieldTable::default())
-                .await;
+            let options = QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel.queue_declare(queue.into(), options, FieldTable::default()).await;
             let _ = connection.close(200, "done".into()).await;
             if let Ok(queue) = declared
                 && queue.consumer_count() == consumers
@@ -61,8 +51,7 @@ pub async fn wait_for_consumers(queue: &str, consumers: u32, timeout: Duration) 
 
 /// Deletes the exchanges and queues of a test's topology.
 pub async fn delete_topology(topology: &Topology, models: &[&str]) {
-    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
-    else {
+    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else {
         return;
     };
     let Ok(channel) = connection.create_channel().await else {
@@ -71,14 +60,10 @@ pub async fn delete_topology(topology: &Topology, models: &[&str]) {
     let mut queues: Vec<String> = models.iter().map(|m| topology.queue(m)).collect();
     queues.push(topology.dead_letter_queue());
     for queue in queues {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     }
     for exchange in [topology.exchange(), topology.dead_letter_exchange()] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
     }
     let _ = connection.close(200, "done".into()).await;
 }

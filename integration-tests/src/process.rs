@@ -10,10 +10,7 @@ use tokio::process::{Child, Command};
 
 /// A port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding port 0")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding port 0")
 }
 
 /// The workspace root (the folder holding `Cargo.toml` and `soketi/`).
@@ -32,10 +29,7 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary sits in target/<profile>/deps")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("test binary sits in target/<profile>/deps").to_path_buf()
 }
 
 /// Where child logs go: `target/itest-logs/`.
@@ -54,13 +48,7 @@ pub struct Service {
 
 impl Service {
     /// Starts `program` with `args` and `env`, logging to `<log_dir>/<log_name>.log`.
-    pub fn start(
-        name: &str,
-        log_name: &str,
-        program: &Path,
-        args: &[&str],
-        env: &[(&str, String)],
-    ) -> Self {
+    pub fn start(name: &str, log_name: &str, program: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
         assert!(
             program.exists(),
             "{} not found: build the workspace first (`cargo build --workspace`, which `make test` runs)",
@@ -73,23 +61,14 @@ impl Service {
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("ITEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("ITEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Service {
-            name: name.to_owned(),
-            child,
-            log,
-        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Service { name: name.to_owned(), child, log }
     }
 
     /// The OS process id.
@@ -121,11 +100,7 @@ impl Service {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(status)) => status.code(),
-            _ => panic!(
-                "{} did not exit within {timeout:?}; log: {}",
-                self.name,
-                self.log.display()
-            ),
+            _ => panic!("{} did not exit within {timeout:?}; log: {}", self.name, self.log.display()),
         }
     }
 
@@ -145,10 +120,7 @@ pub async fn wait_http_ok(url: &str, timeout: Duration, what: &str) {
         {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} was not ready at {url} within {timeout:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what} was not ready at {url} within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

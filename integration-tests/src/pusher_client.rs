@@ -43,10 +43,7 @@ fn parse(text: &str) -> Option<PusherMessage> {
     };
     Some(PusherMessage {
         event: value.get("event")?.as_str()?.to_owned(),
-        channel: value
-            .get("channel")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        channel: value.get("channel").and_then(Value::as_str).map(str::to_owned),
         data,
     })
 }
@@ -54,8 +51,7 @@ fn parse(text: &str) -> Option<PusherMessage> {
 impl PusherClient {
     /// Connects to `ws://host:port/app/{key}` and waits for `pusher:connection_established`.
     pub async fn connect(ws_base: &str, app_key: &str) -> anyhow::Result<Self> {
-        let url =
-            format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-tests&version=0.1.0");
+        let url = format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-tests&version=0.1.0");
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
         let (mut sink, mut stream) = socket.split();
         let (outgoing, mut to_send) = mpsc::unbounded_channel::<Message>();
@@ -75,9 +71,7 @@ impl PusherClient {
                 };
                 let Some(parsed) = parse(&text) else { continue };
                 if parsed.event == "pusher:ping" {
-                    let _ = pong.send(Message::text(
-                        json!({"event": "pusher:pong", "data": {}}).to_string(),
-                    ));
+                    let _ = pong.send(Message::text(json!({"event": "pusher:pong", "data": {}}).to_string()));
                     continue;
                 }
                 if deliver.send(parsed).is_err() {
@@ -88,19 +82,12 @@ impl PusherClient {
         let first = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("connection closed before it was established"))?;
-        anyhow::ensure!(
-            first.event == "pusher:connection_established",
-            "unexpected first message {first:?}"
-        );
+        anyhow::ensure!(first.event == "pusher:connection_established", "unexpected first message {first:?}");
         let socket_id = first.json()["socket_id"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no socket_id in {first:?}"))?
             .to_owned();
-        Ok(Self {
-            socket_id,
-            outgoing,
-            incoming,
-        })
+        Ok(Self { socket_id, outgoing, incoming })
     }
 
     /// Sends `pusher:subscribe` with the given `auth` (and `channel_data` for presence)
@@ -117,18 +104,14 @@ impl PusherClient {
             data["channel_data"] = Value::String(channel_data.to_owned());
         }
         let frame = json!({"event": "pusher:subscribe", "data": data}).to_string();
-        self.outgoing
-            .send(Message::text(frame))
-            .map_err(|_| anyhow::anyhow!("connection closed"))?;
+        self.outgoing.send(Message::text(frame)).map_err(|_| anyhow::anyhow!("connection closed"))?;
         loop {
             let message = self
                 .next(Duration::from_secs(10))
                 .await
                 .ok_or_else(|| anyhow::anyhow!("no answer to the subscription of {channel}"))?;
             match message.event.as_str() {
-                "pusher_internal:subscription_succeeded"
-                    if message.channel.as_deref() == Some(channel) =>
-                {
+                "pusher_internal:subscription_succeeded" if message.channel.as_deref() == Some(channel) => {
                     return Ok(());
                 }
                 "pusher:subscription_error" | "pusher:error" => {
@@ -141,10 +124,7 @@ impl PusherClient {
 
     /// The next message, or `None` after `timeout` (or when the connection closed).
     pub async fn next(&mut self, timeout: Duration) -> Option<PusherMessage> {
-        tokio::time::timeout(timeout, self.incoming.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(timeout, self.incoming.recv()).await.ok().flatten()
     }
 
     /// The next event named `event`, skipping others, or `None` after `timeout`.

@@ -26,15 +26,16 @@ pub struct StackOptions {
     pub prefetch: u16,
     /// The worker's shutdown grace period, e.g. `30s`.
     pub shutdown_grace: String,
+    /// Deliveries of one task before it is dead-lettered.
+    pub delivery_limit: u32,
+    /// Run a private Redis (with an append-only file, so it can be restarted without
+    /// losing data) instead of the machine's shared one.
+    pub own_redis: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self {
-            worker: true,
-            prefetch: 64,
-            shutdown_grace: "30s".into(),
-        }
+        Self { worker: true, prefetch: 64, shutdown_grace: "30s".into(), delivery_limit: 5, own_redis: false }
     }
 }
 
@@ -49,6 +50,9 @@ pub struct Stack {
     /// The stack's RabbitMQ names.
     pub topology: Topology,
     options: StackOptions,
+    redis_url: String,
+    redis: Option<Service>,
+    redis_dir: Option<std::path::PathBuf>,
     soketi: Option<Service>,
     api: Option<Service>,
     /// The current worker, if any.
@@ -73,6 +77,9 @@ impl Stack {
             soketi_port,
             topology: Topology::new(&name),
             name,
+            redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            redis: None,
+            redis_dir: None,
             options,
             soketi: None,
             api: None,
@@ -80,6 +87,14 @@ impl Stack {
             workers_started: 0,
             http: reqwest::Client::new(),
         };
+        if stack.options.own_redis {
+            let port = free_port();
+            stack.redis_url = format!("redis://127.0.0.1:{port}");
+            let dir = crate::process::log_dir().join(format!("{}-redis", stack.name));
+            std::fs::create_dir_all(&dir).expect("creating the Redis folder");
+            stack.redis_dir = Some(dir);
+            stack.start_redis().await;
+        }
         stack.start_soketi().await;
         let api = Service::start(
             "inferpush-api",
@@ -96,12 +111,7 @@ impl Stack {
             .concat(),
         );
         stack.api = Some(api);
-        wait_http_ok(
-            &format!("{}/readyz", stack.api_url),
-            Duration::from_secs(30),
-            "inferpush-api",
-        )
-        .await;
+        wait_http_ok(&format!("{}/readyz", stack.api_url), Duration::from_secs(30), "inferpush-api").await;
         if stack.options.worker {
             stack.start_worker().await;
         }
@@ -112,12 +122,55 @@ impl Stack {
         vec![
             ("AMQP_URL", amqp_url()),
             ("INFERPUSH_AMQP_PREFIX", self.name.clone()),
+            ("INFERPUSH_DELIVERY_LIMIT", self.options.delivery_limit.to_string()),
+            ("REDIS_URL", self.redis_url.clone()),
+            ("INFERPUSH_REDIS_PREFIX", self.name.clone()),
             ("PUSHER_APP_ID", APP_ID.into()),
             ("PUSHER_APP_KEY", APP_KEY.into()),
             ("PUSHER_APP_SECRET", APP_SECRET.into()),
             ("PUSHER_HOST", "127.0.0.1".into()),
             ("PUSHER_PORT", self.soketi_port.to_string()),
         ]
+    }
+
+    /// Starts the stack's own Redis (append-only, fsync on every write) and waits for it.
+    pub async fn start_redis(&mut self) {
+        let dir = self.redis_dir.clone().expect("the stack runs its own Redis");
+        let port = self.redis_url.rsplit(':').next().expect("a port").to_owned();
+        let redis = Service::start(
+            "redis-server",
+            &format!("{}-redis", self.name),
+            std::path::Path::new("/usr/bin/redis-server"),
+            &[
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().expect("utf-8 path"),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            &[],
+        );
+        self.redis = Some(redis);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the stack's own Redis with SIGTERM (it writes its file and exits).
+    pub async fn stop_redis(&mut self) {
+        if let Some(mut redis) = self.redis.take() {
+            redis.signal("TERM");
+            redis.wait_exit(Duration::from_secs(20)).await;
+        }
     }
 
     /// Starts Soketi on the stack's port and waits for `/ready`.
@@ -163,16 +216,48 @@ impl Stack {
                 self.common_env(),
                 vec![
                     ("INFERPUSH_PREFETCH", self.options.prefetch.to_string()),
-                    (
-                        "INFERPUSH_SHUTDOWN_GRACE",
-                        self.options.shutdown_grace.clone(),
-                    ),
+                    ("INFERPUSH_SHUTDOWN_GRACE", self.options.shutdown_grace.clone()),
                 ],
             ]
             .concat(),
         );
         self.worker = Some(worker);
         wait_for_consumers(&self.topology.queue("echo"), 1, Duration::from_secs(30)).await;
+    }
+
+    /// `GET /v1/inference/{task_id}` as `api_key`'s user: (status, body).
+    pub async fn task(&self, api_key: &str, task_id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/v1/inference/{task_id}", self.api_url))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .expect("api answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every task of `api_key`'s user since `since` (Unix ms), following `next_since`.
+    pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<Value> {
+        let mut tasks = Vec::new();
+        let mut cursor = since.to_string();
+        loop {
+            let response = self
+                .http
+                .get(format!("{}/v1/inference?since={cursor}&limit={page}", self.api_url))
+                .bearer_auth(api_key)
+                .send()
+                .await
+                .expect("api answers");
+            assert_eq!(response.status(), 200, "listing tasks");
+            let body: Value = response.json().await.expect("JSON");
+            tasks.extend(body["tasks"].as_array().cloned().unwrap_or_default());
+            match body["next_since"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => return tasks,
+            }
+        }
     }
 
     /// `ws://127.0.0.1:{soketi}`.
@@ -182,9 +267,7 @@ impl Stack {
 
     /// A Pusher client connected to this stack's Soketi.
     pub async fn pusher_client(&self) -> PusherClient {
-        PusherClient::connect(&self.ws_base(), APP_KEY)
-            .await
-            .expect("connecting to Soketi")
+        PusherClient::connect(&self.ws_base(), APP_KEY).await.expect("connecting to Soketi")
     }
 
     /// A client of `api_key`'s user, subscribed to `channel` through the api's auth endpoint.
@@ -192,27 +275,15 @@ impl Stack {
         let mut client = self.pusher_client().await;
         let auth = self.channel_auth(api_key, &client.socket_id, channel).await;
         assert_eq!(auth.0, 200, "auth for {channel} failed: {}", auth.1);
-        let signature = auth.1["auth"]
-            .as_str()
-            .expect("auth in the answer")
-            .to_owned();
-        client
-            .subscribe(channel, &signature, None)
-            .await
-            .expect("subscription accepted");
+        let signature = auth.1["auth"].as_str().expect("auth in the answer").to_owned();
+        client.subscribe(channel, &signature, None).await.expect("subscription accepted");
         client
     }
 
     /// `POST /pusher/auth`, form-encoded as pusher-js sends it: (status, body).
-    pub async fn channel_auth(
-        &self,
-        api_key: &str,
-        socket_id: &str,
-        channel: &str,
-    ) -> (u16, Value) {
+    pub async fn channel_auth(&self, api_key: &str, socket_id: &str, channel: &str) -> (u16, Value) {
         let body =
-            serde_urlencoded::to_string([("socket_id", socket_id), ("channel_name", channel)])
-                .unwrap();
+            serde_urlencoded::to_string([("socket_id", socket_id), ("channel_name", channel)]).unwrap();
         let response = self
             .http
             .post(format!("{}/pusher/auth", self.api_url))
@@ -257,7 +328,7 @@ impl Stack {
 
     /// Logs of every process, for failure messages.
     pub fn logs(&self) -> String {
-        [&self.soketi, &self.api, &self.worker]
+        [&self.redis, &self.soketi, &self.api, &self.worker]
             .into_iter()
             .flatten()
             .map(|s| format!("== {} ==\n{}", s.log_path().display(), s.log_text()))
@@ -272,12 +343,13 @@ impl Drop for Stack {
         self.worker.take();
         self.api.take();
         self.soketi.take();
+        self.redis.take();
+        if let Some(dir) = self.redis_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let topology = self.topology.clone();
         let cleanup = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 runtime.block_on(delete_topology(&topology, &["echo"]));
             }
         });

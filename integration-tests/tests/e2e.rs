@@ -27,20 +27,14 @@ async fn collect_results(
             break;
         };
         if message.event.starts_with("inference.") && message.event != "inference.started" {
-            let id = message.json()["task_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let id = message.json()["task_id"].as_str().unwrap_or_default().to_owned();
             *seen.entry(id).or_default() += 1;
         }
     }
     // Give late duplicates a moment to show themselves.
     while let Some(message) = client.next(Duration::from_millis(300)).await {
         if message.event.starts_with("inference.") && message.event != "inference.started" {
-            let id = message.json()["task_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let id = message.json()["task_id"].as_str().unwrap_or_default().to_owned();
             *seen.entry(id).or_default() += 1;
         }
     }
@@ -50,9 +44,7 @@ async fn collect_results(
 #[tokio::test]
 async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
     let stack = Stack::start().await;
-    let mut alice = stack
-        .subscribed_client("dev-alice", "private-inference.alice")
-        .await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
 
     let input = json!({"text": "hello, inferpush", "nested": {"n": [1, 2, 3]}});
     let response = stack
@@ -70,10 +62,7 @@ async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
     assert_eq!(uuid::Uuid::parse_str(task_id).unwrap().get_version_num(), 7);
     assert_eq!(accepted["status"], "queued");
     assert_eq!(accepted["channel"], "private-inference.alice");
-    assert_eq!(
-        accepted["events"],
-        json!({"completed": "inference.completed", "failed": "inference.failed"})
-    );
+    assert_eq!(accepted["events"], json!({"completed": "inference.completed", "failed": "inference.failed"}));
     assert_eq!(location, format!("/v1/inference/{task_id}"));
     assert_eq!(accepted["status_url"], location);
 
@@ -88,6 +77,14 @@ async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
     assert_eq!(data["status"], "succeeded");
     assert_eq!(data["output"], input);
     assert!(data["timings"]["total_ms"].as_u64().is_some());
+
+    // The result is stored for its owner, and invisible to anyone else.
+    let (status, record) = stack.task("dev-alice", task_id).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["output"], input);
+    assert_eq!(stack.task("dev-bob", task_id).await.0, 404);
+    assert_eq!(stack.task("dev-alice", &uuid::Uuid::now_v7().to_string()).await.0, 404);
 }
 
 #[tokio::test]
@@ -104,20 +101,10 @@ async fn laravel_echo_style_json_auth_on_broadcasting_path_subscribes() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let auth: Value = response.json().await.unwrap();
-    client
-        .subscribe(
-            "private-inference.bob",
-            auth["auth"].as_str().unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    client.subscribe("private-inference.bob", auth["auth"].as_str().unwrap(), None).await.unwrap();
     let (status, accepted) = stack.submit("dev-bob", "echo", json!({"x": 1})).await;
     assert_eq!(status, 202);
-    let event = client
-        .next_event("inference.completed", RESULT_WAIT)
-        .await
-        .expect("result");
+    let event = client.next_event("inference.completed", RESULT_WAIT).await.expect("result");
     assert_eq!(event.json()["task_id"], accepted["task_id"]);
 }
 
@@ -132,17 +119,10 @@ async fn pusher_js_in_node_subscribes_submits_and_receives() {
         .output()
         .await
         .expect("running node");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     println!("{text}");
-    assert!(
-        output.status.success(),
-        "pusher-js test failed:\n{text}\n{}",
-        stack.logs()
-    );
+    assert!(output.status.success(), "pusher-js test failed:\n{text}\n{}", stack.logs());
 }
 
 #[tokio::test]
@@ -161,22 +141,13 @@ async fn alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_on
         assert_eq!(status, 403, "{channel}: {body}");
         assert!(body["detail"].as_str().is_some(), "{body}");
     }
-    let (status, _) = stack
-        .channel_auth("nobody", &socket, "private-inference.alice")
-        .await;
+    let (status, _) = stack.channel_auth("nobody", &socket, "private-inference.alice").await;
     assert_eq!(status, 401);
 
     // Alice's valid signature for her channel does not open Bob's...
-    let (_, own) = stack
-        .channel_auth("dev-alice", &socket, "private-inference.alice")
-        .await;
-    let reused = client
-        .subscribe("private-inference.bob", own["auth"].as_str().unwrap(), None)
-        .await;
-    assert!(
-        reused.is_err(),
-        "Soketi accepted alice's signature for bob's channel"
-    );
+    let (_, own) = stack.channel_auth("dev-alice", &socket, "private-inference.alice").await;
+    let reused = client.subscribe("private-inference.bob", own["auth"].as_str().unwrap(), None).await;
+    assert!(reused.is_err(), "Soketi accepted alice's signature for bob's channel");
     // ...and neither does one made with a guessed secret.
     let forged = AppCredentials::new(APP_ID, APP_KEY, "guessed-secret")
         .authorize_private(&socket, "private-inference.bob")
@@ -186,33 +157,20 @@ async fn alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_on
         .authorize_private(&client.socket_id, "private-inference.bob")
         .unwrap();
     assert_ne!(forged, forged_for_this_socket);
-    let refused = client
-        .subscribe("private-inference.bob", &forged_for_this_socket, None)
-        .await;
+    let refused = client.subscribe("private-inference.bob", &forged_for_this_socket, None).await;
     assert!(refused.is_err(), "Soketi accepted a forged signature");
 
     // And Bob's results never reach that connection.
-    let (status, _) = stack
-        .submit("dev-bob", "echo", json!({"secret": "bob's"}))
-        .await;
+    let (status, _) = stack.submit("dev-bob", "echo", json!({"secret": "bob's"})).await;
     assert_eq!(status, 202);
-    assert!(
-        client
-            .next_event("inference.completed", Duration::from_secs(2))
-            .await
-            .is_none()
-    );
+    assert!(client.next_event("inference.completed", Duration::from_secs(2)).await.is_none());
 }
 
 #[tokio::test]
 async fn five_hundred_concurrent_tasks_from_two_users_each_arrive_once_at_their_owner() {
     let stack = Stack::start().await;
-    let mut alice = stack
-        .subscribed_client("dev-alice", "private-inference.alice")
-        .await;
-    let mut bob = stack
-        .subscribed_client("dev-bob", "private-inference.bob")
-        .await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let mut bob = stack.subscribed_client("dev-bob", "private-inference.bob").await;
 
     let submits = (0..500).map(|i| {
         let key = if i % 2 == 0 { "dev-alice" } else { "dev-bob" };
@@ -225,11 +183,7 @@ async fn five_hundred_concurrent_tasks_from_two_users_each_arrive_once_at_their_
     });
     let accepted = join_all(submits).await;
     let ids_of = |key: &str| {
-        accepted
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, id)| id.clone())
-            .collect::<HashSet<_>>()
+        accepted.iter().filter(|(k, _)| *k == key).map(|(_, id)| id.clone()).collect::<HashSet<_>>()
     };
     let (alice_ids, bob_ids) = (ids_of("dev-alice"), ids_of("dev-bob"));
     assert_eq!((alice_ids.len(), bob_ids.len()), (250, 250));
@@ -240,116 +194,59 @@ async fn five_hundred_concurrent_tasks_from_two_users_each_arrive_once_at_their_
     );
     let alice_keys: HashSet<String> = alice_got.keys().cloned().collect();
     let bob_keys: HashSet<String> = bob_got.keys().cloned().collect();
-    assert_eq!(
-        alice_keys,
-        alice_ids,
-        "alice got {} of 250\n{}",
-        alice_keys.len(),
-        stack.logs()
-    );
+    assert_eq!(alice_keys, alice_ids, "alice got {} of 250\n{}", alice_keys.len(), stack.logs());
     assert_eq!(bob_keys, bob_ids, "bob got {} of 250", bob_keys.len());
-    assert!(
-        alice_got.values().chain(bob_got.values()).all(|n| *n == 1),
-        "a result arrived twice"
-    );
-    assert_eq!(
-        queue_stats(&stack.topology.queue("echo")).await.0,
-        0,
-        "tasks left behind"
-    );
+    assert!(alice_got.values().chain(bob_got.values()).all(|n| *n == 1), "a result arrived twice");
+    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, 0, "tasks left behind");
 }
 
 #[tokio::test]
 async fn sigterm_mid_burst_loses_nothing_and_a_new_worker_finishes_the_rest() {
-    let options = StackOptions {
-        prefetch: 8,
-        ..Default::default()
-    };
+    let options = StackOptions { prefetch: 8, ..Default::default() };
     let mut stack = Stack::start_with(options).await;
-    let mut alice = stack
-        .subscribed_client("dev-alice", "private-inference.alice")
-        .await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
 
     let mut ids = HashSet::new();
     for i in 0..120 {
-        let (status, body) = stack
-            .submit("dev-alice", "echo", json!({"i": i, "delay_ms": 40}))
-            .await;
+        let (status, body) = stack.submit("dev-alice", "echo", json!({"i": i, "delay_ms": 200})).await;
         assert_eq!(status, 202);
         ids.insert(body["task_id"].as_str().unwrap().to_owned());
     }
     // Let some finish, then stop the worker in the middle of the burst.
     let mut seen: HashMap<String, usize> = HashMap::new();
     while seen.len() < 10 {
-        let message = alice
-            .next_event("inference.completed", RESULT_WAIT)
-            .await
-            .expect("first results");
-        *seen
-            .entry(message.json()["task_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        let message = alice.next_event("inference.completed", RESULT_WAIT).await.expect("first results");
+        *seen.entry(message.json()["task_id"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     let mut worker = stack.worker.take().unwrap();
     worker.signal("TERM");
     let code = worker.wait_exit(Duration::from_secs(30)).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "worker did not stop cleanly:\n{}",
-        worker.log_text()
-    );
-    assert!(
-        worker.log_text().contains("all tasks in hand settled"),
-        "{}",
-        worker.log_text()
-    );
+    assert_eq!(code, Some(0), "worker did not stop cleanly:\n{}", worker.log_text());
+    assert!(worker.log_text().contains("all tasks in hand settled"), "{}", worker.log_text());
 
     let (left, consumers) = queue_stats(&stack.topology.queue("echo")).await;
     assert_eq!(consumers, 0);
-    assert!(
-        left > 0,
-        "the burst finished before the stop; the test proves nothing"
-    );
+    assert!(left > 0, "the burst finished before the stop; the test proves nothing");
     stack.start_worker().await;
     for (id, n) in collect_results(&mut alice, ids.len() - seen.len(), RESULT_WAIT).await {
         *seen.entry(id).or_default() += n;
     }
     let arrived: HashSet<String> = seen.keys().cloned().collect();
     let missing: Vec<_> = ids.difference(&arrived).collect();
-    assert!(
-        missing.is_empty(),
-        "{} tasks lost: {missing:?}\n{}",
-        missing.len(),
-        stack.logs()
-    );
+    assert!(missing.is_empty(), "{} tasks lost: {missing:?}\n{}", missing.len(), stack.logs());
     // A graceful stop acks everything it finished, so nothing runs twice.
-    assert!(
-        seen.values().all(|n| *n == 1),
-        "duplicates after a graceful stop: {seen:?}"
-    );
+    assert!(seen.values().all(|n| *n == 1), "duplicates after a graceful stop: {seen:?}");
 }
 
 #[tokio::test]
 async fn rejected_requests_publish_nothing_and_answer_problem_json() {
-    let stack = Stack::start_with(StackOptions {
-        worker: false,
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
     let queue = stack.topology.queue("echo");
     let url = format!("{}/v1/inference", stack.api_url);
     let http = stack.http();
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (
-            http.post(&url).json(&json!({"model": "echo", "input": {}})),
-            401,
-        ),
-        (
-            http.post(&url)
-                .bearer_auth("not-a-key")
-                .json(&json!({"model": "echo", "input": {}})),
-            401,
-        ),
+        (http.post(&url).json(&json!({"model": "echo", "input": {}})), 401),
+        (http.post(&url).bearer_auth("not-a-key").json(&json!({"model": "echo", "input": {}})), 401),
         (
             http.post(&url)
                 .header("authorization", "Basic ZGV2LWFsaWNlOg==")
@@ -363,19 +260,8 @@ async fn rejected_requests_publish_nothing_and_answer_problem_json() {
                 .body("{not json"),
             400,
         ),
-        (
-            http.post(&url)
-                .bearer_auth("dev-alice")
-                .header("content-type", "text/plain")
-                .body("{}"),
-            415,
-        ),
-        (
-            http.post(&url)
-                .bearer_auth("dev-alice")
-                .json(&json!({"model": "gpt-9", "input": {}})),
-            422,
-        ),
+        (http.post(&url).bearer_auth("dev-alice").header("content-type", "text/plain").body("{}"), 415),
+        (http.post(&url).bearer_auth("dev-alice").json(&json!({"model": "gpt-9", "input": {}})), 422),
         (
             http.post(&url)
                 .bearer_auth("dev-alice")
@@ -388,18 +274,8 @@ async fn rejected_requests_publish_nothing_and_answer_problem_json() {
                 .json(&json!({"model": "echo", "input": {"delay_ms": 60001}})),
             422,
         ),
-        (
-            http.post(&url)
-                .bearer_auth("dev-alice")
-                .json(&json!({"model": "echo"})),
-            422,
-        ),
-        (
-            http.post(&url)
-                .bearer_auth("dev-alice")
-                .json(&json!({"input": {}})),
-            422,
-        ),
+        (http.post(&url).bearer_auth("dev-alice").json(&json!({"model": "echo"})), 422),
+        (http.post(&url).bearer_auth("dev-alice").json(&json!({"input": {}})), 422),
         (
             http.post(&url)
                 .bearer_auth("dev-alice")
@@ -411,35 +287,16 @@ async fn rejected_requests_publish_nothing_and_answer_problem_json() {
     for (index, (request, expected)) in cases.into_iter().enumerate() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), expected, "case {index}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json",
-            "case {index}"
-        );
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "case {index}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["status"], expected, "case {index}");
-        assert!(
-            !problem["detail"].as_str().unwrap_or_default().is_empty(),
-            "case {index}: {problem}"
-        );
+        assert!(!problem["detail"].as_str().unwrap_or_default().is_empty(), "case {index}: {problem}");
     }
-    assert_eq!(
-        queue_stats(&queue).await.0,
-        0,
-        "a rejected request was published"
-    );
+    assert_eq!(queue_stats(&queue).await.0, 0, "a rejected request was published");
 
     let (status, _) = stack.submit("dev-alice", "echo", json!({})).await;
     assert_eq!(status, 202);
-    assert_eq!(
-        queue_stats(&queue).await.0,
-        1,
-        "an accepted task is in the queue"
-    );
-    let health = http
-        .get(format!("{}/healthz", stack.api_url))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(queue_stats(&queue).await.0, 1, "an accepted task is in the queue");
+    let health = http.get(format!("{}/healthz", stack.api_url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }

@@ -50,10 +50,7 @@ fn known_names() -> String {
 }
 
 fn invalid(field: &str, problem: impl Into<String>) -> InputError {
-    InputError::Invalid {
-        field: field.to_owned(),
-        problem: problem.into(),
-    }
+    InputError::Invalid { field: field.to_owned(), problem: problem.into() }
 }
 
 /// Checks `input` against `model`'s contract.
@@ -65,9 +62,7 @@ pub fn validate(model: &str, input: &Value) -> Result<(), InputError> {
 }
 
 fn validate_echo(input: &Value) -> Result<(), InputError> {
-    let object = input
-        .as_object()
-        .ok_or_else(|| invalid("input", "must be a JSON object"))?;
+    let object = input.as_object().ok_or_else(|| invalid("input", "must be a JSON object"))?;
     if let Some(delay) = object.get("delay_ms") {
         let in_range = delay.as_u64().filter(|ms| *ms <= ECHO_MAX_DELAY_MS);
         if in_range.is_none() {
@@ -82,11 +77,7 @@ fn validate_echo(input: &Value) -> Result<(), InputError> {
 
 /// The echo model's delay for an input the catalogue accepted (0 when absent).
 pub fn echo_delay_ms(input: &Value) -> u64 {
-    input
-        .get("delay_ms")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-        .min(ECHO_MAX_DELAY_MS)
+    input.get("delay_ms").and_then(Value::as_u64).unwrap_or(0).min(ECHO_MAX_DELAY_MS)
 }
 
 #[cfg(test)]
@@ -97,23 +88,13 @@ mod tests {
     #[test]
     fn echo_accepts_objects_with_or_without_delay() {
         assert_eq!(validate("echo", &json!({})), Ok(()));
-        assert_eq!(
-            validate("echo", &json!({"text": "hi", "delay_ms": 0})),
-            Ok(())
-        );
+        assert_eq!(validate("echo", &json!({"text": "hi", "delay_ms": 0})), Ok(()));
         assert_eq!(validate("echo", &json!({"delay_ms": 60000})), Ok(()));
     }
 
     #[test]
     fn echo_refuses_bad_delays_naming_the_field() {
-        for delay in [
-            json!(-1),
-            json!(60001),
-            json!(1.5),
-            json!("10"),
-            json!(null),
-            json!(1e30),
-        ] {
+        for delay in [json!(-1), json!(60001), json!(1.5), json!("10"), json!(null), json!(1e30)] {
             let err = validate("echo", &json!({ "delay_ms": delay })).unwrap_err();
             assert!(err.to_string().starts_with("`input.delay_ms`"), "{err}");
         }
@@ -122,10 +103,7 @@ mod tests {
     #[test]
     fn echo_refuses_non_objects() {
         for input in [json!([]), json!("text"), json!(3), json!(null)] {
-            assert!(matches!(
-                validate("echo", &input),
-                Err(InputError::Invalid { .. })
-            ));
+            assert!(matches!(validate("echo", &input), Err(InputError::Invalid { .. })));
         }
     }
 

@@ -23,11 +23,8 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    const ALL: [ChannelKind; 3] = [
-        ChannelKind::PrivateEncrypted,
-        ChannelKind::Private,
-        ChannelKind::Presence,
-    ];
+    const ALL: [ChannelKind; 3] =
+        [ChannelKind::PrivateEncrypted, ChannelKind::Private, ChannelKind::Presence];
 
     /// The prefix that, followed by a user id, names a channel of this kind.
     pub const fn prefix(self) -> &'static str {
@@ -43,9 +40,7 @@ impl ChannelKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// Empty, too long or with characters outside `[A-Za-z0-9_@.-]`.
-    #[error(
-        "user id must be 1–{MAX_USER_ID_LEN} characters of A–Z, a–z, 0–9, `_`, `-`, `@` or `.`"
-    )]
+    #[error("user id must be 1–{MAX_USER_ID_LEN} characters of A–Z, a–z, 0–9, `_`, `-`, `@` or `.`")]
     InvalidUserId,
     /// Over Soketi's 200-character limit.
     #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
@@ -66,9 +61,7 @@ pub struct InferenceChannel {
 pub fn is_valid_user_id(user_id: &str) -> bool {
     !user_id.is_empty()
         && user_id.len() <= MAX_USER_ID_LEN
-        && user_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'@' | b'.'))
+        && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'@' | b'.'))
 }
 
 impl InferenceChannel {
@@ -77,10 +70,7 @@ impl InferenceChannel {
         if !is_valid_user_id(user_id) {
             return Err(ChannelError::InvalidUserId);
         }
-        Ok(Self {
-            kind,
-            user_id: user_id.to_owned(),
-        })
+        Ok(Self { kind, user_id: user_id.to_owned() })
     }
 
     /// The default results channel of a user: `private-inference.{user_id}`.
@@ -128,10 +118,7 @@ mod tests {
 
     #[test]
     fn private_channel_name_follows_design() {
-        assert_eq!(
-            InferenceChannel::private("alice").unwrap().to_string(),
-            "private-inference.alice"
-        );
+        assert_eq!(InferenceChannel::private("alice").unwrap().to_string(), "private-inference.alice");
     }
 
     #[test]
@@ -158,11 +145,7 @@ mod tests {
             "private-cache-inference.alice",
             "",
         ] {
-            assert_eq!(
-                InferenceChannel::parse(name),
-                Err(ChannelError::NotInference),
-                "{name}"
-            );
+            assert_eq!(InferenceChannel::parse(name), Err(ChannelError::NotInference), "{name}");
         }
     }
 
@@ -177,22 +160,12 @@ mod tests {
             "private-inference.a:b",
             "private-inference.a*",
         ] {
-            assert_eq!(
-                InferenceChannel::parse(name),
-                Err(ChannelError::InvalidUserId),
-                "{name:?}"
-            );
+            assert_eq!(InferenceChannel::parse(name), Err(ChannelError::InvalidUserId), "{name:?}");
         }
         let long = format!("private-inference.{}", "a".repeat(MAX_USER_ID_LEN + 1));
-        assert_eq!(
-            InferenceChannel::parse(&long),
-            Err(ChannelError::InvalidUserId)
-        );
+        assert_eq!(InferenceChannel::parse(&long), Err(ChannelError::InvalidUserId));
         let too_long = format!("private-inference.{}", "a".repeat(MAX_CHANNEL_NAME_LEN));
-        assert_eq!(
-            InferenceChannel::parse(&too_long),
-            Err(ChannelError::TooLong)
-        );
+        assert_eq!(InferenceChannel::parse(&too_long), Err(ChannelError::TooLong));
     }
 
     #[test]

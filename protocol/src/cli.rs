@@ -6,18 +6,10 @@ use crate::signature::AppCredentials;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PusherArgs {
     /// Pusher (Soketi) app id.
-    #[arg(
-        long = "pusher-app-id",
-        env = "PUSHER_APP_ID",
-        default_value = "app-id"
-    )]
+    #[arg(long = "pusher-app-id", env = "PUSHER_APP_ID", default_value = "app-id")]
     pub app_id: String,
     /// Pusher app key, public: clients connect with it.
-    #[arg(
-        long = "pusher-app-key",
-        env = "PUSHER_APP_KEY",
-        default_value = "app-key"
-    )]
+    #[arg(long = "pusher-app-key", env = "PUSHER_APP_KEY", default_value = "app-key")]
     pub key: String,
     /// Pusher app secret, used to sign subscriptions and REST calls.
     #[arg(
@@ -55,6 +47,7 @@ impl PusherArgs {
 pub struct AmqpArgs {
     /// RabbitMQ URL.
     #[arg(
+        id = "amqp_url",
         long = "amqp-url",
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
@@ -63,6 +56,7 @@ pub struct AmqpArgs {
     pub url: String,
     /// Prefix of every exchange and queue name, so deployments can share a broker.
     #[arg(
+        id = "amqp_prefix",
         long = "amqp-prefix",
         env = "INFERPUSH_AMQP_PREFIX",
         default_value = "inferpush"
@@ -81,6 +75,32 @@ impl AmqpArgs {
         topology
     }
 
+    /// The URL with any password replaced, for logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url_password(&self.url)
+    }
+}
+
+/// Where task state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Redis URL for task state and results.
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+    /// Prefix of every Redis key, so deployments can share a server.
+    #[arg(
+        id = "redis_prefix",
+        long = "redis-prefix",
+        env = "INFERPUSH_REDIS_PREFIX",
+        default_value = "inferpush"
+    )]
+    pub prefix: String,
+    /// How long task state and results are kept, in seconds.
+    #[arg(long = "result-ttl-secs", env = "INFERPUSH_RESULT_TTL_SECS", default_value_t = 24 * 3600)]
+    pub ttl_secs: u64,
+}
+
+impl StoreArgs {
     /// The URL with any password replaced, for logs.
     pub fn redacted_url(&self) -> String {
         redact_url_password(&self.url)
@@ -107,13 +127,7 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url_password("amqp://guest:guest@h:5672/%2f"),
-            "amqp://guest:***@h:5672/%2f"
-        );
-        assert_eq!(
-            redact_url_password("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(redact_url_password("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(redact_url_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

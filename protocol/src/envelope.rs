@@ -80,10 +80,7 @@ mod tests {
             channel: "private-inference.alice".into(),
             submitted_at_ms: 1_700_000_000_000,
         };
-        assert_eq!(
-            TaskEnvelope::from_bytes(&envelope.to_bytes()).unwrap(),
-            envelope
-        );
+        assert_eq!(TaskEnvelope::from_bytes(&envelope.to_bytes()).unwrap(), envelope);
     }
 
     #[test]

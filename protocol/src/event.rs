@@ -121,15 +121,9 @@ mod tests {
 
     #[test]
     fn event_name_follows_status() {
-        assert_eq!(
-            event(TaskStatus::Succeeded).event_name(),
-            "inference.completed"
-        );
+        assert_eq!(event(TaskStatus::Succeeded).event_name(), "inference.completed");
         assert_eq!(event(TaskStatus::Failed).event_name(), "inference.failed");
-        assert_eq!(
-            event(TaskStatus::Cancelled).event_name(),
-            "inference.failed"
-        );
+        assert_eq!(event(TaskStatus::Cancelled).event_name(), "inference.failed");
         assert_eq!(event(TaskStatus::Running).event_name(), "inference.started");
     }
 

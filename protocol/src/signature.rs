@@ -64,40 +64,24 @@ pub fn is_valid_socket_id(socket_id: &str) -> bool {
 
 impl AppCredentials {
     /// Builds credentials from their three parts.
-    pub fn new(
-        app_id: impl Into<String>,
-        key: impl Into<String>,
-        secret: impl Into<String>,
-    ) -> Self {
-        Self {
-            app_id: app_id.into(),
-            key: key.into(),
-            secret: secret.into(),
-        }
+    pub fn new(app_id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self { app_id: app_id.into(), key: key.into(), secret: secret.into() }
     }
 
     fn hmac_hex(&self, message: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(self.secret.as_bytes())
-            .expect("HMAC accepts any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(self.secret.as_bytes()).expect("HMAC accepts any key length");
         mac.update(message.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
     /// The `auth` value for a private (or encrypted) channel subscription:
     /// `key:hex(hmac(secret, "socket_id:channel"))`.
-    pub fn authorize_private(
-        &self,
-        socket_id: &str,
-        channel: &str,
-    ) -> Result<String, SignatureError> {
+    pub fn authorize_private(&self, socket_id: &str, channel: &str) -> Result<String, SignatureError> {
         if !is_valid_socket_id(socket_id) {
             return Err(SignatureError::InvalidSocketId);
         }
-        Ok(format!(
-            "{}:{}",
-            self.key,
-            self.hmac_hex(&format!("{socket_id}:{channel}"))
-        ))
+        Ok(format!("{}:{}", self.key, self.hmac_hex(&format!("{socket_id}:{channel}"))))
     }
 
     /// The `auth` value for a presence channel, where the signed string also covers the
@@ -118,11 +102,8 @@ impl AppCredentials {
     /// Signs a REST call to the Pusher HTTP API and returns the full query string
     /// (the caller's own parameters included) to append after `?`.
     pub fn sign_rest(&self, request: &RestRequest<'_>) -> String {
-        let mut params: Vec<(String, String)> = request
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-            .collect();
+        let mut params: Vec<(String, String)> =
+            request.params.iter().map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned())).collect();
         params.push(("auth_key".into(), self.key.clone()));
         params.push(("auth_timestamp".into(), request.timestamp.to_string()));
         params.push(("auth_version".into(), AUTH_VERSION.into()));
@@ -194,11 +175,7 @@ pub fn body_md5(body: &[u8]) -> String {
 }
 
 fn join_query(params: &[(String, String)]) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 fn string_to_sign(method: &str, path: &str, query: &str) -> String {
@@ -216,9 +193,7 @@ mod tests {
 
     #[test]
     fn private_channel_matches_pusher_docs_worked_example() {
-        let auth = docs_app()
-            .authorize_private("1234.1234", "private-foobar")
-            .unwrap();
+        let auth = docs_app().authorize_private("1234.1234", "private-foobar").unwrap();
         assert_eq!(
             auth,
             "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
@@ -228,9 +203,7 @@ mod tests {
     #[test]
     fn presence_channel_matches_pusher_docs_worked_example() {
         let data = r#"{"user_id":10,"user_info":{"name":"Mr. Channels"}}"#;
-        let auth = docs_app()
-            .authorize_presence("1234.1234", "presence-foobar", data)
-            .unwrap();
+        let auth = docs_app().authorize_presence("1234.1234", "presence-foobar", data).unwrap();
         assert_eq!(
             auth,
             "278d425bdf160c739803:31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
@@ -266,10 +239,7 @@ mod tests {
             params: &[("Info", "user_count"), ("filter_by_prefix", "presence-")],
         });
         assert!(a.starts_with("auth_key="), "{a}");
-        assert!(
-            a.contains("&filter_by_prefix=presence-&info=user_count&"),
-            "{a}"
-        );
+        assert!(a.contains("&filter_by_prefix=presence-&info=user_count&"), "{a}");
         assert!(!a.contains("body_md5"), "a GET has no body to hash: {a}");
     }
 
@@ -291,10 +261,7 @@ mod tests {
                 (k.to_owned(), v.to_owned())
             })
             .collect();
-        assert_eq!(
-            app.verify_rest("POST", "/apps/3/batch_events", &query, body),
-            Ok(())
-        );
+        assert_eq!(app.verify_rest("POST", "/apps/3/batch_events", &query, body), Ok(()));
         assert_eq!(
             app.verify_rest("POST", "/apps/3/batch_events", &query, br#"{"batch":[1]}"#),
             Err(SignatureError::BodyMismatch)
@@ -315,14 +282,9 @@ mod tests {
         for good in ["1234.1234", "0.0", "123456789.987654321"] {
             assert!(is_valid_socket_id(good), "{good}");
         }
-        for bad in [
-            "", "1234", "1234.", ".1234", "12a4.1", "1.2.3", "1:2", " 1.2", "1.2\n", "-1.2",
-        ] {
+        for bad in ["", "1234", "1234.", ".1234", "12a4.1", "1.2.3", "1:2", " 1.2", "1.2\n", "-1.2"] {
             assert!(!is_valid_socket_id(bad), "{bad:?}");
-            assert_eq!(
-                docs_app().authorize_private(bad, "private-x"),
-                Err(SignatureError::InvalidSocketId)
-            );
+            assert_eq!(docs_app().authorize_private(bad, "private-x"), Err(SignatureError::InvalidSocketId));
         }
     }
 

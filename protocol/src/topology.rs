@@ -17,10 +17,7 @@ pub struct Topology {
 impl Topology {
     /// The topology whose names start with `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-            delivery_limit: DEFAULT_DELIVERY_LIMIT,
-        }
+        Self { prefix: prefix.into(), delivery_limit: DEFAULT_DELIVERY_LIMIT }
     }
 
     /// Durable direct exchange that tasks are published to, routing key = model.
@@ -62,14 +59,8 @@ mod declare {
         /// Declares the exchanges and the queues of `models` (idempotent: declaring what
         /// exists with the same arguments is a no-op, so api and worker both do it at start).
         pub async fn declare(&self, channel: &Channel, models: &[&str]) -> lapin::Result<()> {
-            let durable = ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            let queue_options = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
+            let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+            let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
             channel
                 .exchange_declare(
                     self.exchange().into(),
@@ -86,9 +77,7 @@ mod declare {
                     FieldTable::default(),
                 )
                 .await?;
-            channel
-                .queue_declare(self.dead_letter_queue().into(), queue_options, quorum())
-                .await?;
+            channel.queue_declare(self.dead_letter_queue().into(), queue_options, quorum()).await?;
             channel
                 .queue_bind(
                     self.dead_letter_queue().into(),
@@ -100,17 +89,12 @@ mod declare {
                 .await?;
             for model in models {
                 let mut args = quorum();
-                args.insert(
-                    "x-delivery-limit".into(),
-                    AMQPValue::LongInt(self.delivery_limit as i32),
-                );
+                args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit as i32));
                 args.insert(
                     "x-dead-letter-exchange".into(),
                     AMQPValue::LongString(self.dead_letter_exchange().into()),
                 );
-                channel
-                    .queue_declare(self.queue(model).into(), queue_options, args)
-                    .await?;
+                channel.queue_declare(self.queue(model).into(), queue_options, args).await?;
                 channel
                     .queue_bind(
                         self.queue(model).into(),
@@ -127,10 +111,7 @@ mod declare {
 
     fn quorum() -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
         args
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use inferpush_protocol::cli::{AmqpArgs, PusherArgs};
+use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
 
 /// Soketi's default event size limit (`maxEventPayloadInKb` = 100).
 pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
@@ -13,12 +13,7 @@ pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
 #[command(version, about)]
 pub struct WorkerConfig {
     /// Models this worker serves, comma-separated; it consumes only their queues.
-    #[arg(
-        long,
-        env = "INFERPUSH_MODELS",
-        default_value = "echo",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "INFERPUSH_MODELS", default_value = "echo", value_delimiter = ',')]
     pub models: Vec<String>,
     /// Unacknowledged tasks held per model (AMQP prefetch): the worker's concurrency.
     #[arg(long, env = "INFERPUSH_PREFETCH", default_value_t = 64)]
@@ -29,11 +24,22 @@ pub struct WorkerConfig {
     /// Concurrent `batch_events` calls to Soketi.
     #[arg(long, env = "INFERPUSH_PUSH_CONCURRENCY", default_value_t = 4)]
     pub push_concurrency: usize,
+    /// How long to keep retrying a result's push before acking anyway (it stays retrievable).
+    #[arg(long, env = "INFERPUSH_PUSH_DEADLINE", default_value = "120s", value_parser = parse_duration)]
+    pub push_deadline: Duration,
+    /// Base of `result_url` for results too large to push inline (the api's public URL).
+    #[arg(long, env = "INFERPUSH_PUBLIC_URL", default_value = "")]
+    pub result_base_url: String,
+    /// Also consume the dead-letter queue: fail those tasks and tell their users.
+    #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dead_letters: bool,
     /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
     #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub pusher: PusherArgs,
 }
@@ -41,13 +47,9 @@ pub struct WorkerConfig {
 /// Reads `250ms`, `30s` or `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s"))?;
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "s" | "" => Ok(Duration::from_secs(value)),
@@ -59,6 +61,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        use clap::CommandFactory;
+        WorkerConfig::command().debug_assert();
+    }
 
     #[test]
     fn starts_with_no_arguments_on_the_documented_defaults() {

@@ -1,4 +1,5 @@
-//! Consumes the served models' queues: prefetch, manual acks, graceful stop, reconnects.
+//! Consumes the served models' queues (and the dead letters): prefetch, manual acks,
+//! graceful stop, reconnects.
 //!
 //! The loop has three states: connecting, consuming, draining. A broken connection
 //! is logged and retried after a delay; it never kills the process. On stop, the
@@ -8,15 +9,16 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::SelectAll;
+use futures::stream::{BoxStream, SelectAll};
 use inferpush_protocol::Topology;
+use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::task::{TaskContext, handle};
+use crate::task::{TaskContext, handle, handle_dead_letter};
 
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
@@ -29,6 +31,15 @@ pub struct ConsumerSettings {
     pub topology: Topology,
     /// Unacked deliveries per model queue.
     pub prefetch: u16,
+    /// Also consume the dead-letter queue.
+    pub dead_letters: bool,
+}
+
+/// Which queue a delivery came from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Model,
+    DeadLetters,
 }
 
 /// Consumes until `stop` fires, reconnecting as often as needed.
@@ -37,10 +48,7 @@ pub async fn run(settings: ConsumerSettings, context: TaskContext, stop: Cancell
         match consume(&settings, &context, &stop).await {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "RabbitMQ session ended; reconnecting"
-                );
+                tracing::warn!(error = format!("{error:#}"), "RabbitMQ session ended; reconnecting");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(RECONNECT_DELAY) => {}
@@ -66,21 +74,19 @@ async fn consume(
         .context("connecting to RabbitMQ")?;
     let models = context.registry.names();
     let setup = connection.create_channel().await?;
-    settings
-        .topology
-        .declare(&setup, &models)
-        .await
-        .context("declaring the topology")?;
+    settings.topology.declare(&setup, &models).await.context("declaring the topology")?;
 
     let mut consumers = Vec::new();
-    let mut deliveries: SelectAll<Consumer> = SelectAll::new();
-    for model in &models {
+    let mut deliveries: SelectAll<BoxStream<'static, (Source, lapin::Result<Delivery>)>> = SelectAll::new();
+    let mut queues: Vec<(Source, String, &str)> =
+        models.iter().map(|m| (Source::Model, settings.topology.queue(m), *m)).collect();
+    if settings.dead_letters {
+        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue(), "dead"));
+    }
+    for (source, queue, label) in queues {
         let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(settings.prefetch, BasicQosOptions::default())
-            .await?;
-        let queue = settings.topology.queue(model);
-        let tag = format!("inferpush-worker-{}-{model}", std::process::id());
+        channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("inferpush-worker-{}-{label}", std::process::id());
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -91,7 +97,7 @@ async fn consume(
             .await
             .with_context(|| format!("consuming {queue}"))?;
         tracing::info!(queue, prefetch = settings.prefetch, "consuming");
-        deliveries.push(consumer);
+        deliveries.push(consumer.map(move |delivery| (source, delivery)).boxed());
         consumers.push(ModelConsumer { channel, tag });
     }
 
@@ -100,10 +106,13 @@ async fn consume(
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
             next = deliveries.next() => match next {
-                Some(Ok(delivery)) => {
+                Some((Source::Model, Ok(delivery))) => {
                     tasks.spawn(handle(delivery, context.clone()));
                 }
-                Some(Err(error)) => break Err(anyhow::Error::new(error).context("consuming")),
+                Some((Source::DeadLetters, Ok(delivery))) => {
+                    tasks.spawn(handle_dead_letter(delivery, context.clone()));
+                }
+                Some((_, Err(error))) => break Err(anyhow::Error::new(error).context("consuming")),
                 None => break Err(anyhow::anyhow!("the broker cancelled our consumers")),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -116,15 +125,10 @@ async fn consume(
         return ended;
     }
 
-    tracing::info!(
-        in_hand = tasks.len(),
-        "stopping: finishing the tasks in hand"
-    );
+    tracing::info!(in_hand = tasks.len(), "stopping: finishing the tasks in hand");
     for consumer in &consumers {
-        let _ = consumer
-            .channel
-            .basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        let _ =
+            consumer.channel.basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default()).await;
     }
     while tasks.join_next().await.is_some() {}
     let _ = connection.close(200, "worker stopping".into()).await;

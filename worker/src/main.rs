@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Parser;
+use inferpush_store::TaskStore;
 use inferpush_worker::config::WorkerConfig;
 use inferpush_worker::consumer::{self, ConsumerSettings};
 use inferpush_worker::model::Registry;
@@ -11,15 +14,14 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = WorkerConfig::parse();
     tracing::info!(
         models = ?config.models,
         prefetch = config.prefetch,
         amqp = config.amqp.redacted_url(),
+        redis = config.store.redacted_url(),
         soketi = config.pusher.base_url(),
         "starting inferpush-worker"
     );
@@ -29,19 +31,25 @@ async fn main() -> anyhow::Result<()> {
     // their tasks go back to the queue instead of holding the process.
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
-    let target = SoketiTarget {
-        base_url: config.pusher.base_url(),
-        credentials: config.pusher.credentials(),
-    };
+    let target =
+        SoketiTarget { base_url: config.pusher.base_url(), credentials: config.pusher.credentials() };
+    let store =
+        TaskStore::new(&config.store.url, &config.store.prefix, Duration::from_secs(config.store.ttl_secs))
+            .context("configuring the task store (REDIS_URL)")?;
     let context = TaskContext {
         registry,
         publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
+        store,
         max_event_bytes: config.max_event_bytes,
+        result_base_url: config.result_base_url.trim_end_matches('/').to_owned(),
+        push_deadline: config.push_deadline,
+        abort: abort.clone(),
     };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),
         topology: config.amqp.topology(),
         prefetch: config.prefetch,
+        dead_letters: config.dead_letters,
     };
 
     let signals = {

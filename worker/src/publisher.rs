@@ -80,10 +80,7 @@ impl Publisher {
     /// Pushes one event and resolves once Soketi has accepted it.
     pub async fn push(&self, event: BatchEvent) -> Result<(), PushError> {
         let (done, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { event, done })
-            .await
-            .map_err(|_| PushError::Aborted)?;
+        self.queue.send(Pending { event, done }).await.map_err(|_| PushError::Aborted)?;
         answer.await.unwrap_or(Err(PushError::Aborted))
     }
 }
@@ -101,12 +98,7 @@ impl Actor {
         loop {
             // Wait for a free call slot first: while every slot is busy, events pile up
             // in the queue and leave together in the next call.
-            let permit = self
-                .calls
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
+            let permit = self.calls.clone().acquire_owned().await.expect("semaphore never closes");
             let Some(first) = receiver.recv().await else {
                 break;
             };
@@ -134,15 +126,9 @@ impl Actor {
                 let _ = p.done.send(Ok(()));
             }),
             Err(PushError::Rejected(reason)) if batch.len() > 1 => {
-                tracing::warn!(
-                    reason,
-                    events = batch.len(),
-                    "batch refused; pushing its events one by one"
-                );
+                tracing::warn!(reason, events = batch.len(), "batch refused; pushing its events one by one");
                 for pending in batch {
-                    let result = self
-                        .send_until_done(std::slice::from_ref(&pending.event))
-                        .await;
+                    let result = self.send_until_done(std::slice::from_ref(&pending.event)).await;
                     let _ = pending.done.send(result);
                 }
             }
@@ -160,11 +146,7 @@ impl Actor {
                 Outcome::Rejected(reason) => return Err(PushError::Rejected(reason)),
                 Outcome::Retry(reason) => {
                     let wait = jittered(backoff);
-                    tracing::warn!(
-                        reason,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "push to Soketi failed"
-                    );
+                    tracing::warn!(reason, retry_in_ms = wait.as_millis() as u64, "push to Soketi failed");
                     tokio::select! {
                         _ = self.abort.cancelled() => return Err(PushError::Aborted),
                         _ = tokio::time::sleep(wait) => {}
@@ -176,15 +158,10 @@ impl Actor {
     }
 
     async fn send_once(&self, events: &[BatchEvent]) -> Outcome {
-        let body = serde_json::to_vec(&BatchEvents {
-            batch: events.to_vec(),
-        })
-        .expect("batch events always serialise");
+        let body = serde_json::to_vec(&BatchEvents { batch: events.to_vec() })
+            .expect("batch events always serialise");
         let path = format!("/apps/{}/batch_events", self.target.credentials.app_id);
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let query = self.target.credentials.sign_rest(&RestRequest {
             method: "POST",
             path: &path,
@@ -232,10 +209,7 @@ mod tests {
     fn jitter_stays_within_half_to_one_and_a_half() {
         for _ in 0..1000 {
             let d = jittered(Duration::from_millis(1000));
-            assert!(
-                d >= Duration::from_millis(500) && d < Duration::from_millis(1500),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_millis(500) && d < Duration::from_millis(1500), "{d:?}");
         }
     }
 }

@@ -41,10 +41,7 @@ async fn batch_events(
 ) -> StatusCode {
     let pairs: Vec<(String, String)> = query.into_iter().collect();
     let path = format!("/apps/{app_id}/batch_events");
-    if credentials()
-        .verify_rest("POST", &path, &pairs, &body)
-        .is_err()
-    {
+    if credentials().verify_rest("POST", &path, &pairs, &body).is_err() {
         return StatusCode::UNAUTHORIZED;
     }
     let mut fake = fake.lock().unwrap();
@@ -65,21 +62,13 @@ async fn batch_events(
 
 async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
     let shared = Arc::new(Mutex::new(fake));
-    let router = Router::new()
-        .route("/apps/{app_id}/batch_events", post(batch_events))
-        .with_state(shared.clone());
+    let router =
+        Router::new().route("/apps/{app_id}/batch_events", post(batch_events)).with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let abort = CancellationToken::new();
-    let publisher = Publisher::spawn(
-        SoketiTarget {
-            base_url,
-            credentials: credentials(),
-        },
-        2,
-        abort.clone(),
-    );
+    let publisher = Publisher::spawn(SoketiTarget { base_url, credentials: credentials() }, 2, abort.clone());
     (shared, publisher, abort)
 }
 
@@ -104,29 +93,14 @@ async fn signed_events_are_delivered_and_batched_up_to_ten_per_call() {
     }
     let fake = fake.lock().unwrap();
     assert_eq!(fake.events.len(), 50);
-    assert!(
-        fake.accepted.iter().all(|n| *n <= 10),
-        "{:?}",
-        fake.accepted
-    );
-    assert!(
-        fake.accepted.len() < 50,
-        "events were never batched: {:?}",
-        fake.accepted
-    );
+    assert!(fake.accepted.iter().all(|n| *n <= 10), "{:?}", fake.accepted);
+    assert!(fake.accepted.len() < 50, "events were never batched: {:?}", fake.accepted);
 }
 
 #[tokio::test]
 async fn transient_failures_are_retried_until_delivered() {
-    let (fake, publisher, _abort) = start(Fake {
-        fail_first: 3,
-        ..Default::default()
-    })
-    .await;
-    publisher
-        .push(event("inference.completed", 1))
-        .await
-        .unwrap();
+    let (fake, publisher, _abort) = start(Fake { fail_first: 3, ..Default::default() }).await;
+    publisher.push(event("inference.completed", 1)).await.unwrap();
     let fake = fake.lock().unwrap();
     assert_eq!(fake.calls, 4);
     assert_eq!(fake.events.len(), 1);
@@ -134,19 +108,12 @@ async fn transient_failures_are_retried_until_delivered() {
 
 #[tokio::test]
 async fn a_refused_event_does_not_sink_the_others_in_its_batch() {
-    let fake = Fake {
-        poison: Some("poison".into()),
-        ..Default::default()
-    };
+    let fake = Fake { poison: Some("poison".into()), ..Default::default() };
     let (shared, publisher, _abort) = start(fake).await;
     let pushes: Vec<_> = (0..10)
         .map(|i| {
             let publisher = publisher.clone();
-            let name = if i == 4 {
-                "poison"
-            } else {
-                "inference.completed"
-            };
+            let name = if i == 4 { "poison" } else { "inference.completed" };
             tokio::spawn(async move { publisher.push(event(name, i)).await })
         })
         .collect();
@@ -164,17 +131,10 @@ async fn a_refused_event_does_not_sink_the_others_in_its_batch() {
 
 #[tokio::test]
 async fn abort_ends_retries_against_a_dead_server() {
-    let (_fake, publisher, abort) = start(Fake {
-        fail_first: usize::MAX,
-        ..Default::default()
-    })
-    .await;
+    let (_fake, publisher, abort) = start(Fake { fail_first: usize::MAX, ..Default::default() }).await;
     let push = tokio::spawn(async move { publisher.push(event("inference.completed", 1)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     abort.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(5), push)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), push).await.unwrap().unwrap();
     assert_eq!(result, Err(PushError::Aborted));
 }

@@ -15,9 +15,7 @@ use crate::user::User;
 
 /// The routes of this area: pusher-js's default path and Laravel Echo's.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/pusher/auth", post(authorize))
-        .route("/broadcasting/auth", post(authorize))
+    Router::new().route("/pusher/auth", post(authorize)).route("/broadcasting/auth", post(authorize))
 }
 
 /// What pusher-js and Laravel Echo send.
@@ -40,41 +38,29 @@ async fn authorize(
     user: User,
     FormOrJson(request): FormOrJson<AuthRequest>,
 ) -> Result<Json<AuthResponse>, AppError> {
-    let channel = InferenceChannel::parse(&request.channel_name).map_err(|e| {
-        AppError::Forbidden(format!(
-            "cannot subscribe to `{}`: {e}",
-            request.channel_name
-        ))
-    })?;
+    let channel = InferenceChannel::parse(&request.channel_name)
+        .map_err(|e| AppError::Forbidden(format!("cannot subscribe to `{}`: {e}", request.channel_name)))?;
     if !channel.is_owned_by(&user.id) {
         return Err(AppError::Forbidden(format!(
             "channel `{}` belongs to another user",
             request.channel_name
         )));
     }
-    let invalid_socket =
-        |e: inferpush_protocol::SignatureError| AppError::BadRequest(e.to_string());
+    let invalid_socket = |e: inferpush_protocol::SignatureError| AppError::BadRequest(e.to_string());
     let credentials = &state.pusher;
     match channel.kind() {
         ChannelKind::Private => {
             let auth = credentials
                 .authorize_private(&request.socket_id, &request.channel_name)
                 .map_err(invalid_socket)?;
-            Ok(Json(AuthResponse {
-                auth,
-                channel_data: None,
-            }))
+            Ok(Json(AuthResponse { auth, channel_data: None }))
         }
         ChannelKind::Presence => {
-            let data =
-                serde_json::json!({"user_id": user.id, "user_info": {"name": user.id}}).to_string();
+            let data = serde_json::json!({"user_id": user.id, "user_info": {"name": user.id}}).to_string();
             let auth = credentials
                 .authorize_presence(&request.socket_id, &request.channel_name, &data)
                 .map_err(invalid_socket)?;
-            Ok(Json(AuthResponse {
-                auth,
-                channel_data: Some(data),
-            }))
+            Ok(Json(AuthResponse { auth, channel_data: Some(data) }))
         }
         ChannelKind::PrivateEncrypted => Err(AppError::Forbidden(
             "encrypted channels are not enabled on this server (no encryption master key)".into(),

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (it can accept tasks).
+//! `GET /healthz` (the process is up) and `GET /readyz` (RabbitMQ and Redis reachable:
+//! it can accept tasks).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,9 +11,7 @@ use crate::AppState;
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<Value> {
@@ -21,14 +20,8 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.broker.is_ready().await {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "rabbitmq": "up"})),
-        )
+        (StatusCode::OK, Json(json!({"status": "ready", "rabbitmq": "up"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "rabbitmq": "down"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "rabbitmq": "down"})))
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /v1/inference`: validate, publish with confirm, answer 202.
+//! `POST /v1/inference`: validate, record `queued`, publish with confirm, answer 202.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use inferpush_protocol::{EventName, InferenceChannel, TaskEnvelope, TaskId, catalogue};
+use inferpush_protocol::{EventName, InferenceChannel, TaskEnvelope, TaskId, TaskRecord, catalogue};
+use inferpush_store::{Created, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -49,10 +50,7 @@ pub struct Accepted {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A W3C `traceparent`: the caller's when it sent a valid one, else a new trace whose
@@ -68,6 +66,41 @@ fn traceparent(headers: &HeaderMap, task_id: TaskId) -> String {
     format!("00-{}-{span}-01", task_id.0.simple())
 }
 
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "Idempotency-Key must be 1–{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        ))
+    })
+}
+
+fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError> {
+    let status_url = format!("{}/v1/inference/{}", state.public_url, record.task_id);
+    let location = HeaderValue::from_str(&status_url).map_err(|e| AppError::Internal(e.into()))?;
+    let body = Accepted {
+        task_id: record.task_id,
+        status: "queued",
+        channel: record.channel.clone(),
+        events: EventNames { completed: EventName::COMPLETED, failed: EventName::FAILED },
+        status_url,
+    };
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
+}
+
+fn store_unavailable(error: StoreError) -> AppError {
+    tracing::warn!(%error, "task not accepted: task store unavailable");
+    AppError::Unavailable("the task store is unavailable; nothing was queued, retry later".into())
+}
+
 async fn submit(
     State(state): State<AppState>,
     user: User,
@@ -76,6 +109,7 @@ async fn submit(
 ) -> Result<Response, AppError> {
     catalogue::validate(&request.model, &request.input)
         .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    let idempotency = idempotency_key(&headers)?;
     let channel = InferenceChannel::private(&user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
     let task = TaskEnvelope {
@@ -86,39 +120,33 @@ async fn submit(
         channel: channel.to_string(),
         submitted_at_ms: now_ms(),
     };
-    state
-        .broker
-        .publish(&task, &traceparent(&headers, task.task_id))
-        .await
-        .map_err(|e| match e {
-            BrokerError::Unreachable(_) => {
-                tracing::warn!(error = %e, "task not accepted: broker unreachable");
-                AppError::Unavailable(
-                    "the task queue is unavailable; nothing was queued, retry later".into(),
-                )
-            }
-            BrokerError::Refused(_) => AppError::Internal(e.into()),
-        })?;
-    tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
 
-    let status_url = format!("{}/v1/inference/{}", state.public_url, task.task_id);
-    let location = HeaderValue::from_str(&status_url).map_err(|e| AppError::Internal(e.into()))?;
-    let body = Accepted {
-        task_id: task.task_id,
-        status: "queued",
-        channel: task.channel,
-        events: EventNames {
-            completed: EventName::COMPLETED,
-            failed: EventName::FAILED,
-        },
-        status_url,
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        axum::Json(body),
-    )
-        .into_response())
+    // Record `queued` first, so a worker that finishes quickly never races the record.
+    let record = TaskRecord::queued(&task);
+    match state.store.create(&record, idempotency.as_deref()).await.map_err(store_unavailable)? {
+        Created::New => {}
+        Created::Existing(task_id) => {
+            let existing = state.store.get(task_id).await.map_err(store_unavailable)?;
+            let existing = existing.unwrap_or(TaskRecord { task_id, ..record });
+            tracing::info!(task_id = %task_id, "idempotent replay of a submitted task");
+            return accepted(&state, &existing);
+        }
+    }
+    if let Err(error) = state.broker.publish(&task, &traceparent(&headers, task.task_id)).await {
+        // Nothing half-written: the record (and its idempotency key) go too.
+        if let Err(cleanup) = state.store.remove(&record, idempotency.as_deref()).await {
+            tracing::error!(%cleanup, task_id = %task.task_id, "could not remove the record of an unpublished task");
+        }
+        return Err(match error {
+            BrokerError::Unreachable(_) => {
+                tracing::warn!(%error, "task not accepted: broker unreachable");
+                AppError::Unavailable("the task queue is unavailable; nothing was queued, retry later".into())
+            }
+            BrokerError::Refused(_) => AppError::Internal(error.into()),
+        });
+    }
+    tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
+    accepted(&state, &record)
 }
 
 #[cfg(test)]
@@ -130,10 +158,7 @@ mod tests {
         let task = TaskId::new_v7();
         let mut headers = HeaderMap::new();
         let made = traceparent(&headers, task);
-        assert!(
-            made.starts_with(&format!("00-{}-", task.0.simple())),
-            "{made}"
-        );
+        assert!(made.starts_with(&format!("00-{}-", task.0.simple())), "{made}");
         assert_eq!(made.len(), 55);
         let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         headers.insert("traceparent", given.parse().unwrap());

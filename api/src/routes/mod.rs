@@ -4,3 +4,4 @@ pub mod channel_auth;
 pub mod health;
 pub mod inference;
 pub mod models;
+pub mod tasks;

@@ -18,8 +18,7 @@ impl Model for Echo {
 
     fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
         Box::pin(async move {
-            catalogue::validate("echo", input)
-                .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+            catalogue::validate("echo", input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
             let delay = catalogue::echo_delay_ms(input);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;

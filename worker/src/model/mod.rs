@@ -102,13 +102,8 @@ mod tests {
 
     #[test]
     fn unknown_or_no_models_are_start_up_errors() {
-        let err = Registry::from_names(&["echo".into(), "gpt-9".into()])
-            .err()
-            .unwrap();
+        let err = Registry::from_names(&["echo".into(), "gpt-9".into()]).err().unwrap();
         assert!(err.to_string().contains("gpt-9"), "{err}");
-        assert!(matches!(
-            Registry::from_names(&[]),
-            Err(RegistryError::Empty)
-        ));
+        assert!(matches!(Registry::from_names(&[]), Err(RegistryError::Empty)));
     }
 }

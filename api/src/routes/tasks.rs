@@ -1,0 +1,145 @@
+//! A caller's own tasks: `GET /v1/inference/{id}`, `GET /v1/inference?since=…` to catch
+//! up after being away, and `DELETE /v1/inference/{id}` to cancel one not yet started.
+//! Another user's task is a 404, exactly like a task that does not exist.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
+use inferpush_store::{StoreError, Transition};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::user::User;
+
+/// Most tasks one list call returns.
+const MAX_LIMIT: usize = 500;
+
+/// The routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/inference", get(list))
+        .route("/v1/inference/{task_id}", get(status).delete(cancel))
+}
+
+fn unavailable(error: StoreError) -> AppError {
+    match error {
+        StoreError::Unavailable(_) => {
+            AppError::Unavailable("the task store is unavailable, retry later".into())
+        }
+        StoreError::Corrupt(_) => AppError::Internal(error.into()),
+    }
+}
+
+fn not_found() -> AppError {
+    AppError::NotFound("no such task".into())
+}
+
+/// The caller's task, or 404 for an unknown, expired or foreign id.
+async fn own_task(state: &AppState, user: &User, task_id: &str) -> Result<TaskRecord, AppError> {
+    let task_id: TaskId = task_id.parse().map_err(|_| not_found())?;
+    match state.store.get(task_id).await.map_err(unavailable)? {
+        Some(record) if record.user_id == user.id => Ok(record),
+        _ => Err(not_found()),
+    }
+}
+
+async fn status(
+    State(state): State<AppState>,
+    user: User,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskRecord>, AppError> {
+    own_task(&state, &user, &task_id).await.map(Json)
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    user: User,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskRecord>, AppError> {
+    let record = own_task(&state, &user, &task_id).await?;
+    match state.store.cancel(&record).await.map_err(unavailable)? {
+        Transition::Applied => {
+            tracing::info!(task_id = %record.task_id, "task cancelled");
+            own_task(&state, &user, &task_id).await.map(Json)
+        }
+        Transition::Kept(current) if current.status == TaskStatus::Cancelled => Ok(Json(*current)),
+        Transition::Kept(current) => Err(AppError::Conflict(format!(
+            "the task is already {}; only a queued task can be cancelled",
+            serde_json::to_value(current.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ))),
+        Transition::Missing => Err(not_found()),
+    }
+}
+
+/// Query of the list endpoint.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only tasks after this point: a task id (exclusive) or Unix milliseconds.
+    since: Option<String>,
+    /// At most this many (default 100, at most 500).
+    limit: Option<usize>,
+}
+
+/// One page of the caller's tasks, oldest first.
+#[derive(Debug, Serialize)]
+pub struct TaskList {
+    tasks: Vec<TaskRecord>,
+    /// Pass as `since` to get the next page; absent when this page is the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_since: Option<TaskId>,
+}
+
+fn parse_since(since: Option<&str>) -> Result<(u64, Option<TaskId>), AppError> {
+    let Some(since) = since.filter(|s| !s.is_empty()) else {
+        return Ok((0, None));
+    };
+    if let Ok(ms) = since.parse::<u64>() {
+        return Ok((ms, None));
+    }
+    let id: TaskId = since.parse().map_err(|_| {
+        AppError::Unprocessable("`since` must be a task id or a time in Unix milliseconds".into())
+    })?;
+    let (seconds, nanos) =
+        id.0.get_timestamp()
+            .ok_or_else(|| AppError::Unprocessable("`since` must be a task id (UUIDv7)".into()))?
+            .to_unix();
+    Ok((seconds * 1000 + u64::from(nanos) / 1_000_000, Some(id)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: User,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<TaskList>, AppError> {
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(AppError::Unprocessable(format!("`limit` must be from 1 to {MAX_LIMIT}")));
+    }
+    let (since_ms, after) = parse_since(query.since.as_deref())?;
+    let tasks = state.store.list_since(&user.id, since_ms, after, limit).await.map_err(unavailable)?;
+    let next_since = (tasks.len() == limit).then(|| tasks.last().map(|t| t.task_id)).flatten();
+    Ok(Json(TaskList { tasks, next_since }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_milliseconds_or_a_task_id() {
+        assert_eq!(parse_since(None).unwrap(), (0, None));
+        assert_eq!(parse_since(Some("1700000000000")).unwrap(), (1_700_000_000_000, None));
+        let id = TaskId::new_v7();
+        let (ms, after) = parse_since(Some(&id.to_string())).unwrap();
+        assert_eq!(after, Some(id));
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(now.abs_diff(ms) < 5_000, "{ms} vs {now}");
+        assert!(parse_since(Some("yesterday")).is_err());
+    }
+}

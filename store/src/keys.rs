@@ -1,0 +1,50 @@
+//! Redis key names, all under one prefix.
+
+use inferpush_protocol::TaskId;
+use sha2::{Digest, Sha256};
+
+/// The key names of one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    /// The JSON record of a task.
+    pub fn task(&self, task_id: TaskId) -> String {
+        format!("{}:task:{task_id}", self.prefix)
+    }
+
+    /// A user's tasks: a sorted set of task ids scored by submission time (ms).
+    pub fn user_tasks(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}:tasks", self.prefix)
+    }
+
+    /// An `Idempotency-Key` of a user, hashed so any header value makes a safe key.
+    pub fn idempotency(&self, user_id: &str, key: &str) -> String {
+        let digest = hex::encode(Sha256::digest(key.as_bytes()));
+        format!("{}:idem:{user_id}:{digest}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefixed_and_idempotency_keys_hashed() {
+        let keys = Keys::new("p");
+        let id = TaskId::new_v7();
+        assert_eq!(keys.task(id), format!("p:task:{id}"));
+        assert_eq!(keys.user_tasks("alice"), "p:user:alice:tasks");
+        let idem = keys.idempotency("alice", "a key with spaces\n");
+        assert!(idem.starts_with("p:idem:alice:"));
+        assert_eq!(idem.len(), "p:idem:alice:".len() + 64);
+        assert_ne!(idem, keys.idempotency("bob", "a key with spaces\n"));
+    }
+}

@@ -67,3 +67,73 @@ pub async fn delete_topology(topology: &Topology, models: &[&str]) {
     }
     let _ = connection.close(200, "done".into()).await;
 }
+
+/// Publishes `body` straight to the task exchange, as a buggy or hostile publisher
+/// that skipped the api's validation might.
+pub async fn publish_raw(topology: &Topology, model: &str, body: &[u8]) {
+    use lapin::BasicProperties;
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let connection =
+        Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("connecting");
+    let channel = connection.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let properties = BasicProperties::default().with_delivery_mode(2);
+    channel
+        .basic_publish(
+            topology.exchange().into(),
+            model.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Stops the shared RabbitMQ's application (`rabbitmqctl stop_app`); it is started
+/// again when the guard drops, whatever happened in between.
+pub struct RabbitOutage {
+    running: bool,
+}
+
+fn rabbitmqctl(command: &str) -> bool {
+    std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .arg(command)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl RabbitOutage {
+    /// Stops the broker's application.
+    pub fn begin() -> Self {
+        assert!(rabbitmqctl("stop_app"), "rabbitmqctl stop_app failed");
+        Self { running: false }
+    }
+
+    /// Starts it again and waits until it accepts connections.
+    pub async fn end(mut self) {
+        self.restart();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while Connection::connect(&amqp_url(), ConnectionProperties::default()).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "RabbitMQ did not come back");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn restart(&mut self) {
+        if !self.running {
+            self.running = rabbitmqctl("start_app");
+        }
+    }
+}
+
+impl Drop for RabbitOutage {
+    fn drop(&mut self) {
+        self.restart();
+    }
+}

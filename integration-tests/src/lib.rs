@@ -2,7 +2,10 @@
 //! child processes on free ports, talk to them with a real Pusher WebSocket client, and
 //! look at the real RabbitMQ queues.
 
+pub mod accounting;
 pub mod broker;
+pub mod burst;
+pub mod listener;
 pub mod process;
 pub mod pusher_client;
 pub mod stack;

@@ -122,6 +122,11 @@ impl PusherClient {
         }
     }
 
+    /// The next message, waiting as long as it takes; `None` once the connection closed.
+    pub async fn recv(&mut self) -> Option<PusherMessage> {
+        self.incoming.recv().await
+    }
+
     /// The next message, or `None` after `timeout` (or when the connection closed).
     pub async fn next(&mut self, timeout: Duration) -> Option<PusherMessage> {
         tokio::time::timeout(timeout, self.incoming.recv()).await.ok().flatten()

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::join_all;
-use inferpush_integration_tests::broker::queue_stats;
+use inferpush_integration_tests::broker::{publish_raw, queue_stats};
 use inferpush_integration_tests::process::workspace_root;
 use inferpush_integration_tests::stack::{APP_ID, APP_KEY};
 use inferpush_integration_tests::{PusherClient, Stack, StackOptions};
@@ -299,4 +299,179 @@ async fn rejected_requests_publish_nothing_and_answer_problem_json() {
     assert_eq!(queue_stats(&queue).await.0, 1, "an accepted task is in the queue");
     let health = http.get(format!("{}/healthz", stack.api_url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_subscribes_after_its_tasks_finished_catches_up_with_since() {
+    let stack = Stack::start().await;
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let (status, body) = stack.submit("dev-alice", "echo", json!({"i": i})).await;
+        assert_eq!(status, 202);
+        ids.push(body["task_id"].as_str().unwrap().to_owned());
+    }
+    // Nobody was listening. Wait until all are done, then catch up, 7 per page.
+    let deadline = tokio::time::Instant::now() + RESULT_WAIT;
+    loop {
+        let (_, last) = stack.task("dev-alice", ids.last().unwrap()).await;
+        if last["status"] == "succeeded" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "tasks did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut caught_up = Vec::new();
+    for _ in 0..50 {
+        caught_up = stack.tasks_since("dev-alice", before, 7).await;
+        if caught_up.iter().all(|t| t["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed: Vec<String> = caught_up.iter().map(|t| t["task_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, ids, "every task, once, oldest first");
+    for (i, task) in caught_up.iter().enumerate() {
+        assert_eq!(task["output"], json!({"i": i}));
+    }
+    // Paging by task id: only what came after it.
+    let after_tenth =
+        stack.http().get(format!("{}/v1/inference?since={}", stack.api_url, ids[9])).bearer_auth("dev-alice");
+    let page: Value = after_tenth.send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 15);
+    // Bob sees none of it.
+    assert!(stack.tasks_since("dev-bob", before, 100).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_queued_task_can_be_cancelled_and_its_owner_is_told_when_a_worker_reaches_it() {
+    let mut stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let (_, accepted) = stack.submit("dev-alice", "echo", json!({"n": 1})).await;
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/inference/{id}", stack.api_url);
+
+    let foreign = stack.http().delete(&url).bearer_auth("dev-bob").send().await.unwrap();
+    assert_eq!(foreign.status(), 404, "bob cannot even see alice's task");
+    let cancelled = stack.http().delete(&url).bearer_auth("dev-alice").send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let record: Value = cancelled.json().await.unwrap();
+    assert_eq!(record["status"], "cancelled");
+    let again = stack.http().delete(&url).bearer_auth("dev-alice").send().await.unwrap();
+    assert_eq!(again.status(), 200, "cancelling twice is harmless");
+
+    stack.start_worker().await;
+    let event = alice.next_event("inference.failed", RESULT_WAIT).await.expect("the owner is told");
+    let data = event.json();
+    assert_eq!(data["task_id"], id.as_str());
+    assert_eq!(data["status"], "cancelled");
+    assert_eq!(data["error"]["code"], "cancelled");
+    assert_eq!(stack.task("dev-alice", &id).await.1["status"], "cancelled");
+
+    // A running task can no longer be cancelled.
+    let (_, running) = stack.submit("dev-alice", "echo", json!({"delay_ms": 3000})).await;
+    let running_url = format!("{}/v1/inference/{}", stack.api_url, running["task_id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + RESULT_WAIT;
+    loop {
+        let record: Value = stack
+            .http()
+            .get(&running_url)
+            .bearer_auth("dev-alice")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["status"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = stack.http().delete(&running_url).bearer_auth("dev-alice").send().await.unwrap();
+    assert_eq!(late.status(), 409);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_gives_the_same_task_and_queues_nothing_new() {
+    let stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
+    let submit = |key: &'static str, api_key: &'static str| {
+        stack
+            .http()
+            .post(format!("{}/v1/inference", stack.api_url))
+            .bearer_auth(api_key)
+            .header("idempotency-key", key)
+            .json(&json!({"model": "echo", "input": {"once": true}}))
+            .send()
+    };
+    let first: Value = submit("order-42", "dev-alice").await.unwrap().json().await.unwrap();
+    let second = submit("order-42", "dev-alice").await.unwrap();
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["task_id"], second["task_id"]);
+    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, 1, "one task queued");
+    let bobs: Value = submit("order-42", "dev-bob").await.unwrap().json().await.unwrap();
+    assert_ne!(bobs["task_id"], first["task_id"], "keys belong to their user");
+    let bad = stack
+        .http()
+        .post(format!("{}/v1/inference", stack.api_url))
+        .bearer_auth("dev-alice")
+        .header("idempotency-key", "has space")
+        .json(&json!({"model": "echo", "input": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn a_task_whose_input_can_never_work_fails_at_once_and_its_owner_is_told() {
+    let stack = Stack::start().await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    // Skips the api's validation, as a buggy publisher might.
+    let task = inferpush_protocol::TaskEnvelope {
+        task_id: inferpush_protocol::TaskId::new_v7(),
+        user_id: "alice".into(),
+        model: "echo".into(),
+        input: json!({"delay_ms": -5}),
+        channel: "private-inference.alice".into(),
+        submitted_at_ms: 0,
+    };
+    publish_raw(&stack.topology, "echo", &task.to_bytes()).await;
+    let event = alice.next_event("inference.failed", RESULT_WAIT).await.expect("failed event");
+    assert_eq!(event.json()["task_id"], task.task_id.to_string());
+    assert_eq!(event.json()["error"]["code"], "invalid_input");
+    let (_, record) = stack.task("dev-alice", &task.task_id.to_string()).await;
+    assert_eq!(record["status"], "failed");
+    let (left, _) = queue_stats(&stack.topology.queue("echo")).await;
+    assert_eq!(left, 0, "no retry loop for a hopeless task");
+    assert_eq!(queue_stats(&stack.topology.dead_letter_queue()).await.0, 0);
+}
+
+#[tokio::test]
+async fn a_result_over_soketis_event_limit_is_pushed_as_a_result_url() {
+    let stack = Stack::start().await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let big = "x".repeat(150 * 1024);
+    let (status, accepted) = stack.submit("dev-alice", "echo", json!({"text": big})).await;
+    assert_eq!(status, 202);
+    let event = alice.next_event("inference.completed", RESULT_WAIT).await.expect("completed event");
+    let data = event.json();
+    assert_eq!(data["task_id"], accepted["task_id"]);
+    assert!(data.get("output").is_none());
+    let url = data["result_url"].as_str().expect("result_url").to_owned();
+    assert_eq!(url, format!("/v1/inference/{}", accepted["task_id"].as_str().unwrap()));
+    let record: Value = stack
+        .http()
+        .get(format!("{}{url}", stack.api_url))
+        .bearer_auth("dev-alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["output"]["text"].as_str().unwrap().len(), big.len());
 }

@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (RabbitMQ and Redis reachable:
-//! it can accept tasks).
+//! `GET /healthz` (the process is up) and `GET /readyz` (RabbitMQ and Redis are
+//! reachable: it can accept tasks).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,9 +19,12 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.broker.is_ready().await {
-        (StatusCode::OK, Json(json!({"status": "ready", "rabbitmq": "up"})))
+    let (rabbitmq, redis) = tokio::join!(state.broker.is_ready(), state.store.is_ready());
+    let word = |up: bool| if up { "up" } else { "down" };
+    let body = |status: &str| json!({"status": status, "rabbitmq": word(rabbitmq), "redis": word(redis)});
+    if rabbitmq && redis {
+        (StatusCode::OK, Json(body("ready")))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "rabbitmq": "down"})))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body("not ready")))
     }
 }

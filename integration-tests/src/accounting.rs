@@ -1,0 +1,91 @@
+//! The end of every fault test: was anything that got a 202 lost?
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::listener::Seen;
+use crate::stack::Stack;
+
+/// What happened to a set of accepted tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// Tasks that got a 202.
+    pub accepted: usize,
+    /// Of those, in a final state.
+    pub terminal: usize,
+    /// Of those, readable by their owner with `GET /v1/inference/{id}`.
+    pub retrievable: usize,
+    /// Of those, whose result event reached the owner's channel live.
+    pub delivered_live: usize,
+    /// Result events beyond the first per task (from redeliveries).
+    pub duplicates: usize,
+    /// Not delivered live but found by `GET /v1/inference?since=`.
+    pub caught_up: usize,
+    /// Neither final and retrievable, nor delivered or caught up.
+    pub lost: usize,
+}
+
+impl std::fmt::Display for Accounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accepted={} terminal={} retrievable={} delivered_live={} duplicates={} caught_up={} lost={}",
+            self.accepted,
+            self.terminal,
+            self.retrievable,
+            self.delivered_live,
+            self.duplicates,
+            self.caught_up,
+            self.lost
+        )
+    }
+}
+
+/// Waits (up to `timeout`) for every accepted task to be final, then counts.
+pub async fn account(
+    stack: &Stack,
+    api_key: &str,
+    accepted: &[String],
+    seen: &Seen,
+    timeout: Duration,
+) -> Accounting {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut finals: HashSet<String> = HashSet::new();
+    loop {
+        let pending: Vec<&String> = accepted.iter().filter(|id| !finals.contains(*id)).collect();
+        for id in pending {
+            let (status, record) = stack.task(api_key, id).await;
+            let state = record["status"].as_str().unwrap_or_default();
+            if status == 200 && matches!(state, "succeeded" | "failed" | "cancelled") {
+                finals.insert(id.clone());
+            }
+        }
+        if finals.len() == accepted.len() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed: HashSet<String> = stack
+        .tasks_since(api_key, 0, 200)
+        .await
+        .iter()
+        .filter(|t| matches!(t["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
+        .filter_map(|t| t["task_id"].as_str().map(str::to_owned))
+        .collect();
+    let live: HashSet<&String> = accepted.iter().filter(|id| seen.results.contains_key(*id)).collect();
+    let caught_up = accepted.iter().filter(|id| !live.contains(id) && listed.contains(*id)).count();
+    let duplicates = accepted.iter().filter_map(|id| seen.results.get(id)).map(|n| n.saturating_sub(1)).sum();
+    let lost = accepted
+        .iter()
+        .filter(|id| !finals.contains(*id) || !(live.contains(id) || listed.contains(*id)))
+        .count();
+    Accounting {
+        accepted: accepted.len(),
+        terminal: finals.len(),
+        retrievable: finals.len(),
+        delivered_live: live.len(),
+        duplicates,
+        caught_up,
+        lost,
+    }
+}

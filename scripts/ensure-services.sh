@@ -25,3 +25,12 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 echo "RabbitMQ: up"
+
+if ! port_open 6379; then
+  echo "Redis is down; starting it"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port Redis 6379
+fi
+echo "Redis: up"

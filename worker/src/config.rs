@@ -2,8 +2,13 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
+
+use crate::model::EmbeddingSettings;
+use crate::model::embedding::{BatchSettings, EngineChoice};
 
 /// Soketi's default event size limit (`maxEventPayloadInKb` = 100).
 pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
@@ -13,8 +18,26 @@ pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
 #[command(version, about)]
 pub struct WorkerConfig {
     /// Models this worker serves, comma-separated; it consumes only their queues.
-    #[arg(long, env = "INFERPUSH_MODELS", default_value = "echo", value_delimiter = ',')]
+    #[arg(long, env = "INFERPUSH_MODELS", default_value = "echo,all-minilm-l6-v2", value_delimiter = ',')]
     pub models: Vec<String>,
+    /// Engine for the embedding model: `auto` takes ONNX Runtime when its files are present.
+    #[arg(long, env = "INFERPUSH_ENGINE", value_enum, default_value = "auto")]
+    pub engine: EngineChoice,
+    /// Folder of the model files (`scripts/fetch-model.sh` fills it).
+    #[arg(long, env = "INFERPUSH_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// Threads for a forward pass.
+    #[arg(long, env = "INFERPUSH_THREADS", default_value_t = default_threads())]
+    pub threads: usize,
+    /// Most tasks in one forward pass (dynamic batching).
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Longest wait for more tasks once one is in hand.
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_DELAY", default_value = "2ms", value_parser = parse_duration)]
+    pub max_batch_delay: Duration,
+    /// Most texts in one forward pass (a task's texts are never split).
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_TEXTS", default_value_t = 256)]
+    pub max_batch_texts: usize,
     /// Unacknowledged tasks held per model (AMQP prefetch): the worker's concurrency.
     #[arg(long, env = "INFERPUSH_PREFETCH", default_value_t = 64)]
     pub prefetch: u16,
@@ -44,6 +67,26 @@ pub struct WorkerConfig {
     pub pusher: PusherArgs,
 }
 
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
+impl WorkerConfig {
+    /// How the embedding model is loaded and batched.
+    pub fn embedding(&self) -> EmbeddingSettings {
+        EmbeddingSettings {
+            model_dir: self.model_dir.clone(),
+            engine: self.engine,
+            threads: self.threads.max(1),
+            batch: BatchSettings {
+                max_batch_size: self.max_batch_size.max(1),
+                max_batch_delay: self.max_batch_delay,
+                max_batch_texts: self.max_batch_texts.max(inferpush_protocol::catalogue::MINILM_MAX_TEXTS),
+            },
+        }
+    }
+}
+
 /// Reads `250ms`, `30s` or `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -71,7 +114,8 @@ mod tests {
     #[test]
     fn starts_with_no_arguments_on_the_documented_defaults() {
         let config = WorkerConfig::try_parse_from(["inferpush-worker"]).unwrap();
-        assert_eq!(config.models, ["echo"]);
+        assert_eq!(config.models, ["echo", "all-minilm-l6-v2"]);
+        assert_eq!(config.engine, EngineChoice::Auto);
         assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
         assert_eq!(config.pusher.credentials().app_id, "app-id");
     }

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         soketi = config.pusher.base_url(),
         "starting inferpush-worker"
     );
-    let registry = Registry::from_names(&config.models).context("building the model registry")?;
+    let registry = Registry::build(&config.models, &config.embedding()).context("building the model registry")?;
 
     // `stop` ends consuming; `abort` (after the grace period) makes pushes give up so
     // their tasks go back to the queue instead of holding the process.

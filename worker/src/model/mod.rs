@@ -1,6 +1,7 @@
 //! Model backends behind one trait, and the registry of those a worker serves.
 
 mod echo;
+pub mod embedding;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 pub use echo::Echo;
+pub use embedding::{EmbeddingModel, EmbeddingSettings};
 
 /// Why a model produced no output.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,9 +50,17 @@ pub enum RegistryError {
     /// No model configured at all.
     #[error("--models is empty: name at least one model")]
     Empty,
+    /// A model could not be loaded (files missing, engine failed).
+    #[error("loading `{model}`: {reason}")]
+    Load {
+        /// The model.
+        model: String,
+        /// Why, including what to run.
+        reason: String,
+    },
 }
 
-const KNOWN: &[&str] = &["echo"];
+const KNOWN: &[&str] = &["echo", inferpush_protocol::catalogue::MINILM];
 
 /// The models one worker serves, by name.
 #[derive(Clone, Default)]
@@ -59,12 +69,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the models `names` asks for.
-    pub fn from_names(names: &[String]) -> Result<Self, RegistryError> {
+    /// Builds the models `names` asks for; `embedding` says how to load the embedding model.
+    pub fn build(names: &[String], embedding: &EmbeddingSettings) -> Result<Self, RegistryError> {
         let mut registry = Registry::default();
         for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
             let model: Arc<dyn Model> = match name {
                 "echo" => Arc::new(Echo),
+                inferpush_protocol::catalogue::MINILM => Arc::new(
+                    EmbeddingModel::load(embedding)
+                        .map_err(|e| RegistryError::Load { model: name.to_owned(), reason: format!("{e:#}") })?,
+                ),
                 other => return Err(RegistryError::Unknown(other.to_owned())),
             };
             registry.models.insert(model.name(), model);
@@ -92,9 +106,22 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn settings(model_dir: &str) -> EmbeddingSettings {
+        EmbeddingSettings {
+            model_dir: model_dir.into(),
+            engine: embedding::EngineChoice::Auto,
+            threads: 1,
+            batch: embedding::BatchSettings {
+                max_batch_size: 8,
+                max_batch_delay: std::time::Duration::ZERO,
+                max_batch_texts: 64,
+            },
+        }
+    }
+
     #[test]
     fn registry_serves_exactly_the_configured_models() {
-        let registry = Registry::from_names(&["echo".into()]).unwrap();
+        let registry = Registry::build(&["echo".into()], &settings("models")).unwrap();
         assert_eq!(registry.names(), ["echo"]);
         assert!(registry.get("echo").is_some());
         assert!(registry.get("other").is_none());
@@ -102,8 +129,14 @@ mod tests {
 
     #[test]
     fn unknown_or_no_models_are_start_up_errors() {
-        let err = Registry::from_names(&["echo".into(), "gpt-9".into()]).err().unwrap();
+        let err = Registry::build(&["echo".into(), "gpt-9".into()], &settings("models")).err().unwrap();
         assert!(err.to_string().contains("gpt-9"), "{err}");
-        assert!(matches!(Registry::from_names(&[]), Err(RegistryError::Empty)));
+        assert!(matches!(Registry::build(&[], &settings("models")), Err(RegistryError::Empty)));
+    }
+
+    #[test]
+    fn missing_model_files_say_what_to_run() {
+        let err = Registry::build(&["all-minilm-l6-v2".into()], &settings("/nonexistent")).err().unwrap();
+        assert!(err.to_string().contains("scripts/fetch-model.sh"), "{err}");
     }
 }

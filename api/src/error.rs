@@ -15,7 +15,7 @@ pub enum AppError {
     BadRequest(String),
     /// 401: no credentials, or credentials we do not know.
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
     /// 403: authenticated, but this is not yours.
     #[error("{0}")]
     Forbidden(String),
@@ -34,6 +34,14 @@ pub enum AppError {
     /// 422: well-formed but invalid (unknown model, bad input).
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: over a rate or in-flight limit; retry after `seconds`.
+    #[error("{detail}")]
+    TooManyRequests {
+        /// What was limited and when to retry.
+        detail: String,
+        /// The `Retry-After` value.
+        seconds: u64,
+    },
     /// 503: a service we depend on is unreachable; nothing was written.
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +70,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +80,11 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            AppError::TooManyRequests { seconds, .. } => Some(seconds.to_string()),
+            AppError::Unavailable(_) => Some(RETRY_AFTER_SECONDS.to_owned()),
+            _ => None,
+        };
         let detail = match &self {
             AppError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
@@ -87,14 +101,11 @@ impl IntoResponse for AppError {
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-            }
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
+        if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -5,9 +5,12 @@ use anyhow::Context;
 use clap::Parser;
 use inferpush_api::broker::Broker;
 use inferpush_api::config::ApiConfig;
+use inferpush_api::jwt::JwtVerifier;
 use inferpush_api::keys::{ApiKeys, DEV_KEYS};
+use inferpush_api::limits::{Limits, UserLimit};
 use inferpush_api::{AppState, serve};
 use inferpush_protocol::catalogue::MODELS;
+use inferpush_protocol::encryption::MasterKey;
 use inferpush_store::TaskStore;
 use tracing_subscriber::EnvFilter;
 
@@ -26,14 +29,54 @@ async fn main() -> anyhow::Result<()> {
         "starting inferpush-api"
     );
 
-    let keys = ApiKeys::parse(&config.api_keys, config.dev_mode).context("reading INFERPUSH_API_KEYS")?;
+    let mut spec = config.api_keys.clone();
+    if let Some(path) = &config.api_keys_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let lines = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty());
+        for line in lines {
+            spec.push(',');
+            spec.push_str(line);
+        }
+    }
+    let keys = ApiKeys::parse(&spec, config.dev_mode).context("reading the API keys")?;
+    let rs256_pem = match &config.jwt_rs256_public_key {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let jwt = JwtVerifier::from_config(
+        config.jwt_hs256_secret.as_deref(),
+        rs256_pem.as_deref(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    )
+    .context("configuring JWT verification")?;
+    let master_key = match config.encryption_master_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(text) => {
+            Some(Arc::new(MasterKey::from_base64(text).context("reading PUSHER_ENCRYPTION_MASTER_KEY")?))
+        }
+        None => None,
+    };
+    let limits = Arc::new(Limits {
+        submit: UserLimit::new("submit", config.submit_rate, config.submit_burst),
+        auth: UserLimit::new("channel auth", config.auth_rate, config.auth_burst),
+    });
+    {
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                limits.submit.shrink();
+                limits.auth.shrink();
+            }
+        });
+    }
     if config.dev_mode {
         let dev: Vec<&str> = DEV_KEYS.iter().map(|(key, _)| *key).collect();
         tracing::warn!(keys = ?dev, "development mode: the dev API keys are accepted");
     }
-    if keys.is_empty() {
+    if keys.is_empty() && jwt.is_none() {
         tracing::warn!(
-            "no API keys configured: every request will get 401; set INFERPUSH_API_KEYS or INFERPUSH_DEV_MODE=true"
+            "no API keys configured: every request will get 401; set INFERPUSH_API_KEYS, a JWT key, or INFERPUSH_DEV_MODE=true"
         );
     }
 
@@ -53,6 +96,16 @@ async fn main() -> anyhow::Result<()> {
         broker,
         store,
         keys: Arc::new(keys),
+        jwt: jwt.map(Arc::new),
+        limits,
+        max_in_flight: config.max_in_flight,
+        master_key,
+        cors_origins: config
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect(),
         pusher: Arc::new(config.pusher.credentials()),
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         max_body_bytes: config.max_body_bytes,

@@ -1,5 +1,6 @@
 //! The authenticated caller, as an extractor: a handler that takes a `User` cannot
-//! forget to check credentials.
+//! forget to check credentials. A bearer credential is a JWT (three dot-separated
+//! parts, when JWTs are configured) or an API key.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -7,12 +8,17 @@ use axum::http::request::Parts;
 
 use crate::AppState;
 use crate::error::AppError;
+use crate::jwt::looks_like_jwt;
 
 /// A caller whose bearer credential we recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The id that names the user's channels and owns their tasks.
     pub id: String,
+}
+
+fn unauthorized(detail: &str) -> AppError {
+    AppError::Unauthorized(detail.to_owned())
 }
 
 impl FromRequestParts<AppState> for User {
@@ -22,17 +28,23 @@ impl FromRequestParts<AppState> for User {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or(AppError::Unauthorized("missing `Authorization: Bearer <api key>` header"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| AppError::Unauthorized("the Authorization header is not valid text"))?;
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <api key or token>` header"))?;
+        let value =
+            header.to_str().map_err(|_| unauthorized("the Authorization header is not valid text"))?;
         let (scheme, token) = value
             .split_once(' ')
-            .ok_or(AppError::Unauthorized("expected `Authorization: Bearer <api key>`"))?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(AppError::Unauthorized("expected `Authorization: Bearer <api key>`"));
+            .ok_or_else(|| unauthorized("expected `Authorization: Bearer <api key or token>`"))?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(unauthorized("expected `Authorization: Bearer <api key or token>`"));
         }
-        let id = state.keys.user_for(token.trim()).ok_or(AppError::Unauthorized("unknown API key"))?;
+        if looks_like_jwt(token) {
+            let verifier =
+                state.jwt.as_ref().ok_or_else(|| unauthorized("this server does not accept JWTs"))?;
+            let id = verifier.verify(token).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+            return Ok(User { id });
+        }
+        let id = state.keys.user_for(token).ok_or_else(|| unauthorized("unknown API key"))?;
         Ok(User { id: id.to_owned() })
     }
 }

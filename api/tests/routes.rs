@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use inferpush_api::broker::Broker;
 use inferpush_api::keys::ApiKeys;
+use inferpush_api::limits::{Limits, UserLimit};
 use inferpush_api::{AppState, app};
 use inferpush_protocol::{AppCredentials, Topology};
 use inferpush_store::TaskStore;
@@ -24,6 +25,14 @@ fn state() -> AppState {
         broker: Arc::new(broker),
         store,
         keys: Arc::new(ApiKeys::parse("", true).unwrap()),
+        jwt: None,
+        limits: Arc::new(Limits {
+            submit: UserLimit::new("submit", 100, 100),
+            auth: UserLimit::new("channel auth", 100, 100),
+        }),
+        max_in_flight: 100,
+        master_key: None,
+        cors_origins: vec!["https://app.example".into()],
         pusher: Arc::new(AppCredentials::new("app-id", "app-key", "app-secret")),
         public_url: String::new(),
         max_body_bytes: 4096,
@@ -140,6 +149,18 @@ async fn submit_validates_before_touching_the_broker() {
         (submit(Some("dev-alice"), r#"{"model":"nope","input":{}}"#), StatusCode::UNPROCESSABLE_ENTITY),
         (submit(Some("dev-alice"), r#"{"model":"echo","input":[]}"#), StatusCode::UNPROCESSABLE_ENTITY),
         (
+            submit(Some("dev-alice"), r#"{"model":"all-minilm-l6-v2","input":{"texts":[]}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            submit(Some("dev-alice"), r#"{"model":"all-minilm-l6-v2","input":{}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            submit(Some("dev-alice"), r#"{"model":"all-minilm-l6-v2","input":{"texts":[1]}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
             submit(Some("dev-alice"), r#"{"model":"echo","input":{},"extra":1}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
@@ -176,7 +197,96 @@ async fn models_are_listed_and_unknown_paths_are_problem_json_404s() {
     let (status, _, body) = send(Request::get("/v1/models").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["models"][0]["name"], "echo");
+    assert_eq!(body["models"][1]["name"], "all-minilm-l6-v2");
+    assert!(body["models"][1]["input"].as_str().unwrap().contains("texts"));
     let (status, content_type, _) = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let preflight = |origin: &str| {
+        Request::options("/v1/inference")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = app(state()).oneshot(preflight("https://app.example")).await.unwrap();
+    assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+    let refused = app(state()).oneshot(preflight("https://evil.example")).await.unwrap();
+    assert!(!refused.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[tokio::test]
+async fn encrypted_channels_and_results_need_a_master_key() {
+    let (status, _, body) =
+        send(auth_form("dev-alice", "socket_id=1.2&channel_name=private-encrypted-inference.alice")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, body) =
+        send(submit(Some("dev-alice"), r#"{"model":"echo","input":{},"encrypted":true}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a client sends to the auth endpoint, the api never fails (5xx) and signs
+        /// only the caller's own channel.
+        #[test]
+        fn auth_endpoint_signs_only_own_channels_whatever_the_body(
+            socket in "[0-9.:a-z]{0,12}",
+            channel in prop_oneof![
+                "[ -~]{0,60}",
+                "private-inference\\.[ -~]{0,20}",
+                Just("private-inference.alice".to_owned()),
+            ],
+            json in any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (status, body) = runtime.block_on(async {
+                let (content_type, payload) = if json {
+                    ("application/json", serde_json::json!({"socket_id": socket, "channel_name": channel}).to_string())
+                } else {
+                    ("application/x-www-form-urlencoded",
+                     serde_urlencoded::to_string([("socket_id", &socket), ("channel_name", &channel)]).unwrap())
+                };
+                let request = Request::post("/pusher/auth")
+                    .header(header::AUTHORIZATION, "Bearer dev-alice")
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(payload))
+                    .unwrap();
+                let (status, _, body) = send(request).await;
+                (status, body)
+            });
+            prop_assert!(!status.is_server_error(), "{status}: {body}");
+            if status == StatusCode::OK {
+                prop_assert!(channel == "private-inference.alice" || channel == "presence-inference.alice", "{channel}");
+            } else {
+                prop_assert!(body["detail"].is_string(), "{body}");
+            }
+        }
+
+        /// Arbitrary bytes as a submit body never reach the broker and never crash the api.
+        #[test]
+        fn submit_rejects_arbitrary_bodies_cleanly(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let status = runtime.block_on(async {
+                let request = Request::post("/v1/inference")
+                    .header(header::AUTHORIZATION, "Bearer dev-alice")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .unwrap();
+                send(request).await.0
+            });
+            // 503 would mean it got as far as the (absent) broker: only a valid task may.
+            prop_assert!(matches!(status.as_u16(), 400 | 413 | 415 | 422 | 503), "{status}");
+        }
+    }
 }

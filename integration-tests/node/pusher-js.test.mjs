@@ -63,3 +63,28 @@ test("pusher-js is refused bob's channel with alice's key", async () => {
     pusher.disconnect();
   }
 });
+
+test('pusher-js decrypts a result pushed on its end-to-end encrypted channel', async () => {
+  const pusher = new Pusher(process.env.PUSHER_APP_KEY, options('dev-alice'));
+  try {
+    const channel = pusher.subscribe('private-encrypted-inference.alice');
+    await subscribed(channel);
+    const result = new Promise((resolve) => channel.bind('inference.completed', resolve));
+    const response = await fetch(`${api}/v1/inference`, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer dev-alice', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'echo', input: { secret: 'only alice may read this' }, encrypted: true }),
+    });
+    assert.equal(response.status, 202);
+    const accepted = await response.json();
+    assert.equal(accepted.channel, 'private-encrypted-inference.alice');
+    const data = await Promise.race([
+      result,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no result in 20 s')), 20000)),
+    ]);
+    assert.equal(data.task_id, accepted.task_id);
+    assert.deepEqual(data.output, { secret: 'only alice may read this' });
+  } finally {
+    pusher.disconnect();
+  }
+});

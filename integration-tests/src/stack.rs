@@ -17,6 +17,15 @@ pub const APP_KEY: &str = "itest-key";
 /// Its secret.
 pub const APP_SECRET: &str = "itest-secret";
 
+/// The encryption master key of every test stack: base64 of 32 bytes of 9.
+pub const MASTER_KEY_BASE64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+/// HS256 secret for test JWTs.
+pub const JWT_SECRET: &str = "itest-jwt-secret";
+/// Required `iss` of test JWTs.
+pub const JWT_ISSUER: &str = "inferpush-tests";
+/// Required `aud` of test JWTs.
+pub const JWT_AUDIENCE: &str = "inferpush";
+
 /// Knobs for a test stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -28,6 +37,8 @@ pub struct StackOptions {
     pub shutdown_grace: String,
     /// Deliveries of one task before it is dead-lettered.
     pub delivery_limit: u32,
+    /// Models the worker serves, comma-separated (`echo` starts fastest).
+    pub models: String,
     /// Run a private Redis (with an append-only file, so it can be restarted without
     /// losing data) instead of the machine's shared one.
     pub own_redis: bool,
@@ -35,7 +46,14 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { worker: true, prefetch: 64, shutdown_grace: "30s".into(), delivery_limit: 5, own_redis: false }
+        Self {
+            worker: true,
+            prefetch: 64,
+            shutdown_grace: "30s".into(),
+            delivery_limit: 5,
+            own_redis: false,
+            models: "echo".into(),
+        }
     }
 }
 
@@ -130,6 +148,10 @@ impl Stack {
             ("PUSHER_APP_SECRET", APP_SECRET.into()),
             ("PUSHER_HOST", "127.0.0.1".into()),
             ("PUSHER_PORT", self.soketi_port.to_string()),
+            ("PUSHER_ENCRYPTION_MASTER_KEY", MASTER_KEY_BASE64.into()),
+            ("INFERPUSH_JWT_HS256_SECRET", JWT_SECRET.into()),
+            ("INFERPUSH_JWT_ISSUER", JWT_ISSUER.into()),
+            ("INFERPUSH_JWT_AUDIENCE", JWT_AUDIENCE.into()),
         ]
     }
 
@@ -217,12 +239,15 @@ impl Stack {
                 vec![
                     ("INFERPUSH_PREFETCH", self.options.prefetch.to_string()),
                     ("INFERPUSH_SHUTDOWN_GRACE", self.options.shutdown_grace.clone()),
+                    ("INFERPUSH_MODELS", self.options.models.clone()),
+                    ("INFERPUSH_MODEL_DIR", workspace_root().join("models").display().to_string()),
                 ],
             ]
             .concat(),
         );
         self.worker = Some(worker);
-        wait_for_consumers(&self.topology.queue("echo"), 1, Duration::from_secs(30)).await;
+        let first_model = self.options.models.split(',').next().unwrap_or("echo").to_owned();
+        wait_for_consumers(&self.topology.queue(&first_model), 1, Duration::from_secs(60)).await;
     }
 
     /// `GET /v1/inference/{task_id}` as `api_key`'s user: (status, body).
@@ -350,7 +375,9 @@ impl Drop for Stack {
         let topology = self.topology.clone();
         let cleanup = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(delete_topology(&topology, &["echo"]));
+                let models: Vec<&str> =
+                    inferpush_protocol::catalogue::MODELS.iter().map(|m| m.name).collect();
+                runtime.block_on(delete_topology(&topology, &models));
             }
         });
         let _ = cleanup.join();

@@ -371,19 +371,11 @@ async fn a_queued_task_can_be_cancelled_and_its_owner_is_told_when_a_worker_reac
 
     // A running task can no longer be cancelled.
     let (_, running) = stack.submit("dev-alice", "echo", json!({"delay_ms": 3000})).await;
-    let running_url = format!("{}/v1/inference/{}", stack.api_url, running["task_id"].as_str().unwrap());
+    let running_id = running["task_id"].as_str().unwrap();
+    let running_url = format!("{}/v1/inference/{running_id}", stack.api_url);
     let deadline = tokio::time::Instant::now() + RESULT_WAIT;
     loop {
-        let record: Value = stack
-            .http()
-            .get(&running_url)
-            .bearer_auth("dev-alice")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, record) = stack.task("dev-alice", running_id).await;
         if record["status"] == "running" {
             break;
         }
@@ -463,15 +455,68 @@ async fn a_result_over_soketis_event_limit_is_pushed_as_a_result_url() {
     assert!(data.get("output").is_none());
     let url = data["result_url"].as_str().expect("result_url").to_owned();
     assert_eq!(url, format!("/v1/inference/{}", accepted["task_id"].as_str().unwrap()));
-    let record: Value = stack
+    let (_, record) = stack.task("dev-alice", accepted["task_id"].as_str().unwrap()).await;
+    assert_eq!(record["output"]["text"].as_str().unwrap().len(), big.len());
+}
+
+#[tokio::test]
+async fn embeddings_arrive_over_pusher_and_similar_sentences_are_closer() {
+    let options = StackOptions { models: "all-minilm-l6-v2".into(), ..Default::default() };
+    let stack = Stack::start_with(options).await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let texts = ["A man is eating food.", "A man is eating a piece of bread.", "A monkey is playing drums."];
+    let (status, accepted) = stack.submit("dev-alice", "all-minilm-l6-v2", json!({ "texts": texts })).await;
+    assert_eq!(status, 202, "{accepted}");
+    let event = alice
+        .next_event("inference.completed", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("no embeddings arrived\n{}", stack.logs()));
+    let data = event.json();
+    assert_eq!(data["task_id"], accepted["task_id"]);
+    assert_eq!(data["output"]["dimensions"], 384);
+    let rows: Vec<Vec<f32>> = serde_json::from_value(data["output"]["embeddings"].clone()).unwrap();
+    assert_eq!(rows.len(), 3);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(dot(&rows[0], &rows[1]) > dot(&rows[0], &rows[2]) + 0.3, "eating ≈ eating, not drums");
+
+    // Bad input is refused before anything is queued, naming the field.
+    let (status, problem) = stack.submit("dev-alice", "all-minilm-l6-v2", json!({"texts": ["ok", ""]})).await;
+    assert_eq!(status, 422);
+    assert!(problem["detail"].as_str().unwrap().contains("input.texts[1]"), "{problem}");
+}
+
+#[tokio::test]
+async fn encrypted_results_cross_soketi_as_ciphertext_only() {
+    let stack = Stack::start().await;
+    let channel = "private-encrypted-inference.alice";
+    let mut client = stack.pusher_client().await;
+    let (status, auth) = stack.channel_auth("dev-alice", &client.socket_id, channel).await;
+    assert_eq!(status, 200, "{auth}");
+    let key = inferpush_protocol::encryption::MasterKey::from_base64(
+        inferpush_integration_tests::stack::MASTER_KEY_BASE64,
+    )
+    .unwrap();
+    assert_eq!(auth["shared_secret"], key.shared_secret(channel));
+    client.subscribe(channel, auth["auth"].as_str().unwrap(), None).await.unwrap();
+
+    let secret = "the plaintext must never reach Soketi";
+    let response = stack
         .http()
-        .get(format!("{}{url}", stack.api_url))
+        .post(format!("{}/v1/inference", stack.api_url))
         .bearer_auth("dev-alice")
+        .json(&json!({"model": "echo", "input": {"secret": secret}, "encrypted": true}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    assert_eq!(record["output"]["text"].as_str().unwrap().len(), big.len());
+    assert_eq!(response.status(), 202);
+    let event = client.next_event("inference.completed", RESULT_WAIT).await.expect("an encrypted event");
+    assert!(!event.data.contains(secret), "plaintext on the wire: {}", event.data);
+    let sealed = event.json();
+    assert!(sealed["nonce"].is_string() && sealed["ciphertext"].is_string(), "{sealed}");
+    let opened: Value = serde_json::from_str(&key.open(channel, &event.data).unwrap()).unwrap();
+    assert_eq!(opened["output"]["secret"], secret);
+
+    // Bob gets no shared secret for Alice's encrypted channel.
+    let (status, _) = stack.channel_auth("dev-bob", &client.socket_id, channel).await;
+    assert_eq!(status, 403);
 }

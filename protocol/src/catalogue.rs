@@ -112,7 +112,10 @@ pub fn texts(input: &Value) -> Result<Vec<&str>, InputError> {
         .as_array()
         .ok_or_else(|| invalid("input.texts", "must be an array of strings"))?;
     if texts.is_empty() || texts.len() > MINILM_MAX_TEXTS {
-        return Err(invalid("input.texts", format!("must hold 1 to {MINILM_MAX_TEXTS} strings, not {}", texts.len())));
+        return Err(invalid(
+            "input.texts",
+            format!("must hold 1 to {MINILM_MAX_TEXTS} strings, not {}", texts.len()),
+        ));
     }
     texts
         .iter()
@@ -125,7 +128,10 @@ pub fn texts(input: &Value) -> Result<Vec<&str>, InputError> {
             }
             let chars = text.chars().count();
             if chars > MINILM_MAX_CHARS {
-                return Err(invalid(&field, format!("is {chars} characters; the limit is {MINILM_MAX_CHARS}")));
+                return Err(invalid(
+                    &field,
+                    format!("is {chars} characters; the limit is {MINILM_MAX_CHARS}"),
+                ));
             }
             Ok(text)
         })

@@ -186,4 +186,34 @@ mod tests {
             assert_eq!(InferenceChannel::parse(&name).unwrap().kind(), kind);
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsing_any_text_never_panics_and_what_parses_round_trips(name in "\\PC{0,260}") {
+                if let Ok(channel) = InferenceChannel::parse(&name) {
+                    prop_assert_eq!(channel.to_string(), name);
+                    prop_assert!(is_valid_user_id(channel.user_id()));
+                }
+            }
+
+            #[test]
+            fn crafted_names_with_a_known_prefix_parse_only_with_a_clean_user_id(
+                prefix in prop::sample::select(vec!["private-inference.", "presence-inference.", "private-encrypted-inference."]),
+                rest in "[ -~]{0,40}",
+            ) {
+                let parsed = InferenceChannel::parse(&format!("{prefix}{rest}"));
+                prop_assert_eq!(parsed.is_ok(), is_valid_user_id(&rest));
+            }
+
+            #[test]
+            fn a_users_channel_belongs_to_that_user_alone(a in "[A-Za-z0-9_@.-]{1,40}", b in "[A-Za-z0-9_@.-]{1,40}") {
+                let channel = InferenceChannel::parse(&InferenceChannel::private(&a).unwrap().to_string()).unwrap();
+                prop_assert_eq!(channel.is_owned_by(&b), a == b);
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod channel;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod encryption;
 pub mod envelope;
 pub mod event;
 pub mod record;

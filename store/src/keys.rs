@@ -25,6 +25,11 @@ impl Keys {
         format!("{}:user:{user_id}:tasks", self.prefix)
     }
 
+    /// How many of a user's tasks are queued or running.
+    pub fn in_flight(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}:inflight", self.prefix)
+    }
+
     /// An `Idempotency-Key` of a user, hashed so any header value makes a safe key.
     pub fn idempotency(&self, user_id: &str, key: &str) -> String {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));

@@ -28,6 +28,8 @@ pub enum Created {
     New,
     /// The idempotency key already named this task; nothing was written.
     Existing(TaskId),
+    /// The user already has the most unfinished tasks allowed; nothing was written.
+    LimitReached,
 }
 
 /// What `transition` found.
@@ -93,11 +95,13 @@ impl TaskStore {
     }
 
     /// Records a queued task, or, when `idempotency_key` was already used by this user,
-    /// returns that task's id and writes nothing.
+    /// returns that task's id and writes nothing; refuses when the user already has
+    /// `max_in_flight` unfinished tasks.
     pub async fn create(
         &self,
         record: &TaskRecord,
         idempotency_key: Option<&str>,
+        max_in_flight: u64,
     ) -> Result<Created, StoreError> {
         let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k)).unwrap_or_default();
         let oldest = now_ms().saturating_sub(self.ttl.as_millis() as u64);
@@ -106,17 +110,20 @@ impl TaskStore {
             .key(self.keys.task(record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
             .key(idem)
+            .key(self.keys.in_flight(&record.user_id))
             .arg(serde_json::to_string(record)?)
             .arg(record.task_id.to_string())
             .arg(record.submitted_at_ms)
             .arg(self.ttl_secs())
             .arg(oldest)
+            .arg(max_in_flight)
             .invoke_async(&mut self.connection.clone())
             .await?;
-        match existing {
+        match existing.as_deref() {
             None => Ok(Created::New),
+            Some("limit") => Ok(Created::LimitReached),
             Some(id) => {
-                let id =
+                let id: TaskId =
                     id.parse().map_err(|_| serde_json::Error::io(std::io::Error::other("bad task id")))?;
                 Ok(Created::Existing(id))
             }
@@ -131,6 +138,7 @@ impl TaskStore {
             .key(self.keys.task(record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
             .key(idem)
+            .key(self.keys.in_flight(&record.user_id))
             .arg(record.task_id.to_string())
             .invoke_async(&mut self.connection.clone())
             .await?;
@@ -183,6 +191,7 @@ impl TaskStore {
             .transition
             .key(self.keys.task(record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
+            .key(self.keys.in_flight(&record.user_id))
             .arg(serde_json::to_string(record)?)
             .arg(status.as_str().unwrap_or_default())
             .arg(self.ttl_secs())

@@ -33,7 +33,7 @@ fn with_status(record: &TaskRecord, status: TaskStatus) -> TaskRecord {
 async fn created_task_is_readable_and_moves_forward_only() {
     let store = store();
     let queued = record("alice", 1);
-    assert_eq!(store.create(&queued, None).await.unwrap(), Created::New);
+    assert_eq!(store.create(&queued, None, 1000).await.unwrap(), Created::New);
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(queued.clone()));
 
     let running = with_status(&queued, TaskStatus::Running);
@@ -57,30 +57,30 @@ async fn same_idempotency_key_returns_the_first_task_and_writes_nothing() {
     let store = store();
     let first = record("alice", 1);
     let second = record("alice", 2);
-    assert_eq!(store.create(&first, Some("k1")).await.unwrap(), Created::New);
-    assert_eq!(store.create(&second, Some("k1")).await.unwrap(), Created::Existing(first.task_id));
+    assert_eq!(store.create(&first, Some("k1"), 1000).await.unwrap(), Created::New);
+    assert_eq!(store.create(&second, Some("k1"), 1000).await.unwrap(), Created::Existing(first.task_id));
     assert_eq!(store.get(second.task_id).await.unwrap(), None);
     // Keys are per user.
     let bobs = record("bob", 3);
-    assert_eq!(store.create(&bobs, Some("k1")).await.unwrap(), Created::New);
+    assert_eq!(store.create(&bobs, Some("k1"), 1000).await.unwrap(), Created::New);
 }
 
 #[tokio::test]
 async fn removing_an_unpublished_task_frees_its_idempotency_key() {
     let store = store();
     let first = record("alice", 1);
-    store.create(&first, Some("k")).await.unwrap();
+    store.create(&first, Some("k"), 1000).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
     assert_eq!(store.get(first.task_id).await.unwrap(), None);
     assert!(store.list_since("alice", 0, None, 10).await.unwrap().is_empty());
-    assert_eq!(store.create(&record("alice", 2), Some("k")).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 2), Some("k"), 1000).await.unwrap(), Created::New);
 }
 
 #[tokio::test]
 async fn cancel_works_only_before_the_task_starts() {
     let store = store();
     let waiting = record("alice", 1);
-    store.create(&waiting, None).await.unwrap();
+    store.create(&waiting, None, 1000).await.unwrap();
     assert_eq!(store.cancel(&waiting).await.unwrap(), Transition::Applied);
     let stored = store.get(waiting.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Cancelled);
@@ -92,7 +92,7 @@ async fn cancel_works_only_before_the_task_starts() {
     ));
 
     let started = record("alice", 2);
-    store.create(&started, None).await.unwrap();
+    store.create(&started, None, 1000).await.unwrap();
     store.transition(&with_status(&started, TaskStatus::Running)).await.unwrap();
     assert!(matches!(store.cancel(&started).await.unwrap(), Transition::Kept(_)));
     assert_eq!(store.cancel(&record("alice", 3)).await.unwrap(), Transition::Missing);
@@ -104,9 +104,9 @@ async fn list_since_returns_only_the_users_later_tasks_in_order() {
     let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let tasks: Vec<TaskRecord> = (0..5).map(|i| record("alice", base + i)).collect();
     for task in &tasks {
-        store.create(task, None).await.unwrap();
+        store.create(task, None, 1000).await.unwrap();
     }
-    store.create(&record("bob", base + 2), None).await.unwrap();
+    store.create(&record("bob", base + 2), None, 1000).await.unwrap();
     let all = store.list_since("alice", 0, None, 100).await.unwrap();
     assert_eq!(
         all.iter().map(|r| r.task_id).collect::<Vec<_>>(),
@@ -128,6 +128,27 @@ async fn a_worker_can_record_a_task_whose_queued_record_was_lost() {
         Transition::Applied
     );
     assert_eq!(store.list_since("alice", 0, None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes() {
+    let store = store();
+    let first = record("alice", 1);
+    assert_eq!(store.create(&first, None, 2).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 2), None, 2).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 3), None, 2).await.unwrap(), Created::LimitReached);
+    assert_eq!(store.create(&record("bob", 3), None, 2).await.unwrap(), Created::New, "caps are per user");
+    store.transition(&with_status(&first, TaskStatus::Running)).await.unwrap();
+    assert_eq!(
+        store.create(&record("alice", 4), None, 2).await.unwrap(),
+        Created::LimitReached,
+        "running still counts"
+    );
+    store.transition(&with_status(&first, TaskStatus::Succeeded)).await.unwrap();
+    // A redelivery finishing it again frees nothing more.
+    store.transition(&with_status(&first, TaskStatus::Failed)).await.unwrap();
+    assert_eq!(store.create(&record("alice", 5), None, 2).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 6), None, 2).await.unwrap(), Created::LimitReached);
 }
 
 #[tokio::test]

@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
+    /// Base64 of 32 bytes: encrypts results for `private-encrypted-inference.{user}` channels.
+    #[arg(long, env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
+    pub encryption_master_key: Option<String>,
     /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
     #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use inferpush_protocol::encryption::MasterKey;
 use inferpush_store::TaskStore;
 use inferpush_worker::config::WorkerConfig;
 use inferpush_worker::consumer::{self, ConsumerSettings};
@@ -25,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
         soketi = config.pusher.base_url(),
         "starting inferpush-worker"
     );
-    let registry = Registry::build(&config.models, &config.embedding()).context("building the model registry")?;
+    let registry =
+        Registry::build(&config.models, &config.embedding()).context("building the model registry")?;
 
     // `stop` ends consuming; `abort` (after the grace period) makes pushes give up so
     // their tasks go back to the queue instead of holding the process.
@@ -44,6 +46,10 @@ async fn main() -> anyhow::Result<()> {
         result_base_url: config.result_base_url.trim_end_matches('/').to_owned(),
         push_deadline: config.push_deadline,
         abort: abort.clone(),
+        master_key: match config.encryption_master_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(text) => Some(MasterKey::from_base64(text).context("reading PUSHER_ENCRYPTION_MASTER_KEY")?),
+            None => None,
+        },
     };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),

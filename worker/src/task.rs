@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use inferpush_protocol::channel::ChannelKind;
+use inferpush_protocol::encryption::{MasterKey, random_nonce};
 use inferpush_protocol::event::BatchEvent;
 use inferpush_protocol::{ErrorBody, InferenceChannel, TaskEnvelope, TaskRecord, TaskStatus, Timings};
 use inferpush_store::{StoreError, TaskStore, Transition};
@@ -37,6 +39,8 @@ pub struct TaskContext {
     pub push_deadline: Duration,
     /// Fires when tasks in hand must be given back to the queue (end of the grace period).
     pub abort: CancellationToken,
+    /// Key for `private-encrypted-` channels, when configured.
+    pub master_key: Option<MasterKey>,
 }
 
 /// How a delivery ends.
@@ -111,8 +115,11 @@ pub async fn handle_dead_letter(delivery: Delivery, context: TaskContext) {
 /// Runs `task` and announces its result, returning how to settle its message.
 pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
     // Defence in depth: a task may only ever be pushed to its own user's channel.
-    let own_channel = InferenceChannel::private(&task.user_id).map(|c| c.to_string());
-    if own_channel.as_deref() != Ok(task.channel.as_str()) {
+    let own_channel = InferenceChannel::parse(&task.channel).is_ok_and(|c| {
+        c.is_owned_by(&task.user_id)
+            && matches!(c.kind(), ChannelKind::Private | ChannelKind::PrivateEncrypted)
+    });
+    if !own_channel {
         tracing::error!(task_id = %task.task_id, channel = task.channel, "task names a channel its user does not own");
         return Settlement::DeadLetter;
     }
@@ -167,7 +174,14 @@ async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
 /// next worker pushes the stored result).
 async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
     let event = result_event(record, context.max_event_bytes, &context.result_base_url);
-    let data = serde_json::to_string(&event).expect("events always serialise");
+    let mut data = serde_json::to_string(&event).expect("events always serialise");
+    if record.channel.starts_with(ChannelKind::PrivateEncrypted.prefix()) {
+        let Some(key) = &context.master_key else {
+            tracing::error!(task_id = %record.task_id, "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear; the result stays retrievable by GET");
+            return Settlement::Ack;
+        };
+        data = key.seal(&record.channel, random_nonce(), &data);
+    }
     let push = BatchEvent { channel: record.channel.clone(), name: event.event_name().to_owned(), data };
     match tokio::time::timeout(context.push_deadline, context.publisher.push(push)).await {
         Ok(Ok(())) => {

@@ -44,7 +44,12 @@ fn assert_matches_reference(engine: &mut dyn Engine) {
         for (row, i) in got.iter().zip(chunk) {
             assert_eq!(row.len(), 384);
             let similarity = cosine(row, &reference.embeddings[*i]);
-            assert!(similarity >= 0.999, "{}: sentence {i} {:?} cosine {similarity}", engine.name(), texts[*i]);
+            assert!(
+                similarity >= 0.999,
+                "{}: sentence {i} {:?} cosine {similarity}",
+                engine.name(),
+                texts[*i]
+            );
             let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
         }
@@ -71,20 +76,29 @@ fn texts_over_256_tokens_are_truncated_like_the_original() {
     let long = "word ".repeat(600);
     let encoded = tokenizer(&files).encode(&[&long, "short"]).unwrap();
     assert_eq!(encoded.seq_len, 256);
-    assert_eq!(encoded.attention_mask[256..].iter().filter(|m| **m == 1).count(), 3, "short row: [CLS] short [SEP]");
+    assert_eq!(
+        encoded.attention_mask[256..].iter().filter(|m| **m == 1).count(),
+        3,
+        "short row: [CLS] short [SEP]"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
     let files = files();
     let reference = reference();
-    let settings = BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(20), max_batch_texts: 64 };
+    let settings =
+        BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(20), max_batch_texts: 64 };
     let engine = Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu).unwrap());
     let batcher = Batcher::spawn(engine, tokenizer(&files), settings);
 
     // 40 tasks of 1–3 texts of very different lengths, all at once.
     let tasks: Vec<Vec<String>> = (0..40)
-        .map(|i| (0..1 + i % 3).map(|j| reference.sentences[(i * 7 + j * 5) % reference.sentences.len()].clone()).collect())
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| reference.sentences[(i * 7 + j * 5) % reference.sentences.len()].clone())
+                .collect()
+        })
         .collect();
     let handles: Vec<_> = tasks
         .iter()

@@ -31,6 +31,8 @@ pub struct AuthResponse {
     auth: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_secret: Option<String>,
 }
 
 async fn authorize(
@@ -38,6 +40,7 @@ async fn authorize(
     user: User,
     FormOrJson(request): FormOrJson<AuthRequest>,
 ) -> Result<Json<AuthResponse>, AppError> {
+    state.limits.auth.check(&user.id)?;
     let channel = InferenceChannel::parse(&request.channel_name)
         .map_err(|e| AppError::Forbidden(format!("cannot subscribe to `{}`: {e}", request.channel_name)))?;
     if !channel.is_owned_by(&user.id) {
@@ -53,17 +56,26 @@ async fn authorize(
             let auth = credentials
                 .authorize_private(&request.socket_id, &request.channel_name)
                 .map_err(invalid_socket)?;
-            Ok(Json(AuthResponse { auth, channel_data: None }))
+            Ok(Json(AuthResponse { auth, channel_data: None, shared_secret: None }))
         }
         ChannelKind::Presence => {
             let data = serde_json::json!({"user_id": user.id, "user_info": {"name": user.id}}).to_string();
             let auth = credentials
                 .authorize_presence(&request.socket_id, &request.channel_name, &data)
                 .map_err(invalid_socket)?;
-            Ok(Json(AuthResponse { auth, channel_data: Some(data) }))
+            Ok(Json(AuthResponse { auth, channel_data: Some(data), shared_secret: None }))
         }
-        ChannelKind::PrivateEncrypted => Err(AppError::Forbidden(
-            "encrypted channels are not enabled on this server (no encryption master key)".into(),
-        )),
+        ChannelKind::PrivateEncrypted => {
+            let key = state.master_key.as_ref().ok_or_else(|| {
+                AppError::Forbidden(
+                    "encrypted channels are not enabled on this server (no encryption master key)".into(),
+                )
+            })?;
+            let auth = credentials
+                .authorize_private(&request.socket_id, &request.channel_name)
+                .map_err(invalid_socket)?;
+            let shared_secret = Some(key.shared_secret(&request.channel_name));
+            Ok(Json(AuthResponse { auth, channel_data: None, shared_secret }))
+        }
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::{EventName, InferenceChannel, TaskEnvelope, TaskId, TaskRecord, catalogue};
 use inferpush_store::{Created, StoreError};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub struct SubmitRequest {
     pub model: String,
     /// The model's input; its shape depends on the model.
     pub input: serde_json::Value,
+    /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// Event names a client should listen for.
@@ -110,7 +114,15 @@ async fn submit(
     catalogue::validate(&request.model, &request.input)
         .map_err(|e| AppError::Unprocessable(e.to_string()))?;
     let idempotency = idempotency_key(&headers)?;
-    let channel = InferenceChannel::private(&user.id)
+    state.limits.submit.check(&user.id)?;
+    if request.encrypted && state.master_key.is_none() {
+        return Err(AppError::Unprocessable(
+            "`encrypted` needs end-to-end encryption enabled on the server (PUSHER_ENCRYPTION_MASTER_KEY)"
+                .into(),
+        ));
+    }
+    let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
+    let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
     let task = TaskEnvelope {
         task_id: TaskId::new_v7(),
@@ -123,8 +135,22 @@ async fn submit(
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
-    match state.store.create(&record, idempotency.as_deref()).await.map_err(store_unavailable)? {
+    match state
+        .store
+        .create(&record, idempotency.as_deref(), state.max_in_flight)
+        .await
+        .map_err(store_unavailable)?
+    {
         Created::New => {}
+        Created::LimitReached => {
+            return Err(AppError::TooManyRequests {
+                detail: format!(
+                    "you already have {} unfinished tasks; wait for some to finish",
+                    state.max_in_flight
+                ),
+                seconds: 5,
+            });
+        }
         Created::Existing(task_id) => {
             let existing = state.store.get(task_id).await.map_err(store_unavailable)?;
             let existing = existing.unwrap_or(TaskRecord { task_id, ..record });

@@ -75,10 +75,12 @@ impl Registry {
         for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
             let model: Arc<dyn Model> = match name {
                 "echo" => Arc::new(Echo),
-                inferpush_protocol::catalogue::MINILM => Arc::new(
-                    EmbeddingModel::load(embedding)
-                        .map_err(|e| RegistryError::Load { model: name.to_owned(), reason: format!("{e:#}") })?,
-                ),
+                inferpush_protocol::catalogue::MINILM => {
+                    Arc::new(EmbeddingModel::load(embedding).map_err(|e| RegistryError::Load {
+                        model: name.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?)
+                }
                 other => return Err(RegistryError::Unknown(other.to_owned())),
             };
             registry.models.insert(model.name(), model);

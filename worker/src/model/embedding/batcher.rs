@@ -49,7 +49,9 @@ impl Batcher {
     /// Embeds `texts` (one task), batched with whatever else is waiting.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Request { texts, reply }).map_err(|_| "the inference thread has stopped".to_owned())?;
+        self.queue
+            .send(Request { texts, reply })
+            .map_err(|_| "the inference thread has stopped".to_owned())?;
         answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))
     }
 }
@@ -120,7 +122,12 @@ impl BatchLoop {
             Ok(Err(error)) => Err(format!("{error:#}")),
             Err(_) => Err("the engine panicked on this batch".to_owned()),
         };
-        tracing::debug!(tasks = batch.len(), texts = texts.len(), ms = started.elapsed().as_millis() as u64, "batch");
+        tracing::debug!(
+            tasks = batch.len(),
+            texts = texts.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "batch"
+        );
         match rows {
             Ok(rows) => {
                 let mut rows = rows.into_iter();

@@ -85,7 +85,11 @@ impl ModelFiles {
 }
 
 /// Builds the engine `choice` names (resolving `auto`).
-pub fn load_engine(files: &ModelFiles, choice: EngineChoice, threads: usize) -> anyhow::Result<Box<dyn Engine>> {
+pub fn load_engine(
+    files: &ModelFiles,
+    choice: EngineChoice,
+    threads: usize,
+) -> anyhow::Result<Box<dyn Engine>> {
     files.check()?;
     let use_ort = match choice {
         EngineChoice::Ort => {
@@ -111,13 +115,20 @@ pub fn load_engine(files: &ModelFiles, choice: EngineChoice, threads: usize) -> 
 const PROBES: [&str; 3] = ["Hello, world!", "The quick brown fox jumps over the lazy dog.", "naïve café ☕"];
 
 /// Checks a freshly built ONNX graph against candle on a few sentences.
-fn check_against_candle(files: &ModelFiles, engine: &mut dyn Engine, tokenizer: &TextTokenizer) -> anyhow::Result<()> {
+fn check_against_candle(
+    files: &ModelFiles,
+    engine: &mut dyn Engine,
+    tokenizer: &TextTokenizer,
+) -> anyhow::Result<()> {
     let batch = tokenizer.encode(&PROBES)?;
     let mut reference = CandleEngine::load(&files.dir, candle_core::Device::Cpu)?;
     let want = reference.embed(&batch)?;
     let got = engine.embed(&batch)?;
     let worst = want.iter().zip(&got).map(|(a, b)| cosine(a, b)).fold(1.0f32, f32::min);
-    anyhow::ensure!(worst >= 0.9999, "the ONNX graph disagrees with candle (cosine {worst}); rebuild it with scripts/fetch-model.sh");
+    anyhow::ensure!(
+        worst >= 0.9999,
+        "the ONNX graph disagrees with candle (cosine {worst}); rebuild it with scripts/fetch-model.sh"
+    );
     tracing::info!(min_cosine = worst, "ONNX Runtime engine agrees with candle");
     Ok(())
 }

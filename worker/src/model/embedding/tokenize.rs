@@ -32,20 +32,22 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating at [`MAX_TOKENS`] and padding to the longest.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let mut inner = Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let mut inner =
+            Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         inner
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
             .map_err(|e| anyhow::anyhow!("configuring truncation: {e}"))?;
-        inner.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
         Ok(Self { inner })
     }
 
     /// Encodes `texts` into one padded batch.
     pub fn encode(&self, texts: &[&str]) -> anyhow::Result<Encoded> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| anyhow::anyhow!("tokenising: {e}"))?;
+        let encodings =
+            self.inner.encode_batch(texts.to_vec(), true).map_err(|e| anyhow::anyhow!("tokenising: {e}"))?;
         let seq_len = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut batch = Encoded {
             rows: encodings.len(),

@@ -19,12 +19,14 @@ pub struct BurstReport {
     pub gave_up: usize,
 }
 
-/// Submits `count` echo tasks with `input(i)`, `concurrency` at a time.
+/// Submits `count` echo tasks with `input(i)`, `concurrency` at a time, each lane pausing
+/// `pause` after each accepted task (so a burst can be made to last through a fault).
 pub fn spawn_burst(
     api_url: String,
     api_key: &'static str,
     count: usize,
     concurrency: usize,
+    pause: Duration,
     input: impl Fn(usize) -> Value + Send + Sync + 'static,
 ) -> JoinHandle<BurstReport> {
     tokio::spawn(async move {
@@ -50,6 +52,7 @@ pub fn spawn_burst(
                     match sent {
                         Ok(response) if response.status() == 202 => {
                             let accepted: Value = response.json().await.expect("JSON");
+                            tokio::time::sleep(pause).await;
                             return (
                                 Some(accepted["task_id"].as_str().expect("task_id").to_owned()),
                                 unavailable,

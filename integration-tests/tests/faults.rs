@@ -48,8 +48,14 @@ async fn sigkill_of_a_worker_mid_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
     let listener = alice_listener(&stack).await;
-    let burst =
-        spawn_burst(stack.api_url.clone(), "dev-alice", 300, 16, |i| json!({"i": i, "delay_ms": 100}));
+    let burst = spawn_burst(
+        stack.api_url.clone(),
+        "dev-alice",
+        300,
+        16,
+        Duration::ZERO,
+        |i| json!({"i": i, "delay_ms": 100}),
+    );
     wait_results(&listener, 60).await;
     let mut worker = stack.worker.take().unwrap();
     worker.signal("KILL");
@@ -69,8 +75,14 @@ async fn soketi_stopped_for_seconds_mid_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
     let listener = alice_listener(&stack).await;
-    let burst =
-        spawn_burst(stack.api_url.clone(), "dev-alice", 200, 16, |i| json!({"i": i, "delay_ms": 100}));
+    let burst = spawn_burst(
+        stack.api_url.clone(),
+        "dev-alice",
+        200,
+        16,
+        Duration::ZERO,
+        |i| json!({"i": i, "delay_ms": 100}),
+    );
     wait_results(&listener, 40).await;
     stack.stop_soketi().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -93,7 +105,14 @@ async fn rabbitmq_restart_mid_burst_loses_nothing_and_everyone_reconnects() {
     let _serial = SERIAL.lock().await;
     let stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
     let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(stack.api_url.clone(), "dev-alice", 300, 8, |i| json!({"i": i, "delay_ms": 50}));
+    let burst = spawn_burst(
+        stack.api_url.clone(),
+        "dev-alice",
+        300,
+        4,
+        Duration::from_millis(40),
+        |i| json!({"i": i, "delay_ms": 50}),
+    );
     wait_results(&listener, 50).await;
     let outage = RabbitOutage::begin();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -123,7 +142,14 @@ async fn redis_restart_mid_burst_pauses_the_worker_and_loses_nothing() {
     let mut stack =
         Stack::start_with(StackOptions { prefetch: 16, own_redis: true, ..Default::default() }).await;
     let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(stack.api_url.clone(), "dev-alice", 300, 8, |i| json!({"i": i, "delay_ms": 50}));
+    let burst = spawn_burst(
+        stack.api_url.clone(),
+        "dev-alice",
+        300,
+        4,
+        Duration::from_millis(40),
+        |i| json!({"i": i, "delay_ms": 50}),
+    );
     wait_results(&listener, 50).await;
     stack.stop_redis().await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use inferpush_integration_tests::accounting::{Accounting, account};
 use inferpush_integration_tests::broker::{RabbitOutage, queue_stats};
-use inferpush_integration_tests::burst::spawn_burst;
-use inferpush_integration_tests::listener::{Listener, ListenerTarget};
+use inferpush_integration_tests::burst::{BurstReport, spawn_burst};
+use inferpush_integration_tests::listener::{Listener, ListenerTarget, Seen};
 use inferpush_integration_tests::stack::APP_KEY;
 use inferpush_integration_tests::{Stack, StackOptions};
 use serde_json::json;
@@ -43,56 +43,69 @@ fn report(name: &str, fault: &str, accounting: &Accounting, unavailable: usize) 
     println!("ACCOUNTING {name}: fault={fault} {accounting} http_503_retried={unavailable}");
 }
 
+/// A stack with a listening client and a burst of echo tasks under way.
+struct Scenario {
+    stack: Stack,
+    listener: Listener,
+    burst: tokio::task::JoinHandle<BurstReport>,
+}
+
+impl Scenario {
+    /// Starts the stack, subscribes, and submits `count` tasks of `delay_ms` on `lanes`
+    /// lanes pausing `pause` between submits; returns once `results` results arrived.
+    async fn start(
+        options: StackOptions,
+        count: usize,
+        lanes: usize,
+        pause: Duration,
+        delay_ms: u64,
+        results: usize,
+    ) -> Self {
+        let stack = Stack::start_with(options).await;
+        let listener = alice_listener(&stack).await;
+        let input = move |i| json!({"i": i, "delay_ms": delay_ms});
+        let burst = spawn_burst(stack.api_url.clone(), "dev-alice", count, lanes, pause, input);
+        wait_results(&listener, results).await;
+        Self { stack, listener, burst }
+    }
+
+    /// Waits for the burst to end and every task to settle, then counts.
+    async fn account(self, name: &str, fault: &str) -> (Stack, BurstReport, Accounting, Seen) {
+        let burst = self.burst.await.unwrap();
+        let seen = self.listener.wait_for(&burst.accepted, SETTLE).await;
+        let accounting = account(&self.stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
+        report(name, fault, &accounting, burst.unavailable);
+        assert_eq!(burst.gave_up, 0, "some submits never got a 202");
+        assert_eq!(accounting.lost, 0, "{accounting}\n{}", self.stack.logs());
+        (self.stack, burst, accounting, seen)
+    }
+}
+
 #[tokio::test]
 async fn sigkill_of_a_worker_mid_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
-    let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(
-        stack.api_url.clone(),
-        "dev-alice",
-        300,
-        16,
-        Duration::ZERO,
-        |i| json!({"i": i, "delay_ms": 100}),
-    );
-    wait_results(&listener, 60).await;
-    let mut worker = stack.worker.take().unwrap();
+    let options = StackOptions { prefetch: 16, ..Default::default() };
+    let mut scenario = Scenario::start(options, 300, 16, Duration::ZERO, 100, 60).await;
+    let mut worker = scenario.stack.worker.take().unwrap();
     worker.signal("KILL");
     worker.wait_exit(Duration::from_secs(10)).await;
-    stack.start_worker().await;
-    let burst = burst.await.unwrap();
-    let seen = listener.wait_for(&burst.accepted, SETTLE).await;
-    let accounting = account(&stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
-    report("sigkill-worker", "SIGKILL worker after 60 results", &accounting, burst.unavailable);
+    scenario.stack.start_worker().await;
+    let (_, _, accounting, _) = scenario.account("sigkill-worker", "SIGKILL worker after 60 results").await;
     assert_eq!(accounting.accepted, 300);
-    assert_eq!(accounting.lost, 0, "{accounting}\n{}", stack.logs());
     assert_eq!(accounting.delivered_live, 300, "{accounting}");
 }
 
 #[tokio::test]
 async fn soketi_stopped_for_seconds_mid_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
-    let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(
-        stack.api_url.clone(),
-        "dev-alice",
-        200,
-        16,
-        Duration::ZERO,
-        |i| json!({"i": i, "delay_ms": 100}),
-    );
-    wait_results(&listener, 40).await;
-    stack.stop_soketi().await;
+    let options = StackOptions { prefetch: 16, ..Default::default() };
+    let mut scenario = Scenario::start(options, 200, 16, Duration::ZERO, 100, 40).await;
+    scenario.stack.stop_soketi().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stack.start_soketi().await;
-    let burst = burst.await.unwrap();
-    let seen = listener.wait_for(&burst.accepted, SETTLE).await;
-    let accounting = account(&stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
-    report("soketi-outage", "Soketi killed for 4 s after 40 results", &accounting, burst.unavailable);
+    scenario.stack.start_soketi().await;
+    let (_, _, accounting, seen) =
+        scenario.account("soketi-outage", "Soketi killed for 4 s after 40 results").await;
     assert_eq!(accounting.accepted, 200);
-    assert_eq!(accounting.lost, 0, "{accounting}\n{}", stack.logs());
     assert!(seen.subscriptions >= 2, "the listener never reconnected");
     // Results produced during the outage waited in the worker and went out once Soketi
     // was back; a result pushed in the instant before the listener resubscribed is
@@ -103,33 +116,15 @@ async fn soketi_stopped_for_seconds_mid_burst_loses_nothing() {
 #[tokio::test]
 async fn rabbitmq_restart_mid_burst_loses_nothing_and_everyone_reconnects() {
     let _serial = SERIAL.lock().await;
-    let stack = Stack::start_with(StackOptions { prefetch: 16, ..Default::default() }).await;
-    let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(
-        stack.api_url.clone(),
-        "dev-alice",
-        300,
-        4,
-        Duration::from_millis(40),
-        |i| json!({"i": i, "delay_ms": 50}),
-    );
-    wait_results(&listener, 50).await;
+    let options = StackOptions { prefetch: 16, ..Default::default() };
+    let scenario = Scenario::start(options, 300, 4, Duration::from_millis(40), 50, 50).await;
     let outage = RabbitOutage::begin();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let ready = stack.http().get(format!("{}/readyz", stack.api_url)).send().await.unwrap();
+    let ready = scenario.stack.http().get(format!("{}/readyz", scenario.stack.api_url)).send().await.unwrap();
     assert_eq!(ready.status(), 503, "readyz must say the broker is down");
     outage.end().await;
-    let burst = burst.await.unwrap();
-    let seen = listener.wait_for(&burst.accepted, SETTLE).await;
-    let accounting = account(&stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
-    report(
-        "rabbitmq-restart",
-        "rabbitmqctl stop_app for 3 s after 50 results",
-        &accounting,
-        burst.unavailable,
-    );
-    assert_eq!(burst.gave_up, 0);
-    assert_eq!(accounting.lost, 0, "{accounting}\n{}", stack.logs());
+    let (stack, burst, accounting, _) =
+        scenario.account("rabbitmq-restart", "rabbitmqctl stop_app for 3 s after 50 results").await;
     assert_eq!(accounting.delivered_live, accounting.accepted, "{accounting}");
     assert!(burst.unavailable > 0, "no submit met the outage; the test proves little");
     // The worker came back by itself: nothing is left in the queue.
@@ -139,35 +134,21 @@ async fn rabbitmq_restart_mid_burst_loses_nothing_and_everyone_reconnects() {
 #[tokio::test]
 async fn redis_restart_mid_burst_pauses_the_worker_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut stack =
-        Stack::start_with(StackOptions { prefetch: 16, own_redis: true, ..Default::default() }).await;
-    let listener = alice_listener(&stack).await;
-    let burst = spawn_burst(
-        stack.api_url.clone(),
-        "dev-alice",
-        300,
-        4,
-        Duration::from_millis(40),
-        |i| json!({"i": i, "delay_ms": 50}),
-    );
-    wait_results(&listener, 50).await;
-    stack.stop_redis().await;
+    let options = StackOptions { prefetch: 16, own_redis: true, ..Default::default() };
+    let mut scenario = Scenario::start(options, 300, 4, Duration::from_millis(40), 50, 50).await;
+    scenario.stack.stop_redis().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let ready = stack.http().get(format!("{}/readyz", stack.api_url)).send().await.unwrap();
+    let ready = scenario.stack.http().get(format!("{}/readyz", scenario.stack.api_url)).send().await.unwrap();
     let status = ready.status();
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!((status.as_u16(), &body["redis"]), (503, &json!("down")), "{body}");
-    let during = listener.seen().results.len();
+    let during = scenario.listener.seen().results.len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // At most the tasks already stored before the stop finish while Redis is away.
-    let paused = listener.seen().results.len() - during;
-    stack.start_redis().await;
-    let burst = burst.await.unwrap();
-    let seen = listener.wait_for(&burst.accepted, SETTLE).await;
-    let accounting = account(&stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
-    report("redis-restart", "Redis stopped for 3 s after 50 results", &accounting, burst.unavailable);
-    assert_eq!(burst.gave_up, 0);
-    assert_eq!(accounting.lost, 0, "{accounting}\n{}", stack.logs());
+    let paused = scenario.listener.seen().results.len() - during;
+    scenario.stack.start_redis().await;
+    let (_, _, accounting, _) =
+        scenario.account("redis-restart", "Redis stopped for 3 s after 50 results").await;
     assert_eq!(accounting.delivered_live, accounting.accepted, "{accounting}");
     assert!(paused <= 16, "{paused} tasks finished while Redis was down");
 }

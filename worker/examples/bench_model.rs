@@ -1,6 +1,6 @@
 //! Throughput and latency of the embedding engines, and of dynamic batching under 64
-//! concurrent tasks. Prints one JSON object per measurement. `make bench-model` runs it
-//! in release mode, alternating with sentence-transformers, and prints the ratios.
+//! concurrent tasks. Prints one JSON object per measurement. `make bench-model` runs it,
+//! alternating with sentence-transformers, and prints the ratios.
 //!
 //! Usage: bench_model [MODEL_DIR] [SECONDS_PER_CASE]
 
@@ -73,10 +73,16 @@ fn fixed_batches(
     report(engine.name(), &format!("batch {size}"), done, started.elapsed(), latencies);
 }
 
-async fn dynamic(engine: Box<dyn Engine>, tokenizer: TextTokenizer, texts: &[String], budget: Duration) {
+async fn dynamic(
+    engine: Box<dyn Engine>,
+    tokenizer: TextTokenizer,
+    texts: &[String],
+    budget: Duration,
+    max_batch_size: usize,
+) {
     let name = engine.name();
     let settings =
-        BatchSettings { max_batch_size: 32, max_batch_delay: Duration::from_millis(2), max_batch_texts: 256 };
+        BatchSettings { max_batch_size, max_batch_delay: Duration::from_millis(2), max_batch_texts: 256 };
     let batcher = Batcher::spawn(engine, tokenizer, settings);
     let started = Instant::now();
     let clients: Vec<_> = (0..64)
@@ -101,7 +107,8 @@ async fn dynamic(engine: Box<dyn Engine>, tokenizer: TextTokenizer, texts: &[Str
         done += n;
         latencies.extend(l);
     }
-    report(name, "dynamic, 64 concurrent tasks", done, started.elapsed(), latencies);
+    let case = format!("dynamic (max {max_batch_size}), 64 concurrent tasks");
+    report(name, &case, done, started.elapsed(), latencies);
 }
 
 #[tokio::main]
@@ -129,6 +136,8 @@ async fn main() {
         for size in [1, 8, 32] {
             fixed_batches(engine.as_mut(), &tokenizer(), &texts, size, budget);
         }
-        dynamic(make(), tokenizer(), &texts, budget).await;
+        for max_batch_size in [8, 32] {
+            dynamic(make(), tokenizer(), &texts, budget, max_batch_size).await;
+        }
     }
 }

@@ -30,7 +30,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "INFERPUSH_THREADS", default_value_t = default_threads())]
     pub threads: usize,
     /// Most tasks in one forward pass (dynamic batching).
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = 32)]
+    /// (8 measured best on 2 cores: larger batches pad more than they gain; see README.)
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
     /// Longest wait for more tasks once one is in hand.
     #[arg(long, env = "INFERPUSH_MAX_BATCH_DELAY", default_value = "2ms", value_parser = parse_duration)]

@@ -12,6 +12,9 @@ use inferpush_worker::model::embedding::{
 };
 use serde_json::json;
 
+/// Builds a fresh engine (each measurement starts from a loaded, unwarmed one).
+type EngineFactory<'a> = Box<dyn Fn() -> Box<dyn Engine> + 'a>;
+
 fn sentences() -> Vec<String> {
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("../tests/fixtures/minilm-reference.json")).expect("fixture");
@@ -122,7 +125,7 @@ async fn main() {
     let texts = sentences();
     let tokenizer = || TextTokenizer::load(&files.dir.join("tokenizer.json")).unwrap();
     let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-    let engines: Vec<(&str, Box<dyn Fn() -> Box<dyn Engine>>)> = vec![
+    let engines: Vec<(&str, EngineFactory)> = vec![
         (
             "ort",
             Box::new(|| {

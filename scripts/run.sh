@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export INFERPUSH_DEV_MODE="${INFERPUSH_DEV_MODE:-true}"
 export PUSHER_APP_ID="${PUSHER_APP_ID:-app-id}" PUSHER_APP_KEY="${PUSHER_APP_KEY:-app-key}"
 export PUSHER_APP_SECRET="${PUSHER_APP_SECRET:-app-secret}" PUSHER_PORT="${PUSHER_PORT:-6001}"
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 scripts/ensure-services.sh
 

@@ -25,33 +25,44 @@ function subscribed(channel) {
   });
 }
 
-async function submit(apiKey, input) {
+async function submit(apiKey, input, extra = {}) {
   const response = await fetch(`${api}/v1/inference`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ model: 'echo', input }),
+    body: JSON.stringify({ model: 'echo', input, ...extra }),
   });
   assert.equal(response.status, 202);
   return response.json();
 }
 
-test('pusher-js receives inference.completed for its own task', async () => {
+// Subscribes alice's client to `channelName`, submits `input`, and resolves with the
+// accepted task and the data of the inference.completed event that follows.
+async function roundTrip(channelName, input, extra) {
   const pusher = new Pusher(process.env.PUSHER_APP_KEY, options('dev-alice'));
   try {
-    const channel = pusher.subscribe('private-inference.alice');
+    const channel = pusher.subscribe(channelName);
     await subscribed(channel);
     const result = new Promise((resolve) => channel.bind('inference.completed', resolve));
-    const accepted = await submit('dev-alice', { text: 'from pusher-js' });
-    const data = await Promise.race([
-      result,
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no result in 20 s')), 20000)),
-    ]);
-    assert.equal(data.task_id, accepted.task_id);
-    assert.equal(data.status, 'succeeded');
-    assert.deepEqual(data.output, { text: 'from pusher-js' });
+    const accepted = await submit('dev-alice', input, extra);
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no result in 20 s')), 20000);
+    });
+    try {
+      return { accepted, data: await Promise.race([result, timeout]) };
+    } finally {
+      clearTimeout(timer);
+    }
   } finally {
     pusher.disconnect();
   }
+}
+
+test('pusher-js receives inference.completed for its own task', async () => {
+  const { accepted, data } = await roundTrip('private-inference.alice', { text: 'from pusher-js' });
+  assert.equal(data.task_id, accepted.task_id);
+  assert.equal(data.status, 'succeeded');
+  assert.deepEqual(data.output, { text: 'from pusher-js' });
 });
 
 test("pusher-js is refused bob's channel with alice's key", async () => {
@@ -65,26 +76,9 @@ test("pusher-js is refused bob's channel with alice's key", async () => {
 });
 
 test('pusher-js decrypts a result pushed on its end-to-end encrypted channel', async () => {
-  const pusher = new Pusher(process.env.PUSHER_APP_KEY, options('dev-alice'));
-  try {
-    const channel = pusher.subscribe('private-encrypted-inference.alice');
-    await subscribed(channel);
-    const result = new Promise((resolve) => channel.bind('inference.completed', resolve));
-    const response = await fetch(`${api}/v1/inference`, {
-      method: 'POST',
-      headers: { Authorization: 'Bearer dev-alice', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: 'echo', input: { secret: 'only alice may read this' }, encrypted: true }),
-    });
-    assert.equal(response.status, 202);
-    const accepted = await response.json();
-    assert.equal(accepted.channel, 'private-encrypted-inference.alice');
-    const data = await Promise.race([
-      result,
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no result in 20 s')), 20000)),
-    ]);
-    assert.equal(data.task_id, accepted.task_id);
-    assert.deepEqual(data.output, { secret: 'only alice may read this' });
-  } finally {
-    pusher.disconnect();
-  }
+  const secret = { secret: 'only alice may read this' };
+  const { accepted, data } = await roundTrip('private-encrypted-inference.alice', secret, { encrypted: true });
+  assert.equal(accepted.channel, 'private-encrypted-inference.alice');
+  assert.equal(data.task_id, accepted.task_id);
+  assert.deepEqual(data.output, secret);
 });

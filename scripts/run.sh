@@ -16,12 +16,13 @@ stop() {
   trap - INT TERM EXIT
   echo "stopping…"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  # The worker finishes its tasks in hand (up to its grace period); Soketi sometimes
-  # lingers after SIGTERM, so anything still running after 40 s is killed.
-  for _ in $(seq 1 400); do
+  # The worker finishes its tasks in hand (up to its grace period, 30 s); Soketi keeps no
+  # state but sometimes lingers after SIGTERM, so it gets 5 s. Whatever still runs then goes.
+  for tick in $(seq 1 400); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
+    [ "$tick" = 50 ] && kill -KILL "$soketi" 2>/dev/null || true
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
@@ -34,7 +35,8 @@ label() { sed -u "s/^/[$1] /"; }
 SOKETI_PORT="$PUSHER_PORT" SOKETI_DEFAULT_APP_ID="$PUSHER_APP_ID" SOKETI_DEFAULT_APP_KEY="$PUSHER_APP_KEY" \
   SOKETI_DEFAULT_APP_SECRET="$PUSHER_APP_SECRET" \
   soketi/node_modules/.bin/soketi start --config=soketi/config.json > >(label soketi) 2>&1 &
-pids+=($!)
+soketi=$!
+pids+=("$soketi")
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PUSHER_PORT/ready" >/dev/null && break; sleep 0.2; done
 
 "$BIN/inferpush-api" > >(label api) 2>&1 &

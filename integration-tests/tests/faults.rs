@@ -162,11 +162,16 @@ async fn a_task_that_keeps_killing_workers_is_dead_lettered_and_its_user_told() 
     assert_eq!(status, 202);
     let id = accepted["task_id"].as_str().unwrap().to_owned();
     let mut kills = 0;
+    let mut killed_attempt = None;
     loop {
         let (_, record) = stack.task("dev-alice", &id).await;
+        // Each delivery stamps a new `started_at_ms`: kill each attempt once, and only
+        // once a worker really holds it (the record stays `running` after a kill).
+        let attempt = record["started_at_ms"].as_u64();
         match record["status"].as_str() {
             Some("failed") => break,
-            Some("running") => {
+            Some("running") if attempt != killed_attempt => {
+                killed_attempt = attempt;
                 let mut worker = stack.worker.take().unwrap();
                 worker.signal("KILL");
                 worker.wait_exit(Duration::from_secs(10)).await;

@@ -173,15 +173,16 @@ async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
 /// does, the task is acked (unless the worker is stopping, when it is requeued and the
 /// next worker pushes the stored result).
 async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
-    let event = result_event(record, context.max_event_bytes, &context.result_base_url);
-    let mut data = serde_json::to_string(&event).expect("events always serialise");
-    if record.channel.starts_with(ChannelKind::PrivateEncrypted.prefix()) {
-        let Some(key) = &context.master_key else {
+    let seal = match (record.channel.starts_with(ChannelKind::PrivateEncrypted.prefix()), &context.master_key)
+    {
+        (false, _) => None,
+        (true, Some(key)) => Some(key),
+        (true, None) => {
             tracing::error!(task_id = %record.task_id, "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear; the result stays retrievable by GET");
             return Settlement::Ack;
-        };
-        data = key.seal(&record.channel, random_nonce(), &data);
-    }
+        }
+    };
+    let (event, data) = result_event(record, context.max_event_bytes, &context.result_base_url, seal);
     let push = BatchEvent { channel: record.channel.clone(), name: event.event_name().to_owned(), data };
     match tokio::time::timeout(context.push_deadline, context.publisher.push(push)).await {
         Ok(Ok(())) => {
@@ -227,20 +228,30 @@ where
     }
 }
 
-/// The event announcing a final record; an output too large for one event is replaced
-/// by a `result_url` to fetch it from.
+/// The event announcing a final record and its data as pushed (sealed for an encrypted
+/// channel); an output too large for one event is replaced by a `result_url`.
 pub fn result_event(
     record: &TaskRecord,
     max_event_bytes: usize,
     result_base_url: &str,
-) -> inferpush_protocol::InferenceEvent {
+    seal: Option<&MasterKey>,
+) -> (inferpush_protocol::InferenceEvent, String) {
+    let render = |event: &inferpush_protocol::InferenceEvent| {
+        let json = serde_json::to_string(event).expect("events always serialise");
+        match seal {
+            Some(key) => key.seal(&record.channel, random_nonce(), &json),
+            None => json,
+        }
+    };
     let mut event = record.event();
-    let size = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > max_event_bytes {
+    let mut data = render(&event);
+    // Measured as pushed: sealing grows the data by about a third.
+    if data.len() > max_event_bytes {
         event.output = None;
         event.result_url = Some(format!("{result_base_url}/v1/inference/{}", record.task_id));
+        data = render(&event);
     }
-    event
+    (event, data)
 }
 
 #[cfg(test)]
@@ -265,7 +276,7 @@ mod tests {
 
     #[test]
     fn small_results_travel_inline() {
-        let event = result_event(&record(json!({"text": "hi"})), 1000, "");
+        let (event, _) = result_event(&record(json!({"text": "hi"})), 1000, "", None);
         assert_eq!(event.output, Some(json!({"text": "hi"})));
         assert!(event.result_url.is_none());
         assert_eq!(event.event_name(), "inference.completed");
@@ -274,7 +285,7 @@ mod tests {
     #[test]
     fn oversized_results_become_a_result_url() {
         let big = record(json!({"text": "x".repeat(2000)}));
-        let event = result_event(&big, 1000, "https://api.example");
+        let (event, _) = result_event(&big, 1000, "https://api.example", None);
         assert_eq!(event.status, TaskStatus::Succeeded);
         assert!(event.output.is_none());
         assert_eq!(event.result_url.unwrap(), format!("https://api.example/v1/inference/{}", big.task_id));
@@ -286,8 +297,22 @@ mod tests {
         failed.status = TaskStatus::Failed;
         failed.output = None;
         failed.error = Some(ErrorBody { code: "invalid_input".into(), message: "bad".into() });
-        let event = result_event(&failed, 1000, "");
+        let (event, _) = result_event(&failed, 1000, "", None);
         assert_eq!(event.event_name(), "inference.failed");
         assert_eq!(event.error.unwrap().code, "invalid_input");
+    }
+
+    #[test]
+    fn the_event_limit_counts_the_sealed_size() {
+        use base64::Engine;
+        let key =
+            MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([5u8; 32])).unwrap();
+        let mut result = record(json!({"text": "x".repeat(700)}));
+        result.channel = "private-encrypted-inference.alice".into();
+        let (plain, _) = result_event(&result, 1000, "", None);
+        assert!(plain.output.is_some(), "fits in clear");
+        let (sealed, data) = result_event(&result, 1000, "", Some(&key));
+        assert!(sealed.output.is_none() && sealed.result_url.is_some(), "does not fit once sealed");
+        assert!(data.len() <= 1000 && !data.contains("xxx"));
     }
 }

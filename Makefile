@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release deps services models bench-model clean-logs
+.PHONY: run test lint build build-release deps services chromium models bench-model clean-logs
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
 	scripts/run.sh
 
 ## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
-test: deps services models lint
+test: deps services chromium models lint
 	$(CARGO) build --workspace --all-targets
 	scripts/test.sh
 
@@ -24,11 +24,15 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
-## npm packages: Soketi and the Node client tests (only when missing or out of date).
-deps: soketi/node_modules/.installed integration-tests/node/node_modules/.installed
+## npm packages: Soketi, the demo page's pusher-js, the Node client tests (when missing or out of date).
+deps: soketi/node_modules/.installed web-demo/node_modules/.installed integration-tests/node/node_modules/.installed
 
 soketi/node_modules/.installed: soketi/package-lock.json
 	npm ci --prefix soketi --no-audit --no-fund
+	touch $@
+
+web-demo/node_modules/.installed: web-demo/package-lock.json
+	npm ci --prefix web-demo --no-audit --no-fund
 	touch $@
 
 integration-tests/node/node_modules/.installed: integration-tests/node/package-lock.json
@@ -42,6 +46,10 @@ models:
 ## Engines vs sentence-transformers (PyTorch): sentences/s, p50/p99; not part of `make test`.
 bench-model:
 	scripts/bench-model.sh
+
+## Debian's Chromium for the browser test (installed once).
+chromium:
+	scripts/ensure-chromium.sh
 
 ## Start RabbitMQ (and Redis) if this machine has them stopped.
 services:

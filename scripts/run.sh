@@ -44,6 +44,6 @@ pids+=($!)
 "$BIN/inferpush-worker" > >(label worker) 2>&1 &
 pids+=($!)
 
-echo "inferpush is up: api http://127.0.0.1:8080, Soketi ws://127.0.0.1:$PUSHER_PORT (Ctrl-C stops everything)"
+echo "inferpush is up: demo page and api http://127.0.0.1:8080/, Soketi ws://127.0.0.1:$PUSHER_PORT (Ctrl-C stops everything)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the others"

@@ -56,6 +56,15 @@ pub struct ApiConfig {
     /// Never turn this on where strangers can reach the api.
     #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
     pub dev_mode: bool,
+    /// The demo page's folder, served at `/` in development mode.
+    #[arg(long, env = "INFERPUSH_WEB_DEMO_DIR", default_value = "web-demo")]
+    pub web_demo_dir: std::path::PathBuf,
+    /// Lifetime of the demo page's tokens (development mode), in seconds.
+    #[arg(long, env = "INFERPUSH_DEV_TOKEN_TTL", default_value_t = 900)]
+    pub dev_token_ttl_secs: u64,
+    /// Soketi's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
+    #[arg(long, env = "INFERPUSH_PUBLIC_WS_HOST")]
+    pub public_ws_host: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERPUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

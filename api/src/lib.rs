@@ -5,6 +5,7 @@
 pub mod body;
 pub mod broker;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod jwt;
 pub mod keys;
@@ -55,12 +56,19 @@ pub struct AppState {
     pub public_url: String,
     /// Request body limit, for error messages.
     pub max_body_bytes: usize,
+    /// Development mode (demo tokens and page), when on.
+    pub dev: Option<Arc<dev::DevMode>>,
 }
 
 /// The whole service.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    let dev = match &state.dev {
+        Some(dev) => dev::router(dev),
+        None => Router::new(),
+    };
     Router::new()
+        .merge(dev)
         .merge(routes::inference::router())
         .merge(routes::tasks::router())
         .merge(routes::channel_auth::router())
@@ -83,6 +91,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            // Laravel Echo adds these to /broadcasting/auth on pages with a CSRF meta tag.
+            HeaderName::from_static("x-csrf-token"),
+            HeaderName::from_static("x-socket-id"),
+            HeaderName::from_static("x-requested-with"),
         ])
         .expose_headers([header::LOCATION, header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600))

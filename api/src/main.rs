@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use inferpush_api::broker::Broker;
 use inferpush_api::config::ApiConfig;
+use inferpush_api::dev::{DevMode, DevTokens, PusherPublic, demo};
 use inferpush_api::jwt::JwtVerifier;
 use inferpush_api::keys::{ApiKeys, DEV_KEYS};
 use inferpush_api::limits::{Limits, UserLimit};
@@ -70,10 +71,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    if config.dev_mode {
-        let dev: Vec<&str> = DEV_KEYS.iter().map(|(key, _)| *key).collect();
-        tracing::warn!(keys = ?dev, "development mode: the dev API keys are accepted");
-    }
+    let dev = config.dev_mode.then(|| dev_mode(&config));
     if keys.is_empty() && jwt.is_none() {
         tracing::warn!(
             "no API keys configured: every request will get 401; set INFERPUSH_API_KEYS, a JWT key, or INFERPUSH_DEV_MODE=true"
@@ -109,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         pusher: Arc::new(config.pusher.credentials()),
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         max_body_bytes: config.max_body_bytes,
+        dev: dev.map(Arc::new),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -117,6 +116,32 @@ async fn main() -> anyhow::Result<()> {
     serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Development mode: the dev API keys, demo tokens, and the demo page if it is installed.
+fn dev_mode(config: &ApiConfig) -> DevMode {
+    let keys: Vec<&str> = DEV_KEYS.iter().map(|(key, _)| *key).collect();
+    tracing::warn!(keys = ?keys, "development mode: the dev API keys and demo tokens are accepted");
+    let missing: Vec<_> =
+        demo::required_files(&config.web_demo_dir).into_iter().filter(|path| !path.is_file()).collect();
+    if missing.is_empty() {
+        tracing::info!(dir = %config.web_demo_dir.display(), "serving the demo page at /");
+    } else {
+        tracing::warn!(
+            ?missing,
+            "the demo page at / is incomplete; run `make deps` from the repository root"
+        );
+    }
+    DevMode {
+        tokens: DevTokens::new(Duration::from_secs(config.dev_token_ttl_secs)),
+        web_demo_dir: config.web_demo_dir.clone(),
+        pusher: PusherPublic {
+            key: config.pusher.key.clone(),
+            ws_host: config.public_ws_host.clone().unwrap_or_else(|| config.pusher.host.clone()),
+            ws_port: config.pusher.port,
+            force_tls: config.pusher.scheme == "https",
+        },
+    }
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use inferpush_api::broker::Broker;
+use inferpush_api::dev::{DevMode, DevTokens, PusherPublic};
 use inferpush_api::keys::ApiKeys;
 use inferpush_api::limits::{Limits, UserLimit};
 use inferpush_api::{AppState, app};
@@ -36,15 +37,31 @@ fn state() -> AppState {
         pusher: Arc::new(AppCredentials::new("app-id", "app-key", "app-secret")),
         public_url: String::new(),
         max_body_bytes: 4096,
+        dev: None,
     }
 }
 
-async fn send(request: Request<Body>) -> (StatusCode, Option<String>, Value) {
-    let response = app(state()).oneshot(request).await.unwrap();
+/// [`state`] with development mode on, serving the repository's `web-demo/`.
+fn dev_state() -> AppState {
+    let web_demo_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-demo");
+    let pusher =
+        PusherPublic { key: "app-key".into(), ws_host: "127.0.0.1".into(), ws_port: 6001, force_tls: false };
+    let dev = DevMode { tokens: DevTokens::new(Duration::from_secs(60)), web_demo_dir, pusher };
+    AppState { dev: Some(Arc::new(dev)), ..state() }
+}
+
+async fn send_to(state: AppState, request: Request<Body>) -> (StatusCode, Option<String>, Value, String) {
+    let response = app(state).oneshot(request).await.unwrap();
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (status, content_type, serde_json::from_slice(&bytes).unwrap_or(Value::Null), text)
+}
+
+async fn send(request: Request<Body>) -> (StatusCode, Option<String>, Value) {
+    let (status, content_type, body, _) = send_to(state(), request).await;
+    (status, content_type, body)
 }
 
 fn auth_form(key: &str, body: &str) -> Request<Body> {
@@ -289,4 +306,76 @@ mod properties {
             prop_assert!(matches!(status.as_u16(), 400 | 413 | 415 | 422 | 503), "{status}");
         }
     }
+}
+
+fn token_request(body: &str) -> Request<Body> {
+    Request::post("/dev/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_mode_signs_visitors_in_with_tokens_that_open_only_their_own_channel() {
+    let dev = dev_state();
+    let (status, _, issued, _) = send_to(dev.clone(), token_request("{}")).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let user = issued["user_id"].as_str().unwrap().to_owned();
+    assert!(user.starts_with("demo-"), "{user}");
+    assert_eq!(issued["channel"], format!("private-inference.{user}"));
+    assert_eq!(issued["expires_in"], 60);
+    assert_eq!(issued["pusher"]["key"], "app-key");
+    let token = issued["token"].as_str().unwrap();
+
+    let own = format!("socket_id=1234.5678&channel_name=private-inference.{user}");
+    let (status, _, _, _) = send_to(dev.clone(), auth_form(token, &own)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _, _) =
+        send_to(dev.clone(), auth_form(token, "socket_id=1234.5678&channel_name=private-inference.alice"))
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A chosen user (the page keeps its user across reloads); nonsense is refused.
+    let (_, _, again, _) = send_to(dev.clone(), token_request(&format!(r#"{{"user_id": "{user}"}}"#))).await;
+    assert_eq!(again["user_id"], user.as_str());
+    let (status, _, body, _) = send_to(dev.clone(), token_request(r#"{"user_id": "a b"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _, _, _) = send_to(dev.clone(), token_request(r#"{"user": "x"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Without development mode the same token means nothing and the endpoint is gone.
+    let (status, _, _, _) = send_to(state(), auth_form(token, &own)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, content_type, _, _) = send_to(state(), token_request("{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn dev_mode_serves_the_demo_page() {
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (status, content_type, _, page) = send_to(dev_state(), get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.unwrap().starts_with("text/html"));
+    assert!(page.contains("/vendor/pusher.min.js") && page.contains("/demo/app.js"), "{page}");
+    let (status, content_type, _, _) = send_to(dev_state(), get("/demo/app.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.unwrap().contains("javascript"));
+    let (status, _, _, _) = send_to(dev_state(), get("/demo/../Cargo.toml")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _, _) = send_to(state(), get("/")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cors_lets_laravel_echo_send_its_csrf_and_socket_headers() {
+    let preflight = Request::options("/broadcasting/auth")
+        .header(header::ORIGIN, "https://app.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type,x-csrf-token,x-socket-id")
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state()).oneshot(preflight).await.unwrap();
+    let allowed = response.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap().to_owned();
+    assert!(allowed.contains("x-csrf-token") && allowed.contains("x-socket-id"), "{allowed}");
 }

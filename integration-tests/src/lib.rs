@@ -6,9 +6,9 @@ pub mod accounting;
 pub mod broker;
 pub mod burst;
 pub mod listener;
+pub mod node;
 pub mod process;
-pub mod pusher_client;
 pub mod stack;
 
-pub use pusher_client::{PusherClient, PusherMessage};
+pub use inferpush_client::pusher::{PusherClient, PusherMessage};
 pub use stack::{Stack, StackOptions};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::pusher_client::PusherClient;
+use inferpush_client::pusher::PusherClient;
 
 /// Where to connect and as whom.
 #[derive(Debug, Clone)]

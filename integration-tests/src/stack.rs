@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::broker::{amqp_url, delete_topology, wait_for_consumers};
 use crate::process::{Service, bin_dir, free_port, wait_http_ok, workspace_root};
-use crate::pusher_client::PusherClient;
+use inferpush_client::pusher::PusherClient;
 
 /// Pusher app used by every test stack.
 pub const APP_ID: &str = "itest-app";
@@ -42,6 +42,8 @@ pub struct StackOptions {
     /// Run a private Redis (with an append-only file, so it can be restarted without
     /// losing data) instead of the machine's shared one.
     pub own_redis: bool,
+    /// Development mode on the api (dev keys, demo page, demo tokens).
+    pub dev_mode: bool,
 }
 
 impl Default for StackOptions {
@@ -52,6 +54,7 @@ impl Default for StackOptions {
             shutdown_grace: "30s".into(),
             delivery_limit: 5,
             own_redis: false,
+            dev_mode: true,
             models: "echo".into(),
         }
     }
@@ -123,7 +126,8 @@ impl Stack {
                 stack.common_env(),
                 vec![
                     ("INFERPUSH_API_ADDR", format!("127.0.0.1:{api_port}")),
-                    ("INFERPUSH_DEV_MODE", "true".into()),
+                    ("INFERPUSH_DEV_MODE", stack.options.dev_mode.to_string()),
+                    ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
                 ],
             ]
             .concat(),
@@ -348,6 +352,7 @@ impl Stack {
             ("PUSHER_HOST", "127.0.0.1".into()),
             ("PUSHER_PORT", self.soketi_port.to_string()),
             ("PUSHER_APP_KEY", APP_KEY.into()),
+            ("INFERPUSH_ALICE_JWT", user_jwt("alice")),
         ]
     }
 
@@ -382,4 +387,13 @@ impl Drop for Stack {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A JWT for `user` that the stack's api accepts (HS256, its issuer and audience, 10 min).
+pub fn user_jwt(user: &str) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": user, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "exp": now + 600});
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes()))
+        .expect("HS256 encodes")
 }

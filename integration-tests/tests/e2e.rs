@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use inferpush_integration_tests::broker::{publish_raw, queue_stats};
-use inferpush_integration_tests::process::workspace_root;
 use inferpush_integration_tests::stack::{APP_ID, APP_KEY};
 use inferpush_integration_tests::{PusherClient, Stack, StackOptions};
 use inferpush_protocol::AppCredentials;
@@ -106,23 +105,6 @@ async fn laravel_echo_style_json_auth_on_broadcasting_path_subscribes() {
     assert_eq!(status, 202);
     let event = client.next_event("inference.completed", RESULT_WAIT).await.expect("result");
     assert_eq!(event.json()["task_id"], accepted["task_id"]);
-}
-
-#[tokio::test]
-async fn pusher_js_in_node_subscribes_submits_and_receives() {
-    let stack = Stack::start().await;
-    let script = workspace_root().join("integration-tests/node/pusher-js.test.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg("--test")
-        .arg(&script)
-        .envs(stack.node_env())
-        .output()
-        .await
-        .expect("running node");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{text}");
-    assert!(output.status.success(), "pusher-js test failed:\n{text}\n{}", stack.logs());
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ fn parse(text: &str) -> Option<PusherMessage> {
 impl PusherClient {
     /// Connects to `ws://host:port/app/{key}` and waits for `pusher:connection_established`.
     pub async fn connect(ws_base: &str, app_key: &str) -> anyhow::Result<Self> {
-        let url = format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-tests&version=0.1.0");
+        let url = format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-rust&version=0.1.0");
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
         let (mut sink, mut stream) = socket.split();
         let (outgoing, mut to_send) = mpsc::unbounded_channel::<Message>();

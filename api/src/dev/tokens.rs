@@ -1,0 +1,122 @@
+//! `POST /dev/token`: signs a visitor in as a demo user with a short-lived HS256 JWT.
+//! The key is random per process, so a token never outlives the api that issued it, and
+//! the tokens are verified by the same code as configured JWTs, with their own issuer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json as JsonResponse, Router};
+use inferpush_protocol::channel::InferenceChannel;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde::{Deserialize, Serialize};
+
+use super::PusherPublic;
+use crate::AppState;
+use crate::body::Json;
+use crate::error::AppError;
+use crate::jwt::{JwtError, JwtVerifier};
+
+/// The `iss` and `aud` of development tokens.
+const ISSUER: &str = "inferpush-dev";
+
+/// Issues and verifies development tokens.
+pub struct DevTokens {
+    key: EncodingKey,
+    verifier: JwtVerifier,
+    lifetime: Duration,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    iss: &'static str,
+    aud: &'static str,
+    iat: u64,
+    exp: u64,
+}
+
+impl DevTokens {
+    /// Tokens signed with a fresh random key, valid for `lifetime`.
+    pub fn new(lifetime: Duration) -> Self {
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let verifier = JwtVerifier::from_config(Some(&secret), None, Some(ISSUER), Some(ISSUER))
+            .expect("an HS256 secret alone is a valid configuration")
+            .expect("a secret was given");
+        Self { key: EncodingKey::from_secret(secret.as_bytes()), verifier, lifetime }
+    }
+
+    /// A token naming `user_id`, valid from now for the configured lifetime.
+    pub fn issue(&self, user_id: &str) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims =
+            Claims { sub: user_id, iss: ISSUER, aud: ISSUER, iat: now, exp: now + self.lifetime.as_secs() };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.key).expect("HS256 encoding cannot fail")
+    }
+
+    /// The user a token of ours names.
+    pub fn verify(&self, token: &str) -> Result<String, JwtError> {
+        self.verifier.verify(token)
+    }
+
+    /// How long a token lives.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+}
+
+/// The routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/dev/token", post(issue))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// The demo user to be; a new `demo-…` user when absent.
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user_id: String,
+    channel: String,
+    pusher: PusherPublic,
+}
+
+async fn issue(
+    State(state): State<AppState>,
+    Json(request): Json<TokenRequest>,
+) -> Result<JsonResponse<TokenResponse>, AppError> {
+    let dev = state.dev.as_ref().ok_or_else(|| AppError::NotFound("no such endpoint".into()))?;
+    let user_id = request
+        .user_id
+        .unwrap_or_else(|| format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let channel = InferenceChannel::private(&user_id)
+        .map_err(|e| AppError::Unprocessable(format!("`user_id` cannot name a channel: {e}")))?;
+    Ok(JsonResponse(TokenResponse {
+        token: dev.tokens.issue(&user_id),
+        token_type: "Bearer",
+        expires_in: dev.tokens.lifetime().as_secs(),
+        channel: channel.to_string(),
+        user_id,
+        pusher: dev.pusher.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_token_names_its_user_and_another_processs_token_does_not_pass() {
+        let tokens = DevTokens::new(Duration::from_secs(60));
+        assert_eq!(tokens.verify(&tokens.issue("demo-1")), Ok("demo-1".into()));
+        let other = DevTokens::new(Duration::from_secs(60));
+        assert_eq!(tokens.verify(&other.issue("demo-1")), Err(JwtError::BadSignature));
+    }
+}

@@ -1,0 +1,164 @@
+//! The clients people use, unmodified, against the real stack: pusher-js and Laravel Echo
+//! in Node, the demo page in headless Chromium, and the `inferpush` command line.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
+use inferpush_integration_tests::process::{bin_dir, workspace_root};
+use inferpush_integration_tests::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn pusher_js_in_node_subscribes_submits_and_receives() {
+    let stack = Stack::start().await;
+    run_node_tests(&stack, "integration-tests/node/pusher-js.test.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn laravel_echo_listens_through_broadcasting_auth_and_is_refused_other_channels() {
+    let stack = Stack::start().await;
+    run_node_tests(&stack, "integration-tests/node/laravel-echo.test.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn pusher_js_and_laravel_echo_reconnect_after_soketi_restarts_and_still_receive() {
+    let mut stack = Stack::start().await;
+    let mut node = NodeDriver::start(&stack, "integration-tests/node/reconnect.mjs");
+    let ready = node.expect_line(&["READY", "FAILED"], Duration::from_secs(30)).await;
+    assert_eq!(ready.as_deref(), Some("READY"), "{:?}\n{}", node.transcript, stack.logs());
+
+    stack.stop_soketi().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.start_soketi().await;
+    node.send_line("RESTARTED").await;
+
+    let verdict = node.expect_line(&["OK", "FAILED"], Duration::from_secs(70)).await;
+    println!("{:?}", node.transcript);
+    assert!(
+        verdict.as_deref().is_some_and(|line| line.starts_with("OK")),
+        "{:?}\n{}",
+        node.transcript,
+        stack.logs()
+    );
+    assert_eq!(node.wait(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test]
+async fn the_demo_page_in_headless_chromium_submits_and_renders_results() {
+    let stack =
+        Stack::start_with(StackOptions { models: "echo,all-minilm-l6-v2".into(), ..Default::default() })
+            .await;
+    let screenshot = workspace_root().join("target/screenshots/web-demo.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_node_tests(
+        &stack,
+        "web-demo/tests/browser.test.mjs",
+        &[("SCREENSHOT_PATH", screenshot.display().to_string())],
+    )
+    .await;
+    assert!(screenshot.is_file(), "the screenshot {} was saved", screenshot.display());
+}
+
+#[tokio::test]
+async fn without_dev_mode_there_is_no_demo_page_and_no_token_endpoint() {
+    let stack = Stack::start_with(StackOptions { dev_mode: false, ..Default::default() }).await;
+    for (method, path) in [("GET", "/"), ("GET", "/vendor/pusher.min.js"), ("POST", "/dev/token")] {
+        let request = stack.http().request(method.parse().unwrap(), format!("{}{path}", stack.api_url));
+        let response = request.json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+    }
+}
+
+/// The `inferpush` command line, pointed at `stack`, with `token` as its credential.
+fn cli_command(stack: &Stack, token: Option<&str>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin_dir().join("inferpush"));
+    command
+        .env("INFERPUSH_API_URL", &stack.api_url)
+        .env("INFERPUSH_WS_URL", stack.ws_base())
+        .env("PUSHER_APP_KEY", inferpush_integration_tests::stack::APP_KEY)
+        .env_remove("INFERPUSH_TOKEN")
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("INFERPUSH_TOKEN", token);
+    }
+    command
+}
+
+/// Runs the `inferpush` command line against `stack` with `args`.
+async fn cli(stack: &Stack, token: Option<&str>, args: &[&str]) -> Output {
+    cli_command(stack, token).args(args).output().await.expect("running inferpush")
+}
+
+fn texts(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_submits_waits_over_pusher_and_prints_the_result() {
+    let stack = Stack::start().await;
+    let input = json!({"texts": ["from the terminal"], "delay_ms": 300});
+    let output = cli(
+        &stack,
+        Some("dev-alice"),
+        &["submit", "--model", "echo", "--input", &input.to_string(), "--wait"],
+    )
+    .await;
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), input, "stdout is the output: {stdout}");
+    assert!(stderr.contains("succeeded · echo"), "{stderr}");
+
+    // Without --wait: the 202's essentials, and the status command reads the task back.
+    let output =
+        cli(&stack, Some("dev-alice"), &["submit", "--model", "echo", "--input", "{\"a\": 1}"]).await;
+    let accepted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(accepted["channel"], "private-inference.alice");
+    let task_id = accepted["task_id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = cli(&stack, Some("dev-alice"), &["status", task_id]).await;
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["task_id"], task_id);
+
+    // Clear errors, and nothing submitted.
+    for (token, args, expected) in [
+        (None, vec!["submit", "--model", "echo", "--input", "{}"], "no credential"),
+        (Some("dev-alice"), vec!["submit", "--model", "echo", "--input", "{nope"], "not valid JSON"),
+        (Some("dev-alice"), vec!["submit", "--model", "nope", "--input", "{}"], "422"),
+        (Some("wrong-key"), vec!["submit", "--model", "echo", "--input", "{}"], "401"),
+    ] {
+        let output = cli(&stack, token, &args).await;
+        let (stdout, stderr) = texts(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stdout}\n{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_cli_exits_1_with_the_reason_when_the_task_fails() {
+    let mut stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
+    let waiting = cli_command(&stack, Some("dev-alice"))
+        .args(["submit", "--model", "echo", "--input", "{\"x\": 1}", "--wait", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting inferpush");
+    // The task waits in the queue (no worker): cancel it, then a worker reports it.
+    let task_id = loop {
+        if let Some(task) = stack.tasks_since("dev-alice", 0, 10).await.first() {
+            break task["task_id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let url = format!("{}/v1/inference/{task_id}", stack.api_url);
+    let cancelled = stack.http().delete(&url).bearer_auth("dev-alice").send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    stack.start_worker().await;
+    let output = waiting.wait_with_output().await.unwrap();
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+}

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release deps services chromium models bench-model clean-logs
+.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
@@ -23,6 +23,11 @@ build:
 
 build-release:
 	$(CARGO) build --release --workspace --bins
+
+## The GPU worker (cargo feature `cuda`) into target/gpu-dist/: CUDA 13.0 build tools from PyPI,
+## linked against generated stubs; needs no GPU here. scripts/gpu-check.sh runs it on one.
+build-gpu:
+	scripts/build-gpu.sh
 
 ## npm packages: Soketi, the demo page's pusher-js, the Node client tests (when missing or out of date).
 deps: soketi/node_modules/.installed web-demo/node_modules/.installed integration-tests/node/node_modules/.installed

@@ -132,7 +132,15 @@ async fn main() {
                 Box::new(OrtEngine::load(&files.dir.join("model.onnx"), &files.ort_library, threads).unwrap())
             }),
         ),
-        ("candle", Box::new(|| Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu).unwrap()))),
+        (
+            "candle",
+            Box::new(|| {
+                Box::new(
+                    CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32)
+                        .unwrap(),
+                )
+            }),
+        ),
     ];
     for (_, make) in &engines {
         let mut engine = make();

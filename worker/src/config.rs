@@ -8,6 +8,7 @@ use clap::Parser;
 use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
 
 use crate::model::EmbeddingSettings;
+use crate::model::device::{DeviceChoice, Precision};
 use crate::model::embedding::{BatchSettings, EngineChoice};
 
 /// Soketi's default event size limit (`maxEventPayloadInKb` = 100).
@@ -17,12 +18,22 @@ pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct WorkerConfig {
+    /// Instead of serving: run the embedding engine once, offline.
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
     /// Models this worker serves, comma-separated; it consumes only their queues.
     #[arg(long, env = "INFERPUSH_MODELS", default_value = "echo,all-minilm-l6-v2", value_delimiter = ',')]
     pub models: Vec<String>,
     /// Engine for the embedding model: `auto` takes ONNX Runtime when its files are present.
     #[arg(long, env = "INFERPUSH_ENGINE", value_enum, default_value = "auto")]
     pub engine: EngineChoice,
+    /// Where the embedding model runs: `cpu`, or `cuda` / `cuda:N` in a GPU build
+    /// (`make build-gpu`); a GPU means the candle engine.
+    #[arg(long, env = "INFERPUSH_DEVICE", default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Precision of the candle engine (`f16` is for GPUs).
+    #[arg(long, env = "INFERPUSH_DTYPE", value_enum, default_value = "f32")]
+    pub dtype: Precision,
     /// Folder of the model files (`scripts/fetch-model.sh` fills it).
     #[arg(long, env = "INFERPUSH_MODEL_DIR", default_value = "models")]
     pub model_dir: PathBuf,
@@ -71,6 +82,14 @@ pub struct WorkerConfig {
     pub pusher: PusherArgs,
 }
 
+/// What the worker can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Embed a file of sentences with the configured engine, device and precision, and
+    /// report throughput (no RabbitMQ, Redis or Soketi): for checks and benchmarks.
+    Embed(crate::offline::EmbedArgs),
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
@@ -82,6 +101,8 @@ impl WorkerConfig {
             model_dir: self.model_dir.clone(),
             engine: self.engine,
             threads: self.threads.max(1),
+            device: self.device,
+            precision: self.dtype,
             batch: BatchSettings {
                 max_batch_size: self.max_batch_size.max(1),
                 max_batch_delay: self.max_batch_delay,
@@ -120,6 +141,8 @@ mod tests {
         let config = WorkerConfig::try_parse_from(["inferpush-worker"]).unwrap();
         assert_eq!(config.models, ["echo", "all-minilm-l6-v2"]);
         assert_eq!(config.engine, EngineChoice::Auto);
+        assert_eq!(config.device, DeviceChoice::Cpu);
+        assert_eq!(config.dtype, Precision::F32);
         assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
         assert_eq!(config.pusher.credentials().app_id, "app-id");
     }

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod consumer;
 pub mod model;
+pub mod offline;
 pub mod publisher;
 pub mod task;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use inferpush_protocol::encryption::MasterKey;
 use inferpush_store::TaskStore;
-use inferpush_worker::config::WorkerConfig;
+use inferpush_worker::config::{WorkerCommand, WorkerConfig};
 use inferpush_worker::consumer::{self, ConsumerSettings};
 use inferpush_worker::model::Registry;
 use inferpush_worker::publisher::{Publisher, SoketiTarget};
@@ -18,8 +18,14 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = WorkerConfig::parse();
+    if let Some(WorkerCommand::Embed(args)) = &config.command {
+        return inferpush_worker::offline::run(&config.embedding(), args);
+    }
+    // A device that cannot be had is an error now, not on the first task.
+    config.device.open().with_context(|| format!("opening --device {}", config.device))?;
     tracing::info!(
         models = ?config.models,
+        device = %config.device,
         prefetch = config.prefetch,
         amqp = config.amqp.redacted_url(),
         redis = config.store.redacted_url(),

@@ -3,10 +3,12 @@
 //! (which `make test` runs).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use inferpush_worker::model::embedding::{
-    BatchSettings, Batcher, CandleEngine, Engine, ModelFiles, OrtEngine, TextTokenizer, cosine,
+    BatchSettings, Batcher, CandleEngine, Encoded, Engine, ModelFiles, OrtEngine, TextTokenizer, cosine,
 };
 use serde::Deserialize;
 
@@ -58,7 +60,8 @@ fn assert_matches_reference(engine: &mut dyn Engine) {
 
 #[test]
 fn candle_matches_sentence_transformers_on_every_reference_sentence() {
-    let mut engine = CandleEngine::load(&files().dir, candle_core::Device::Cpu).unwrap();
+    let mut engine =
+        CandleEngine::load(&files().dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     assert_matches_reference(&mut engine);
 }
 
@@ -83,13 +86,28 @@ fn texts_over_256_tokens_are_truncated_like_the_original() {
     );
 }
 
+/// Sends every task to the batcher at once; one handle per task, in order.
+fn submit_all(
+    batcher: &Batcher,
+    tasks: &[Vec<String>],
+) -> Vec<tokio::task::JoinHandle<Result<Vec<Vec<f32>>, String>>> {
+    tasks
+        .iter()
+        .map(|texts| {
+            let (batcher, texts) = (batcher.clone(), texts.clone());
+            tokio::spawn(async move { batcher.embed(texts).await })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
     let files = files();
     let reference = reference();
     let settings =
         BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(20), max_batch_texts: 64 };
-    let engine = Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu).unwrap());
+    let engine =
+        Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap());
     let batcher = Batcher::spawn(engine, tokenizer(&files), settings);
 
     // 40 tasks of 1–3 texts of very different lengths, all at once.
@@ -100,14 +118,9 @@ async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
                 .collect()
         })
         .collect();
-    let handles: Vec<_> = tasks
-        .iter()
-        .map(|texts| {
-            let (batcher, texts) = (batcher.clone(), texts.clone());
-            tokio::spawn(async move { batcher.embed(texts).await })
-        })
-        .collect();
-    let mut alone = CandleEngine::load(&files.dir, candle_core::Device::Cpu).unwrap();
+    let handles = submit_all(&batcher, &tasks);
+    let mut alone =
+        CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     for (texts, handle) in tasks.iter().zip(handles) {
         let batched = handle.await.unwrap().unwrap();
         assert_eq!(batched.len(), texts.len(), "a task got another task's rows");
@@ -117,5 +130,93 @@ async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
             let similarity = cosine(b, s);
             assert!(similarity >= 0.99999, "padding or cross-talk changed a result: cosine {similarity}");
         }
+    }
+}
+
+#[test]
+fn candle_in_f16_stays_within_cosine_0_99_of_the_reference() {
+    let files = files();
+    let reference = reference();
+    let mut engine =
+        CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F16).unwrap();
+    let texts: Vec<&str> = reference.sentences.iter().take(8).map(String::as_str).collect();
+    let got = engine.embed(&tokenizer(&files).encode(&texts).unwrap()).unwrap();
+    for (i, row) in got.iter().enumerate() {
+        let similarity = cosine(row, &reference.embeddings[i]);
+        assert!(similarity >= 0.99, "f16 sentence {i}: cosine {similarity}");
+    }
+}
+
+/// Answers like an engine, but fails (or panics) on any batch holding a poisoned text:
+/// a stand-in for a CUDA out-of-memory or a kernel refusing a shape.
+struct Failing {
+    batches: Arc<AtomicUsize>,
+}
+
+impl Engine for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+
+    fn embed(&mut self, batch: &Encoded) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        // Token id 100 is `[UNK]`: the poisoned texts are made of characters the
+        // vocabulary lacks; the error and the panic take turns.
+        let poisoned = batch.input_ids.iter().filter(|&&id| id == 100).count();
+        match poisoned {
+            0 => Ok(vec![vec![1.0; 384]; batch.rows]),
+            n if n % 2 == 1 => anyhow::bail!("CUDA_ERROR_OUT_OF_MEMORY: out of memory"),
+            _ => panic!("a kernel refused the shape"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_keeps_serving() {
+    let files = files();
+    let batches = Arc::new(AtomicUsize::new(0));
+    let settings =
+        BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(50), max_batch_texts: 64 };
+    let batcher = Batcher::spawn(Box::new(Failing { batches: batches.clone() }), tokenizer(&files), settings);
+    let tasks: Vec<Vec<String>> = vec![
+        vec!["fine".into()],
+        vec!["☃".into()],
+        vec!["also fine".into(), "and this".into()],
+        vec!["☃ ☃".into()],
+        vec!["last".into()],
+    ];
+    let handles = submit_all(&batcher, &tasks);
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.push(handle.await.unwrap());
+    }
+    assert_eq!(outcomes[0].as_ref().map(Vec::len), Ok(1));
+    assert!(outcomes[1].as_ref().unwrap_err().contains("OUT_OF_MEMORY"), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2].as_ref().map(Vec::len), Ok(2));
+    assert!(outcomes[3].as_ref().unwrap_err().contains("panicked"), "{:?}", outcomes[3]);
+    assert_eq!(outcomes[4].as_ref().map(Vec::len), Ok(1));
+    // Still serving after a failure and a panic.
+    assert_eq!(batcher.embed(vec!["after".into()]).await.map(|rows| rows.len()), Ok(1));
+    assert!(batches.load(Ordering::SeqCst) >= 6, "the failed batch was split and retried");
+}
+
+#[test]
+fn a_gpu_that_cannot_be_had_is_refused_when_the_model_loads() {
+    use inferpush_worker::model::EmbeddingSettings;
+    use inferpush_worker::model::device::{DeviceChoice, Precision};
+    use inferpush_worker::model::embedding::{EmbeddingModel, EngineChoice};
+    let settings = |engine| EmbeddingSettings {
+        model_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"),
+        engine,
+        threads: 1,
+        device: DeviceChoice::Cuda(0),
+        precision: Precision::F32,
+        batch: BatchSettings { max_batch_size: 1, max_batch_delay: Duration::ZERO, max_batch_texts: 64 },
+    };
+    let error = EmbeddingModel::load(&settings(EngineChoice::Ort)).err().expect("ort on a GPU").to_string();
+    assert!(error.contains("runs on the CPU only"), "{error}");
+    if cfg!(not(feature = "cuda")) {
+        let error = EmbeddingModel::load(&settings(EngineChoice::Auto)).err().expect("no cuda").to_string();
+        assert!(error.contains("make build-gpu"), "{error}");
     }
 }

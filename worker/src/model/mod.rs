@@ -1,5 +1,6 @@
 //! Model backends behind one trait, and the registry of those a worker serves.
 
+pub mod device;
 mod echo;
 pub mod embedding;
 
@@ -113,6 +114,8 @@ mod tests {
             model_dir: model_dir.into(),
             engine: embedding::EngineChoice::Auto,
             threads: 1,
+            device: device::DeviceChoice::Cpu,
+            precision: device::Precision::F32,
             batch: embedding::BatchSettings {
                 max_batch_size: 8,
                 max_batch_delay: std::time::Duration::ZERO,

@@ -107,27 +107,16 @@ impl BatchLoop {
         Some(batch)
     }
 
+    /// Runs one batch and answers its tasks. When a batch of several tasks fails (a CUDA
+    /// out-of-memory, a bad input), each task is run again alone, so only the task that
+    /// cannot run fails; the thread keeps serving either way.
     fn execute(&mut self, batch: Vec<Request>) {
-        let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
         let started = Instant::now();
-        let (tokenizer, engine) = (&self.tokenizer, &mut self.engine);
-        // A panic in an engine must fail this batch, not kill the thread.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let encoded = tokenizer.encode(&texts)?;
-            engine.embed(&encoded)
-        }));
-        let rows = match outcome {
-            Ok(Ok(rows)) if rows.len() == texts.len() => Ok(rows),
-            Ok(Ok(rows)) => Err(format!("the engine returned {} rows for {} texts", rows.len(), texts.len())),
-            Ok(Err(error)) => Err(format!("{error:#}")),
-            Err(_) => Err("the engine panicked on this batch".to_owned()),
+        let rows = {
+            let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
+            self.forward(&texts)
         };
-        tracing::debug!(
-            tasks = batch.len(),
-            texts = texts.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "batch"
-        );
+        tracing::debug!(tasks = batch.len(), ms = started.elapsed().as_millis() as u64, "batch");
         match rows {
             Ok(rows) => {
                 let mut rows = rows.into_iter();
@@ -136,12 +125,34 @@ impl BatchLoop {
                     let _ = request.reply.send(Ok(own));
                 }
             }
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(error, tasks = batch.len(), "batch failed; running its tasks one at a time");
+                for request in batch {
+                    self.execute(vec![request]);
+                }
+            }
             Err(error) => {
-                tracing::error!(error, tasks = batch.len(), "batch failed");
+                tracing::error!(error, "task failed");
                 for request in batch {
                     let _ = request.reply.send(Err(error.clone()));
                 }
             }
+        }
+    }
+
+    /// One forward pass over `texts`: their rows, or why there are none.
+    fn forward(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let (tokenizer, engine) = (&self.tokenizer, &mut self.engine);
+        // A panic in an engine must fail this batch, not kill the thread.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let encoded = tokenizer.encode(texts)?;
+            engine.embed(&encoded)
+        }));
+        match outcome {
+            Ok(Ok(rows)) if rows.len() == texts.len() => Ok(rows),
+            Ok(Ok(rows)) => Err(format!("the engine returned {} rows for {} texts", rows.len(), texts.len())),
+            Ok(Err(error)) => Err(format!("{error:#}")),
+            Err(_) => Err("the engine panicked on this batch".to_owned()),
         }
     }
 }

@@ -21,6 +21,7 @@ pub use engine::Engine;
 pub use ort_engine::OrtEngine;
 pub use tokenize::{Encoded, MAX_TOKENS, TextTokenizer};
 
+use super::device::{DeviceChoice, Precision};
 use super::{Model, ModelError};
 
 /// Which engine runs the network.
@@ -41,8 +42,12 @@ pub struct EmbeddingSettings {
     pub model_dir: PathBuf,
     /// Engine to use.
     pub engine: EngineChoice,
-    /// Threads for the forward pass.
+    /// Threads for the forward pass (ONNX Runtime).
     pub threads: usize,
+    /// Where candle runs the network.
+    pub device: DeviceChoice,
+    /// candle's precision.
+    pub precision: Precision,
     /// Batching.
     pub batch: BatchSettings,
 }
@@ -84,15 +89,17 @@ impl ModelFiles {
     }
 }
 
-/// Builds the engine `choice` names (resolving `auto`).
-pub fn load_engine(
-    files: &ModelFiles,
-    choice: EngineChoice,
-    threads: usize,
-) -> anyhow::Result<Box<dyn Engine>> {
+/// Builds the engine `settings` name (resolving `auto`) on its device.
+pub fn load_engine(files: &ModelFiles, settings: &EmbeddingSettings) -> anyhow::Result<Box<dyn Engine>> {
     files.check()?;
-    let use_ort = match choice {
+    let on_cpu = !settings.device.is_cuda();
+    let use_ort = match settings.engine {
         EngineChoice::Ort => {
+            anyhow::ensure!(
+                on_cpu,
+                "engine `ort` runs on the CPU only; use --engine candle (or auto) with --device {}",
+                settings.device
+            );
             anyhow::ensure!(
                 files.has_ort(),
                 "engine `ort` needs {} and {}: run `scripts/fetch-model.sh`",
@@ -101,35 +108,42 @@ pub fn load_engine(
             );
             true
         }
-        EngineChoice::Auto => files.has_ort(),
+        // ONNX Runtime is the faster CPU engine; a GPU means candle's CUDA backend.
+        EngineChoice::Auto => on_cpu && settings.precision == Precision::F32 && files.has_ort(),
         EngineChoice::Candle => false,
     };
     if use_ort {
-        Ok(Box::new(OrtEngine::load(&files.dir.join("model.onnx"), &files.ort_library, threads)?))
+        anyhow::ensure!(settings.precision == Precision::F32, "engine `ort` runs in f32 only");
+        Ok(Box::new(OrtEngine::load(&files.dir.join("model.onnx"), &files.ort_library, settings.threads)?))
     } else {
-        Ok(Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu)?))
+        let device = settings.device.open()?;
+        Ok(Box::new(CandleEngine::load(&files.dir, device, settings.precision.dtype())?))
     }
 }
 
 /// Sentences whose embeddings the two engines must agree on before ONNX Runtime is used.
 const PROBES: [&str; 3] = ["Hello, world!", "The quick brown fox jumps over the lazy dog.", "naïve café ☕"];
 
-/// Checks a freshly built ONNX graph against candle on a few sentences.
-fn check_against_candle(
+/// Checks an engine other than the reference (candle, f32, CPU) against it on a few
+/// sentences: a freshly built ONNX graph, a GPU, or f16 must agree before serving.
+fn check_against_reference(
     files: &ModelFiles,
     engine: &mut dyn Engine,
     tokenizer: &TextTokenizer,
+    min_cosine: f32,
 ) -> anyhow::Result<()> {
     let batch = tokenizer.encode(&PROBES)?;
-    let mut reference = CandleEngine::load(&files.dir, candle_core::Device::Cpu)?;
+    let mut reference = CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32)?;
     let want = reference.embed(&batch)?;
     let got = engine.embed(&batch)?;
     let worst = want.iter().zip(&got).map(|(a, b)| cosine(a, b)).fold(1.0f32, f32::min);
     anyhow::ensure!(
-        worst >= 0.9999,
-        "the ONNX graph disagrees with candle (cosine {worst}); rebuild it with scripts/fetch-model.sh"
+        worst >= min_cosine,
+        "engine `{}` disagrees with candle on the CPU (cosine {worst} < {min_cosine}); for `ort`, rebuild the \
+         graph with scripts/fetch-model.sh",
+        engine.name()
     );
-    tracing::info!(min_cosine = worst, "ONNX Runtime engine agrees with candle");
+    tracing::info!(engine = engine.name(), min_cosine = worst, "engine agrees with candle on the CPU");
     Ok(())
 }
 
@@ -150,13 +164,21 @@ impl EmbeddingModel {
     /// Loads the files, picks the engine, checks it, and starts the batching thread.
     pub fn load(settings: &EmbeddingSettings) -> anyhow::Result<Self> {
         let files = ModelFiles::under(&settings.model_dir);
-        let mut engine = load_engine(&files, settings.engine, settings.threads)?;
+        let mut engine = load_engine(&files, settings)?;
         let tokenizer = TextTokenizer::load(&files.dir.join("tokenizer.json"))?;
-        if engine.name() == "ort" {
-            check_against_candle(&files, engine.as_mut(), &tokenizer)?;
+        let is_reference = engine.name() == "candle" && !settings.device.is_cuda();
+        if !is_reference || settings.precision != Precision::F32 {
+            let min_cosine = if settings.precision == Precision::F16 { 0.99 } else { 0.999 };
+            check_against_reference(&files, engine.as_mut(), &tokenizer, min_cosine)?;
         }
         let name = engine.name();
-        tracing::info!(engine = name, batch = ?settings.batch, "all-minilm-l6-v2 loaded");
+        tracing::info!(
+            engine = name,
+            device = %settings.device,
+            precision = ?settings.precision,
+            batch = ?settings.batch,
+            "all-minilm-l6-v2 loaded"
+        );
         Ok(Self { batcher: Batcher::spawn(engine, tokenizer, settings.batch), engine: name })
     }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the GPU worker (cargo feature `cuda`) on a machine with no GPU and no system CUDA,
-# into target/gpu-dist/inferpush-worker (what scripts/gpu-check.sh runs on a GPU machine).
+# into target/gpu-dist/inferpush-worker and its .xz (what scripts/gpu-check.sh runs on a GPU machine).
 #
 # nvcc, NVVM and the CUDA headers come from NVIDIA's PyPI wheels, pinned to CUDA 13.0 (the
 # GPU machines' driver refuses newer PTX), merged into one CUDA_HOME under .gpu-tools/.
@@ -53,7 +53,10 @@ export CUDA_HOME="$CUDA_DIR" CUDA_PATH="$CUDA_DIR" CUDA_ROOT="$CUDA_DIR" PATH="$
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 nvcc --version | tail -2
 CARGO_TARGET_DIR="$TARGET" cargo build --locked --release -p inferpush-worker --features cuda
+# Stripped, then compressed for the trip to the GPU machine (64 MiB carry limit; the
+# kernels' PTX is text and compresses well): about 60 MB, and 9 MB as .xz.
 mkdir -p "$DIST"
-cp "$TARGET/release/inferpush-worker" "$DIST/inferpush-worker"
-echo "built $DIST/inferpush-worker ($(du -h "$DIST/inferpush-worker" | cut -f1)); needs on its machine:"
+strip -o "$DIST/inferpush-worker" "$TARGET/release/inferpush-worker"
+xz -T2 -6 -c "$DIST/inferpush-worker" > "$DIST/inferpush-worker.xz"
+echo "built $DIST/inferpush-worker ($(du -h "$DIST/inferpush-worker" | cut -f1)) and .xz ($(du -h "$DIST/inferpush-worker.xz" | cut -f1)); needs on its machine:"
 readelf -d "$DIST/inferpush-worker" | awk '/NEEDED/ { print "  " $5 }' | tr -d '[]'

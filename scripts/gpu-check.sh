@@ -6,7 +6,7 @@
 # there. Asserts cosine >= 0.999 (f32) against PyTorch, then reports sentences/s at
 # batch 1, 32 and 256, f32 and f16, worker against PyTorch, in the same run.
 #
-#   device tool: run  command="scripts/gpu-check.sh"  carry=["target/gpu-dist/inferpush-worker",
+#   device tool: run  command="scripts/gpu-check.sh"  carry=["target/gpu-dist/inferpush-worker.xz",
 #                "models/all-minilm-l6-v2/config.json", "models/all-minilm-l6-v2/tokenizer.json"]
 #
 # GPU_CHECK_DEVICE=cpu runs everything on the CPU (the script's own check, on any machine,
@@ -19,12 +19,20 @@ PY=${PYTHON:-python3}
 SECONDS_PER_CASE=${GPU_CHECK_SECONDS:-3}
 BATCHES=${GPU_CHECK_BATCHES:-1 32 256}
 PRECISIONS=${GPU_CHECK_PRECISIONS:-f32 f16}
+BENCH_SENTENCES=${GPU_CHECK_SENTENCES:-512}
 OUT=${OUT:-target/gpu-check}
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 MODEL_DIR="$SCRATCH/models/all-minilm-l6-v2"
 mkdir -p "$OUT" "$SCRATCH/libs"
 : > "$OUT/bench.jsonl"
+
+if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then
+  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$BIN.xz" "$SCRATCH/inferpush-worker"
+  chmod +x "$SCRATCH/inferpush-worker"
+  BIN="$SCRATCH/inferpush-worker"
+fi
 
 echo "== machine"
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -33,7 +41,8 @@ ls -la "$BIN"
 
 echo "== random-weight BERT and PyTorch's reference embeddings"
 "$PY" scripts/gpu_check.py make --config models/all-minilm-l6-v2/config.json \
-  --tokenizer models/all-minilm-l6-v2/tokenizer.json --model-dir "$MODEL_DIR" --out "$OUT" --device "$DEVICE"
+  --tokenizer models/all-minilm-l6-v2/tokenizer.json --model-dir "$MODEL_DIR" --out "$OUT" --device "$DEVICE" \
+  --bench-sentences "$BENCH_SENTENCES"
 
 if [ "$DEVICE" != cpu ]; then
   echo "== CUDA libraries: PyTorch's nvidia wheels, libcuda from the driver"

@@ -137,7 +137,7 @@ def report(args):
         worst = min(cosines(got, reference))
         passed = worst >= threshold
         ok &= passed
-        lines.append(f"- worker {precision} vs PyTorch f32: min cosine {worst:.6f} (>= {threshold}: {'pass' if passed else 'FAIL'})")
+        lines.append(f"- worker {precision} vs PyTorch f32: min cosine {worst:.7f} (>= {threshold}: {'pass' if passed else 'FAIL'})")
     rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines() if line.strip()]
     lines += ["", "## Throughput (sentences/s; p50 latency per batch)", "",
               "| precision | batch | worker | PyTorch | worker / PyTorch | worker p50 ms | PyTorch p50 ms |",

@@ -1,6 +1,7 @@
 // The demo page in headless Chromium (Debian's package, driven by playwright-core):
 // sign in, connect, submit to the embedding model and to echo, see the results rendered
-// with the similarity heatmap, and catch up after being away. Started by the Rust
+// with the similarity heatmap, catch up after being away and after the network drops
+// (the header shows it; pusher-js reconnects by itself). Started by the Rust
 // integration tests, which pass the api's address in INFERPUSH_API_URL and where to
 // put the screenshot in SCREENSHOT_PATH.
 import { test, after, before } from 'node:test';
@@ -88,6 +89,27 @@ test('the demo signs in, submits, shows results live and catches up after a relo
   assert.match(await caughtUp.locator('.result').textContent(), /finished while away/);
   assert.equal(await page.locator('#heatmap td.cell').count(), 9, 'the heatmap is rebuilt after the reload');
   assert.equal(await row(page, 'queued').count(), 0);
+
+  // The network drops: the header says so, pusher-js reconnects by itself when it is back,
+  // and a result that finished meanwhile (submitted elsewhere) is caught up.
+  await context.setOffline(true);
+  await page.waitForSelector('#connection:not([data-state="connected"])', WAIT);
+  const offlineLabel = await page.textContent('#connection .label');
+  const token = await page.evaluate(() => window.inferpushDemo.session.token);
+  const response = await fetch(`${api}/v1/inference`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'echo', input: { texts: ['while offline'] } }),
+  });
+  assert.equal(response.status, 202);
+  const { task_id: offlineTask } = await response.json();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await context.setOffline(false);
+  await page.waitForSelector('#connection[data-state="connected"]', WAIT);
+  const back = page.locator(`tr[data-task-id="${offlineTask}"][data-status="succeeded"]`);
+  await back.waitFor(WAIT);
+  assert.match(await back.locator('.via').textContent(), /status API/);
+  assert.match(offlineLabel, /connecting|offline|disconnected/);
 
   if (screenshot) {
     mkdirSync(dirname(screenshot), { recursive: true });

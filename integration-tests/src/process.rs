@@ -15,10 +15,12 @@ pub fn free_port() -> u16 {
 
 /// The workspace root (the folder holding `Cargo.toml` and `soketi/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration-tests lives in the workspace")
-        .to_path_buf()
+    // Read at run time first (cargo sets it for the tests it runs): one CARGO_TARGET_DIR is
+    // shared between checkouts, and cargo may reuse this crate compiled in another one.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("integration-tests lives in the workspace").to_path_buf()
 }
 
 /// Folder of the built `inferpush-api` and `inferpush-worker`: `INFERPUSH_BIN_DIR`, else

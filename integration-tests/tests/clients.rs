@@ -61,6 +61,32 @@ async fn the_demo_page_in_headless_chromium_submits_and_renders_results() {
 }
 
 #[tokio::test]
+async fn the_demo_page_shows_a_soketi_outage_reconnects_by_itself_and_gets_the_result() {
+    let mut stack = Stack::start().await;
+    let mut page = NodeDriver::start(&stack, "web-demo/tests/browser-reconnect.mjs");
+    let step = |line: Option<String>, want: &str, page: &NodeDriver, stack: &Stack| {
+        assert_eq!(line.as_deref(), Some(want), "{:?}\n{}", page.transcript, stack.logs());
+    };
+    let line = page.expect_line(&["READY", "FAILED"], Duration::from_secs(60)).await;
+    step(line, "READY", &page, &stack);
+    stack.stop_soketi().await;
+    page.send_line("STOPPED").await;
+    let line = page.expect_line(&["SUBMITTED", "FAILED"], Duration::from_secs(45)).await;
+    step(line, "SUBMITTED", &page, &stack);
+    stack.start_soketi().await;
+    page.send_line("RESTARTED").await;
+    let verdict = page.expect_line(&["OK", "FAILED"], Duration::from_secs(100)).await;
+    println!("{:?}", page.transcript);
+    assert!(
+        verdict.as_deref().is_some_and(|l| l.starts_with("OK")),
+        "{:?}\n{}",
+        page.transcript,
+        stack.logs()
+    );
+    assert_eq!(page.wait(Duration::from_secs(15)).await, Some(0));
+}
+
+#[tokio::test]
 async fn without_dev_mode_there_is_no_demo_page_and_no_token_endpoint() {
     let stack = Stack::start_with(StackOptions { dev_mode: false, ..Default::default() }).await;
     for (method, path) in [("GET", "/"), ("GET", "/vendor/pusher.min.js"), ("POST", "/dev/token")] {

@@ -45,7 +45,8 @@ async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
     let stack = Stack::start().await;
     let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
 
-    let input = json!({"text": "hello, inferpush", "nested": {"n": [1, 2, 3]}});
+    // Echo waits 300 ms, so `inference.started` goes out well before the result.
+    let input = json!({"text": "hello, inferpush", "nested": {"n": [1, 2, 3]}, "delay_ms": 300});
     let response = stack
         .http()
         .post(format!("{}/v1/inference", stack.api_url))
@@ -61,9 +62,19 @@ async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
     assert_eq!(uuid::Uuid::parse_str(task_id).unwrap().get_version_num(), 7);
     assert_eq!(accepted["status"], "queued");
     assert_eq!(accepted["channel"], "private-inference.alice");
-    assert_eq!(accepted["events"], json!({"completed": "inference.completed", "failed": "inference.failed"}));
+    assert_eq!(
+        accepted["events"],
+        json!({"started": "inference.started", "completed": "inference.completed", "failed": "inference.failed"})
+    );
     assert_eq!(location, format!("/v1/inference/{task_id}"));
     assert_eq!(accepted["status_url"], location);
+
+    // First `inference.started` (best effort, but nothing is in its way here), then the result.
+    let started = alice.next(RESULT_WAIT).await.expect("an event");
+    assert_eq!(started.event, "inference.started", "{started:?}");
+    assert_eq!(started.json()["task_id"], task_id);
+    assert_eq!(started.json()["status"], "running");
+    assert!(started.json()["timings"]["queued_ms"].as_u64().is_some());
 
     let event = alice
         .next_event("inference.completed", RESULT_WAIT)

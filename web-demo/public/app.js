@@ -91,6 +91,13 @@ function connect() {
   channel.bind('pusher:subscription_error', (error) =>
     showError(new Error(`subscription refused (${error.status}): ${error.error ?? ''}`)),
   );
+  channel.bind('inference.started', (event) => {
+    const task = upsert(event.task_id, event.model);
+    if (!isFinal(task.status)) {
+      task.status = 'running';
+      render();
+    }
+  });
   channel.bind('inference.completed', (event) => applyResult(event, 'push'));
   channel.bind('inference.failed', (event) => applyResult(event, 'push'));
   window.inferpushDemo = { pusher, tasks, session };

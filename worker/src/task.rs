@@ -134,7 +134,7 @@ pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
             tracing::info!(task_id = %task.task_id, status = ?current.status, "task already final; announcing it again");
             return announce(&current, context).await;
         }
-        Ok(_) => {}
+        Ok(_) => announce_started(&record, started_ms.saturating_sub(task.submitted_at_ms), context),
     }
 
     let started = Instant::now();
@@ -169,18 +169,41 @@ async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
     announce(&stored, context).await
 }
 
+/// How long an `inference.started` push may take before it is dropped.
+const STARTED_PUSH_WINDOW: Duration = Duration::from_secs(5);
+
+/// The key that seals events for `record`'s channel: `Ok(None)` for a plain channel,
+/// `Err` for an encrypted one when no master key is configured (nothing goes out in clear).
+fn seal_for<'a>(record: &TaskRecord, context: &'a TaskContext) -> Result<Option<&'a MasterKey>, ()> {
+    match (record.channel.starts_with(ChannelKind::PrivateEncrypted.prefix()), &context.master_key) {
+        (false, _) => Ok(None),
+        (true, Some(key)) => Ok(Some(key)),
+        (true, None) => Err(()),
+    }
+}
+
+/// Tells the owner a worker started the task (`inference.started`, status `running`, with
+/// `queued_ms`), in the background and on a best-effort basis: it never holds the task,
+/// and a lost one costs nothing, since the final event and the status API are what count.
+fn announce_started(record: &TaskRecord, queued_ms: u64, context: &TaskContext) {
+    let Ok(seal) = seal_for(record, context) else { return };
+    let mut event = record.event();
+    event.timings = Timings { queued_ms, inference_ms: 0, total_ms: queued_ms };
+    let data = render(&event, &record.channel, seal);
+    let push = BatchEvent { channel: record.channel.clone(), name: event.event_name().to_owned(), data };
+    let publisher = context.publisher.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(STARTED_PUSH_WINDOW, publisher.push(push)).await;
+    });
+}
+
 /// Pushes the event of a final record; the record is already safe, so whatever Soketi
 /// does, the task is acked (unless the worker is stopping, when it is requeued and the
 /// next worker pushes the stored result).
 async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
-    let seal = match (record.channel.starts_with(ChannelKind::PrivateEncrypted.prefix()), &context.master_key)
-    {
-        (false, _) => None,
-        (true, Some(key)) => Some(key),
-        (true, None) => {
-            tracing::error!(task_id = %record.task_id, "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear; the result stays retrievable by GET");
-            return Settlement::Ack;
-        }
+    let Ok(seal) = seal_for(record, context) else {
+        tracing::error!(task_id = %record.task_id, "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear; the result stays retrievable by GET");
+        return Settlement::Ack;
     };
     let (event, data) = result_event(record, context.max_event_bytes, &context.result_base_url, seal);
     let push = BatchEvent { channel: record.channel.clone(), name: event.event_name().to_owned(), data };
@@ -228,6 +251,15 @@ where
     }
 }
 
+/// An event's data as pushed: JSON, sealed when the channel is encrypted.
+fn render(event: &inferpush_protocol::InferenceEvent, channel: &str, seal: Option<&MasterKey>) -> String {
+    let json = serde_json::to_string(event).expect("events always serialise");
+    match seal {
+        Some(key) => key.seal(channel, random_nonce(), &json),
+        None => json,
+    }
+}
+
 /// The event announcing a final record and its data as pushed (sealed for an encrypted
 /// channel); an output too large for one event is replaced by a `result_url`.
 pub fn result_event(
@@ -236,20 +268,13 @@ pub fn result_event(
     result_base_url: &str,
     seal: Option<&MasterKey>,
 ) -> (inferpush_protocol::InferenceEvent, String) {
-    let render = |event: &inferpush_protocol::InferenceEvent| {
-        let json = serde_json::to_string(event).expect("events always serialise");
-        match seal {
-            Some(key) => key.seal(&record.channel, random_nonce(), &json),
-            None => json,
-        }
-    };
     let mut event = record.event();
-    let mut data = render(&event);
+    let mut data = render(&event, &record.channel, seal);
     // Measured as pushed: sealing grows the data by about a third.
     if data.len() > max_event_bytes {
         event.output = None;
         event.result_url = Some(format!("{result_base_url}/v1/inference/{}", record.task_id));
-        data = render(&event);
+        data = render(&event, &record.channel, seal);
     }
     (event, data)
 }

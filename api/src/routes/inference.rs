@@ -39,6 +39,7 @@ pub struct SubmitRequest {
 /// Event names a client should listen for.
 #[derive(Debug, Serialize)]
 pub struct EventNames {
+    started: &'static str,
     completed: &'static str,
     failed: &'static str,
 }
@@ -94,7 +95,11 @@ fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError>
         task_id: record.task_id,
         status: "queued",
         channel: record.channel.clone(),
-        events: EventNames { completed: EventName::COMPLETED, failed: EventName::FAILED },
+        events: EventNames {
+            started: EventName::STARTED,
+            completed: EventName::COMPLETED,
+            failed: EventName::FAILED,
+        },
         status_url,
     };
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())

@@ -110,7 +110,11 @@ async fn wait(
         match tokio::time::timeout(Duration::from_secs(1), client.recv()).await {
             Ok(Some(message)) if message.event.starts_with("inference.") => {
                 let event = message.json();
-                if event["task_id"].as_str() != Some(&accepted.task_id) || !is_final(&event) {
+                if event["task_id"].as_str() != Some(&accepted.task_id) {
+                    continue;
+                }
+                if !is_final(&event) {
+                    spinner.set_message(format!("task {} running on a worker", accepted.task_id));
                     continue;
                 }
                 // A result too large for one event waits at the status endpoint.

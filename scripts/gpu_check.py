@@ -83,7 +83,6 @@ def make(args):
 def bench(args):
     sentences = json.loads(Path(args.input).read_text())
     torch, model, tokenizer = load(args.model_dir, args.device, half=args.precision == "f16")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     embed(torch, model, tokenizer, sentences, args.batch_size, args.device)  # warm-up
     latencies, embedded, started = [], 0, time.perf_counter()
     while True:

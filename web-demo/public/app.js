@@ -100,7 +100,6 @@ function connect() {
   });
   channel.bind('inference.completed', (event) => applyResult(event, 'push'));
   channel.bind('inference.failed', (event) => applyResult(event, 'push'));
-  window.inferpushDemo = { pusher, tasks, session };
 }
 
 // ---------- tasks ----------

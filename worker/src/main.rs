@@ -21,8 +21,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
     }
-    // A device that cannot be had is an error now, not on the first task.
-    config.device.open().with_context(|| format!("opening --device {}", config.device))?;
+    // A device that cannot be had is an error now, not on the first task: the embedding
+    // model opens it when it loads; without that model, check it here.
+    if !config.models.iter().any(|m| m == inferpush_protocol::catalogue::MINILM) {
+        config.device.open().with_context(|| format!("opening --device {}", config.device))?;
+    }
     tracing::info!(
         models = ?config.models,
         device = %config.device,

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use axum::Router;
 
 use crate::AppState;
-use crate::jwt::JwtError;
 pub use tokens::DevTokens;
 
 /// What the Pusher client of a page served in development mode needs to know.
@@ -33,13 +32,6 @@ pub struct DevMode {
     pub web_demo_dir: PathBuf,
     /// Soketi, as the page reaches it.
     pub pusher: PusherPublic,
-}
-
-impl DevMode {
-    /// The user a development token names.
-    pub fn verify(&self, token: &str) -> Result<String, JwtError> {
-        self.tokens.verify(token)
-    }
 }
 
 /// The routes of development mode: the token endpoint and the demo page.

@@ -13,6 +13,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use inferpush_client::api::{Accepted, ApiClient};
 use inferpush_client::pusher::PusherClient;
+use inferpush_protocol::TaskStatus;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -74,8 +76,9 @@ fn read_input(argument: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&text).context("--input is not valid JSON")
 }
 
+/// True when a record or event has reached a final status (the protocol's definition).
 fn is_final(record: &Value) -> bool {
-    matches!(record["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+    TaskStatus::deserialize(&record["status"]).is_ok_and(TaskStatus::is_final)
 }
 
 /// The task's final state: from its Pusher event, or from the status API.

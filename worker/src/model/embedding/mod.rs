@@ -166,8 +166,9 @@ impl EmbeddingModel {
         let files = ModelFiles::under(&settings.model_dir);
         let mut engine = load_engine(&files, settings)?;
         let tokenizer = TextTokenizer::load(&files.dir.join("tokenizer.json"))?;
-        let is_reference = engine.name() == "candle" && !settings.device.is_cuda();
-        if !is_reference || settings.precision != Precision::F32 {
+        let is_reference =
+            engine.name() == "candle" && !settings.device.is_cuda() && settings.precision == Precision::F32;
+        if !is_reference {
             let min_cosine = if settings.precision == Precision::F16 { 0.99 } else { 0.999 };
             check_against_reference(&files, engine.as_mut(), &tokenizer, min_cosine)?;
         }

@@ -106,6 +106,30 @@ impl Service {
         }
     }
 
+    /// The first value of `key=` on a log line containing `message`, waiting for it up to
+    /// `timeout`; panics with the log if the process exits first or it never appears.
+    pub async fn wait_for_log_value(&mut self, message: &str, key: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let needle = format!("{key}=");
+        loop {
+            let text = self.log_text();
+            let found = text.lines().filter(|line| line.contains(message)).find_map(|line| {
+                let value = line.split_once(&needle)?.1;
+                Some(value.split_whitespace().next().unwrap_or_default().to_owned())
+            });
+            if let Some(value) = found {
+                return value;
+            }
+            assert!(self.is_running(), "{} exited before logging {message:?}:\n{text}", self.name);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not log {message:?} within {timeout:?}:\n{text}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

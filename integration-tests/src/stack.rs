@@ -92,9 +92,8 @@ impl Stack {
     pub async fn start_with(options: StackOptions) -> Self {
         let name = format!("itest-{}", uuid::Uuid::now_v7().simple());
         let soketi_port = free_port();
-        let api_port = free_port();
         let mut stack = Stack {
-            api_url: format!("http://127.0.0.1:{api_port}"),
+            api_url: String::new(),
             soketi_port,
             topology: Topology::new(&name),
             name,
@@ -117,7 +116,7 @@ impl Stack {
             stack.start_redis().await;
         }
         stack.start_soketi().await;
-        let api = Service::start(
+        let mut api = Service::start(
             "inferpush-api",
             &format!("{}-api", stack.name),
             &bin_dir().join("inferpush-api"),
@@ -125,13 +124,17 @@ impl Stack {
             &[
                 stack.common_env(),
                 vec![
-                    ("INFERPUSH_API_ADDR", format!("127.0.0.1:{api_port}")),
+                    // Port 0: the api binds a free port itself and logs it, so no other
+                    // process can take it between choosing and binding.
+                    ("INFERPUSH_API_ADDR", "127.0.0.1:0".into()),
                     ("INFERPUSH_DEV_MODE", stack.options.dev_mode.to_string()),
                     ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
                 ],
             ]
             .concat(),
         );
+        let addr = api.wait_for_log_value("listening", "addr", Duration::from_secs(30)).await;
+        stack.api_url = format!("http://{addr}");
         stack.api = Some(api);
         wait_http_ok(&format!("{}/readyz", stack.api_url), Duration::from_secs(30), "inferpush-api").await;
         if stack.options.worker {

@@ -1,9 +1,10 @@
 //! The api's settings: one clap struct, every field a flag with an environment fallback.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
-use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
+use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
 #[derive(Debug, Clone, Parser)]
@@ -49,9 +50,6 @@ pub struct ApiConfig {
     /// Browser origins allowed to call the api (CORS), comma-separated.
     #[arg(long, env = "INFERPUSH_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Base64 of 32 bytes: enables `private-encrypted-inference.{user}` channels.
-    #[arg(long, env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
-    pub encryption_master_key: Option<String>,
     /// Development mode: the keys `dev-alice` and `dev-bob` belong to users `alice` and `bob`.
     /// Never turn this on where strangers can reach the api.
     #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
@@ -59,18 +57,17 @@ pub struct ApiConfig {
     /// The demo page's folder, served at `/` in development mode.
     #[arg(long, env = "INFERPUSH_WEB_DEMO_DIR", default_value = "web-demo")]
     pub web_demo_dir: std::path::PathBuf,
-    /// Lifetime of the demo page's tokens (development mode), in seconds.
-    #[arg(long, env = "INFERPUSH_DEV_TOKEN_TTL", default_value_t = 900)]
-    pub dev_token_ttl_secs: u64,
+    /// Lifetime of the demo page's tokens (development mode).
+    #[arg(long, env = "INFERPUSH_DEV_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub dev_token_ttl: Duration,
     /// Soketi's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
     #[arg(long, env = "INFERPUSH_PUBLIC_WS_HOST")]
     pub public_ws_host: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERPUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Public base URL of this api, used in `status_url` and `Location` (empty: relative URLs).
-    #[arg(long, env = "INFERPUSH_PUBLIC_URL", default_value = "")]
-    pub public_url: String,
+    #[command(flatten)]
+    pub public: PublicUrlArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]

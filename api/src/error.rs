@@ -1,8 +1,14 @@
 //! One error type for every handler, answered as `application/problem+json` (RFC 9457).
+//! The failures of the outside services are mapped here, once, so the same failure gives
+//! the same status on every route: an unreachable store or queue is a 503 with
+//! `Retry-After`, a corrupt record or a refused message a logged 500.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use inferpush_protocol::http::Problem;
+use inferpush_store::StoreError;
+
+use crate::queue::QueueError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
@@ -50,17 +56,35 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "answering 503");
+                AppError::Unavailable(
+                    "the task store is unavailable; nothing was changed, retry later".into(),
+                )
+            }
+            StoreError::Corrupt(_) => AppError::Internal(error.into()),
+        }
+    }
+}
+
+impl From<QueueError> for AppError {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::Unreachable(_) => {
+                tracing::warn!(%error, "answering 503");
+                AppError::Unavailable("the task queue is unavailable; nothing was queued, retry later".into())
+            }
+            QueueError::Refused(_) => AppError::Internal(error.into()),
+        }
+    }
 }
 
 impl AppError {
-    fn status(&self) -> StatusCode {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -93,8 +117,8 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let problem = Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail,
         };
@@ -108,5 +132,22 @@ impl IntoResponse for AppError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outside_failure_has_one_status_wherever_it_happens() {
+        let corrupt = StoreError::Corrupt(serde_json::from_str::<u8>("x").unwrap_err());
+        assert_eq!(AppError::from(corrupt).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let down = StoreError::Unavailable("connection refused".into());
+        assert_eq!(AppError::from(down).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let unreachable = QueueError::Unreachable("connection refused".into());
+        assert_eq!(AppError::from(unreachable).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let refused = QueueError::Refused("nack".into());
+        assert_eq!(AppError::from(refused).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -2,63 +2,27 @@
 //! publisher confirms, records their state in Redis, serves that state to their owners,
 //! and signs Pusher channel subscriptions for them.
 
+pub mod auth;
 pub mod body;
-pub mod broker;
 pub mod config;
 pub mod dev;
 pub mod error;
-pub mod jwt;
-pub mod keys;
 pub mod limits;
+pub mod queue;
 pub mod routes;
-pub mod user;
+pub mod state;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use inferpush_protocol::AppCredentials;
-use inferpush_protocol::encryption::MasterKey;
-use inferpush_store::TaskStore;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::broker::Broker;
-use crate::jwt::JwtVerifier;
-use crate::keys::ApiKeys;
-use crate::limits::Limits;
-
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    /// The task publisher.
-    pub broker: Arc<Broker>,
-    /// Task state and results.
-    pub store: TaskStore,
-    /// Known API keys.
-    pub keys: Arc<ApiKeys>,
-    /// JWT verification, when configured.
-    pub jwt: Option<Arc<JwtVerifier>>,
-    /// Per-user rate limits.
-    pub limits: Arc<Limits>,
-    /// Most unfinished tasks one user may have.
-    pub max_in_flight: u64,
-    /// Key for end-to-end encrypted channels, when configured.
-    pub master_key: Option<Arc<MasterKey>>,
-    /// Origins allowed to call the api from a browser (CORS).
-    pub cors_origins: Vec<String>,
-    /// The Pusher app whose secret signs subscriptions.
-    pub pusher: Arc<AppCredentials>,
-    /// Prefix for absolute URLs in responses (may be empty).
-    pub public_url: String,
-    /// Request body limit, for error messages.
-    pub max_body_bytes: usize,
-    /// Development mode (demo tokens and page), when on.
-    pub dev: Option<Arc<dev::DevMode>>,
-}
+pub use state::AppState;
 
 /// The whole service.
 pub fn app(state: AppState) -> Router {
@@ -101,10 +65,20 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then drains requests.
+/// Meanwhile the rate limits forget idle users once a minute.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let limits = state.limits.clone();
+    let pruning = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            limits.shrink();
+        }
+    });
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    pruning.abort();
+    served
 }

@@ -49,6 +49,14 @@ pub struct Limits {
     pub auth: UserLimit,
 }
 
+impl Limits {
+    /// Forgets the buckets of users who are idle again.
+    pub fn shrink(&self) {
+        self.submit.shrink();
+        self.auth.shrink();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

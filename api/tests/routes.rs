@@ -1,5 +1,10 @@
-//! The api's routes through `app(state).oneshot(request)`, without a socket. The broker
-//! points at a closed port, so these cover every path that must not publish.
+//! The api's routes through `app(state).oneshot(request)`, without a socket. In most
+//! tests the real queue and store point at a closed port, so these cover every path that
+//! must not publish; the accepted path runs on an in-memory store and queue
+//! (`accepted.rs`).
+
+#[path = "routes/accepted.rs"]
+mod accepted;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +12,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use inferpush_api::broker::Broker;
+use inferpush_api::auth::keys::ApiKeys;
 use inferpush_api::dev::{DevMode, DevTokens, PusherPublic};
-use inferpush_api::keys::ApiKeys;
 use inferpush_api::limits::{Limits, UserLimit};
+use inferpush_api::queue::amqp::Broker;
 use inferpush_api::{AppState, app};
-use inferpush_protocol::{AppCredentials, Topology};
-use inferpush_store::TaskStore;
+use inferpush_protocol::{AppCredentials, SystemClock, Topology};
+use inferpush_store::RedisTaskStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -21,10 +26,13 @@ fn state() -> AppState {
     // Port 1 on loopback: nothing listens, so any publish or store call fails fast with 503.
     let broker =
         Broker::new("amqp://guest:guest@127.0.0.1:1/%2f".into(), Topology::new("unit"), vec!["echo".into()]);
-    let store = TaskStore::new("redis://127.0.0.1:1", "unit", Duration::from_secs(60)).unwrap();
+    let clock = Arc::new(SystemClock);
+    let store =
+        RedisTaskStore::new("redis://127.0.0.1:1", "unit", Duration::from_secs(60), clock.clone()).unwrap();
     AppState {
-        broker: Arc::new(broker),
-        store,
+        queue: Arc::new(broker),
+        store: Arc::new(store),
+        clock,
         keys: Arc::new(ApiKeys::parse("", true).unwrap()),
         jwt: None,
         limits: Arc::new(Limits {

@@ -1,8 +1,9 @@
 //! The inferpush HTTP api as a typed client: submit, read a task, sign a subscription.
-//! Errors carry the `detail` of the api's problem+json answer.
+//! Bodies are the api's own types ([`inferpush_protocol::http`]); errors carry the
+//! `detail` of the api's problem+json answer.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use inferpush_protocol::TaskRecord;
+use inferpush_protocol::http::{Accepted, ChannelAuthRequest, ChannelAuthResponse, Problem, SubmitRequest};
 
 /// What went wrong talking to the api.
 #[derive(Debug, thiserror::Error)]
@@ -18,17 +19,6 @@ pub enum ApiError {
     /// The api could not be reached or answered something unreadable.
     #[error("{0}")]
     Transport(#[from] reqwest::Error),
-}
-
-/// The `202` answer to a submit.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Accepted {
-    /// The new task's id.
-    pub task_id: String,
-    /// The channel its events go to.
-    pub channel: String,
-    /// Where its state can be read.
-    pub status_url: String,
 }
 
 /// A client for one api and one bearer credential (API key or JWT).
@@ -50,33 +40,31 @@ impl ApiClient {
     }
 
     /// `POST /v1/inference`.
-    pub async fn submit(&self, model: &str, input: &Value) -> Result<Accepted, ApiError> {
-        let request =
-            self.http.post(self.url("/v1/inference")).json(&json!({"model": model, "input": input}));
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<Accepted, ApiError> {
+        let request = self.http.post(self.url(inferpush_protocol::lifecycle::TASKS_PATH)).json(request);
         Ok(answer(request.bearer_auth(&self.token).send().await?).await?.json().await?)
     }
 
-    /// `GET` a task by its status URL (absolute or relative to the api), as the api answers it.
-    pub async fn task(&self, status_url: &str) -> Result<Value, ApiError> {
+    /// `GET` a task by its status URL (absolute or relative to the api).
+    pub async fn task(&self, status_url: &str) -> Result<TaskRecord, ApiError> {
         let url = if status_url.starts_with("http") { status_url.to_owned() } else { self.url(status_url) };
         Ok(answer(self.http.get(url).bearer_auth(&self.token).send().await?).await?.json().await?)
     }
 
-    /// `POST /pusher/auth`: the `auth` signature for subscribing `socket_id` to `channel`.
-    pub async fn channel_auth(&self, socket_id: &str, channel: &str) -> Result<String, ApiError> {
-        let form = serde_urlencoded::to_string([("socket_id", socket_id), ("channel_name", channel)])
-            .expect("two string pairs always encode");
+    /// `POST /pusher/auth`: the signature for subscribing `socket_id` to `channel`.
+    pub async fn channel_auth(
+        &self,
+        socket_id: &str,
+        channel: &str,
+    ) -> Result<ChannelAuthResponse, ApiError> {
+        let form = ChannelAuthRequest { socket_id: socket_id.into(), channel_name: channel.into() };
         let request = self
             .http
             .post(self.url("/pusher/auth"))
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form);
-        let body: Value = answer(request.send().await?).await?.json().await?;
-        body["auth"].as_str().map(str::to_owned).ok_or_else(|| ApiError::Status {
-            status: 200,
-            detail: format!("no `auth` in the channel authorisation: {body}"),
-        })
+            .body(serde_urlencoded::to_string(&form).expect("two strings always encode"));
+        Ok(answer(request.send().await?).await?.json().await?)
     }
 
     fn url(&self, path: &str) -> String {
@@ -91,9 +79,6 @@ async fn answer(response: reqwest::Response) -> Result<reqwest::Response, ApiErr
         return Ok(response);
     }
     let text = response.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|body| body["detail"].as_str().map(str::to_owned))
-        .unwrap_or(text);
+    let detail = serde_json::from_str::<Problem>(&text).map(|problem| problem.detail).unwrap_or(text);
     Err(ApiError::Status { status: status.as_u16(), detail })
 }

@@ -55,8 +55,8 @@ pub async fn account(
         let pending: Vec<&String> = accepted.iter().filter(|id| !finals.contains(*id)).collect();
         for id in pending {
             let (status, record) = stack.task(api_key, id).await;
-            let state = record["status"].as_str().unwrap_or_default();
-            if status == 200 && matches!(state, "succeeded" | "failed" | "cancelled") {
+            let state = serde_json::from_value::<inferpush_protocol::TaskStatus>(record["status"].clone());
+            if status == 200 && state.is_ok_and(|s| s.is_final()) {
                 finals.insert(id.clone());
             }
         }
@@ -69,8 +69,8 @@ pub async fn account(
         .tasks_since(api_key, 0, 200)
         .await
         .iter()
-        .filter(|t| matches!(t["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
-        .filter_map(|t| t["task_id"].as_str().map(str::to_owned))
+        .filter(|t| t.status.is_final())
+        .map(|t| t.task_id.to_string())
         .collect();
     let live: HashSet<&String> = accepted.iter().filter(|id| seen.results.contains_key(*id)).collect();
     let caught_up = accepted.iter().filter(|id| !live.contains(id) && listed.contains(*id)).count();

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use inferpush_protocol::Topology;
+use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, ListQuery, SubmitRequest, TaskList};
+use inferpush_protocol::{TaskRecord, Topology};
 use serde_json::{Value, json};
 
 use crate::broker::{amqp_url, delete_topology, wait_for_consumers};
@@ -271,22 +272,26 @@ impl Stack {
     }
 
     /// Every task of `api_key`'s user since `since` (Unix ms), following `next_since`.
-    pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<Value> {
+    pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<TaskRecord> {
         let mut tasks = Vec::new();
-        let mut cursor = since.to_string();
+        let mut query = ListQuery { since: Some(since.to_string()), limit: Some(page) };
         loop {
             let response = self
                 .http
-                .get(format!("{}/v1/inference?since={cursor}&limit={page}", self.api_url))
+                .get(format!(
+                    "{}/v1/inference?{}",
+                    self.api_url,
+                    serde_urlencoded::to_string(&query).unwrap()
+                ))
                 .bearer_auth(api_key)
                 .send()
                 .await
                 .expect("api answers");
             assert_eq!(response.status(), 200, "listing tasks");
-            let body: Value = response.json().await.expect("JSON");
-            tasks.extend(body["tasks"].as_array().cloned().unwrap_or_default());
-            match body["next_since"].as_str() {
-                Some(next) => cursor = next.to_owned(),
+            let page: TaskList = response.json().await.expect("a task list");
+            tasks.extend(page.tasks);
+            match page.next_since {
+                Some(next) => query.since = Some(next.to_string()),
                 None => return tasks,
             }
         }
@@ -307,15 +312,15 @@ impl Stack {
         let mut client = self.pusher_client().await;
         let auth = self.channel_auth(api_key, &client.socket_id, channel).await;
         assert_eq!(auth.0, 200, "auth for {channel} failed: {}", auth.1);
-        let signature = auth.1["auth"].as_str().expect("auth in the answer").to_owned();
-        client.subscribe(channel, &signature, None).await.expect("subscription accepted");
+        let signed: ChannelAuthResponse = serde_json::from_value(auth.1).expect("a channel authorisation");
+        client.subscribe(channel, &signed.auth, None).await.expect("subscription accepted");
         client
     }
 
     /// `POST /pusher/auth`, form-encoded as pusher-js sends it: (status, body).
     pub async fn channel_auth(&self, api_key: &str, socket_id: &str, channel: &str) -> (u16, Value) {
-        let body =
-            serde_urlencoded::to_string([("socket_id", socket_id), ("channel_name", channel)]).unwrap();
+        let request = ChannelAuthRequest { socket_id: socket_id.into(), channel_name: channel.into() };
+        let body = serde_urlencoded::to_string(&request).unwrap();
         let response = self
             .http
             .post(format!("{}/pusher/auth", self.api_url))
@@ -335,7 +340,7 @@ impl Stack {
             .http
             .post(format!("{}/v1/inference", self.api_url))
             .bearer_auth(api_key)
-            .json(&json!({"model": model, "input": input}))
+            .json(&SubmitRequest::new(model, input))
             .send()
             .await
             .expect("api answers");

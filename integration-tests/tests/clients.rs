@@ -175,7 +175,7 @@ async fn the_cli_exits_1_with_the_reason_when_the_task_fails() {
     // The task waits in the queue (no worker): cancel it, then a worker reports it.
     let task_id = loop {
         if let Some(task) = stack.tasks_since("dev-alice", 0, 10).await.first() {
-            break task["task_id"].as_str().unwrap().to_owned();
+            break task.task_id.to_string();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -187,4 +187,35 @@ async fn the_cli_exits_1_with_the_reason_when_the_task_fails() {
     let (stdout, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("cancelled"), "{stderr}");
+}
+
+#[test]
+fn the_demo_pages_copy_of_the_lifecycle_agrees_with_the_rust_definition() {
+    use inferpush_protocol::TaskStatus;
+    use inferpush_protocol::http::EventNames;
+    let module = workspace_root().join("web-demo/public/lifecycle.js");
+    let script = format!(
+        "const l = await import({:?}); \
+         console.log(JSON.stringify({{statuses: l.STATUSES, final: l.FINAL_STATUSES, \
+         events: l.EVENT_FOR_STATUS, bound: l.EVENTS, isFinal: l.STATUSES.map(l.isFinal)}}))",
+        format!("file://{}", module.display())
+    );
+    let output = std::process::Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .output()
+        .expect("running node");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let page: Value = serde_json::from_slice(&output.stdout).expect("JSON from node");
+
+    let statuses: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(page["statuses"], json!(statuses));
+    let finals: Vec<&str> = TaskStatus::ALL.iter().filter(|s| s.is_final()).map(|s| s.as_str()).collect();
+    assert_eq!(page["final"], json!(finals));
+    assert_eq!(page["isFinal"], json!(TaskStatus::ALL.map(TaskStatus::is_final)));
+    let events: serde_json::Map<String, Value> = TaskStatus::ALL
+        .iter()
+        .filter_map(|s| s.event_name().map(|name| (s.as_str().to_owned(), json!(name))))
+        .collect();
+    assert_eq!(page["events"], Value::Object(events));
+    assert_eq!(page["bound"], serde_json::to_value(EventNames::default()).unwrap());
 }

@@ -318,15 +318,15 @@ async fn a_client_that_subscribes_after_its_tasks_finished_catches_up_with_since
     let mut caught_up = Vec::new();
     for _ in 0..50 {
         caught_up = stack.tasks_since("dev-alice", before, 7).await;
-        if caught_up.iter().all(|t| t["status"] == "succeeded") {
+        if caught_up.iter().all(|t| t.status == inferpush_protocol::TaskStatus::Succeeded) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let listed: Vec<String> = caught_up.iter().map(|t| t["task_id"].as_str().unwrap().to_owned()).collect();
+    let listed: Vec<String> = caught_up.iter().map(|t| t.task_id.to_string()).collect();
     assert_eq!(listed, ids, "every task, once, oldest first");
     for (i, task) in caught_up.iter().enumerate() {
-        assert_eq!(task["output"], json!({"i": i}));
+        assert_eq!(task.output, Some(json!({"i": i})));
     }
     // Paging by task id: only what came after it.
     let after_tenth =
@@ -416,14 +416,13 @@ async fn a_task_whose_input_can_never_work_fails_at_once_and_its_owner_is_told()
     let stack = Stack::start().await;
     let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
     // Skips the api's validation, as a buggy publisher might.
-    let task = inferpush_protocol::TaskEnvelope {
-        task_id: inferpush_protocol::TaskId::new_v7(),
-        user_id: "alice".into(),
-        model: "echo".into(),
-        input: json!({"delay_ms": -5}),
-        channel: "private-inference.alice".into(),
-        submitted_at_ms: 0,
-    };
+    let task = inferpush_protocol::TaskEnvelope::new(
+        "alice",
+        "echo",
+        json!({"delay_ms": -5}),
+        inferpush_protocol::InferenceChannel::private("alice").unwrap(),
+        0,
+    );
     publish_raw(&stack.topology, "echo", &task.to_bytes()).await;
     let event = alice.next_event("inference.failed", RESULT_WAIT).await.expect("failed event");
     assert_eq!(event.json()["task_id"], task.task_id.to_string());

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Soketi's default limit on channel name length.
 pub const MAX_CHANNEL_NAME_LEN: usize = 200;
 /// Longest user id we accept; leaves room for the longest prefix within 200 characters.
@@ -50,8 +52,11 @@ pub enum ChannelError {
     NotInference,
 }
 
-/// A validated inference channel: its kind and the user it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A validated inference channel: its kind and the user it belongs to. On the wire (the
+/// task envelope, the stored record) it is its name; a name that does not parse does not
+/// decode, so no code past decoding ever holds an unchecked channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct InferenceChannel {
     kind: ChannelKind,
     user_id: String,
@@ -103,6 +108,30 @@ impl InferenceChannel {
     /// True when `user_id` owns this channel.
     pub fn is_owned_by(&self, user_id: &str) -> bool {
         self.user_id == user_id
+    }
+
+    /// True when events on this channel must be sealed (end-to-end encrypted).
+    pub fn is_encrypted(&self) -> bool {
+        self.kind == ChannelKind::PrivateEncrypted
+    }
+
+    /// True when a task's results may be pushed here for `user_id`: one of the user's own
+    /// private channels (a presence channel carries no results).
+    pub fn carries_results_of(&self, user_id: &str) -> bool {
+        self.is_owned_by(user_id) && matches!(self.kind, ChannelKind::Private | ChannelKind::PrivateEncrypted)
+    }
+}
+
+impl TryFrom<String> for InferenceChannel {
+    type Error = ChannelError;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::parse(&name)
+    }
+}
+
+impl From<InferenceChannel> for String {
+    fn from(channel: InferenceChannel) -> Self {
+        channel.to_string()
     }
 }
 
@@ -175,6 +204,24 @@ mod tests {
         assert!(!channel.is_owned_by("alic"));
         assert!(!channel.is_owned_by("alice2"));
         assert!(!channel.is_owned_by("bob"));
+    }
+
+    #[test]
+    fn the_wire_form_is_the_name_and_a_bad_name_does_not_decode() {
+        let channel = InferenceChannel::private("alice").unwrap();
+        assert_eq!(serde_json::to_value(&channel).unwrap(), "private-inference.alice");
+        let back: InferenceChannel = serde_json::from_value("private-inference.alice".into()).unwrap();
+        assert_eq!(back, channel);
+        assert!(serde_json::from_value::<InferenceChannel>("private-chat.alice".into()).is_err());
+    }
+
+    #[test]
+    fn only_a_users_private_channels_carry_their_results() {
+        let parse = |name| InferenceChannel::parse(name).unwrap();
+        assert!(parse("private-inference.alice").carries_results_of("alice"));
+        assert!(parse("private-encrypted-inference.alice").carries_results_of("alice"));
+        assert!(!parse("presence-inference.alice").carries_results_of("alice"));
+        assert!(!parse("private-inference.alice").carries_results_of("bob"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::channel::InferenceChannel;
+
 /// A task's id: a UUIDv7, so ids sort by submission time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -39,13 +41,33 @@ pub struct TaskEnvelope {
     pub model: String,
     /// Model input, already validated by the api.
     pub input: serde_json::Value,
-    /// The channel the result events are pushed to.
-    pub channel: String,
+    /// The channel the result events are pushed to (a message naming anything else does
+    /// not decode).
+    pub channel: InferenceChannel,
     /// Milliseconds since the Unix epoch when the api accepted it.
     pub submitted_at_ms: u64,
 }
 
 impl TaskEnvelope {
+    /// A new task (fresh id) of `user_id` for `model`, accepted at `submitted_at_ms`, whose
+    /// events go to `channel`.
+    pub fn new(
+        user_id: &str,
+        model: &str,
+        input: serde_json::Value,
+        channel: InferenceChannel,
+        submitted_at_ms: u64,
+    ) -> Self {
+        Self {
+            task_id: TaskId::new_v7(),
+            user_id: user_id.to_owned(),
+            model: model.to_owned(),
+            input,
+            channel,
+            submitted_at_ms,
+        }
+    }
+
     /// Serialises the envelope as the message body.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a TaskEnvelope always serialises")
@@ -72,14 +94,13 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_through_bytes() {
-        let envelope = TaskEnvelope {
-            task_id: TaskId::new_v7(),
-            user_id: "alice".into(),
-            model: "echo".into(),
-            input: serde_json::json!({"text": "hi", "delay_ms": 5}),
-            channel: "private-inference.alice".into(),
-            submitted_at_ms: 1_700_000_000_000,
-        };
+        let envelope = TaskEnvelope::new(
+            "alice",
+            "echo",
+            serde_json::json!({"text": "hi", "delay_ms": 5}),
+            InferenceChannel::private("alice").unwrap(),
+            1_700_000_000_000,
+        );
         assert_eq!(TaskEnvelope::from_bytes(&envelope.to_bytes()).unwrap(), envelope);
     }
 
@@ -87,5 +108,18 @@ mod tests {
     fn envelope_rejects_missing_fields() {
         assert!(TaskEnvelope::from_bytes(br#"{"task_id":"not-a-uuid"}"#).is_err());
         assert!(TaskEnvelope::from_bytes(b"not json").is_err());
+        let alices = TaskEnvelope::new(
+            "alice",
+            "echo",
+            serde_json::json!({}),
+            InferenceChannel::private("alice").unwrap(),
+            1,
+        );
+        let mut json = serde_json::to_value(alices).unwrap();
+        json["channel"] = "public-channel".into();
+        assert!(
+            TaskEnvelope::from_bytes(json.to_string().as_bytes()).is_err(),
+            "a foreign channel does not decode"
+        );
     }
 }

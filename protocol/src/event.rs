@@ -3,34 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::TaskId;
-
-/// Names of the events on an inference channel.
-pub struct EventName;
-
-impl EventName {
-    /// A task finished and `output` (or `result_url`) holds its result.
-    pub const COMPLETED: &'static str = "inference.completed";
-    /// A task ended without a result; `error` says why.
-    pub const FAILED: &'static str = "inference.failed";
-    /// A worker took the task and started running it.
-    pub const STARTED: &'static str = "inference.started";
-}
-
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    /// Accepted and confirmed by the broker, not yet taken by a worker.
-    Queued,
-    /// A worker is running it.
-    Running,
-    /// Finished with an output.
-    Succeeded,
-    /// Finished with an error.
-    Failed,
-    /// Cancelled by its owner before it started.
-    Cancelled,
-}
+use crate::lifecycle::TaskStatus;
 
 /// Machine-readable reason and human message for a failed task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,13 +48,10 @@ pub struct InferenceEvent {
 }
 
 impl InferenceEvent {
-    /// The Pusher event name that carries this data.
-    pub fn event_name(&self) -> &'static str {
-        match self.status {
-            TaskStatus::Succeeded => EventName::COMPLETED,
-            TaskStatus::Running | TaskStatus::Queued => EventName::STARTED,
-            TaskStatus::Failed | TaskStatus::Cancelled => EventName::FAILED,
-        }
+    /// The Pusher event name that carries this data (none for `queued`, which is never
+    /// pushed): the lifecycle decides.
+    pub fn event_name(&self) -> Option<&'static str> {
+        self.status.event_name()
     }
 }
 
@@ -117,14 +87,6 @@ mod tests {
             result_url: None,
             timings: Timings::default(),
         }
-    }
-
-    #[test]
-    fn event_name_follows_status() {
-        assert_eq!(event(TaskStatus::Succeeded).event_name(), "inference.completed");
-        assert_eq!(event(TaskStatus::Failed).event_name(), "inference.failed");
-        assert_eq!(event(TaskStatus::Cancelled).event_name(), "inference.failed");
-        assert_eq!(event(TaskStatus::Running).event_name(), "inference.started");
     }
 
     #[test]

@@ -1,25 +1,27 @@
-//! Types and signatures shared by the inferpush api and worker.
+//! Types and rules shared by the inferpush api, worker, store and clients.
 //!
-//! The core is pure: no sockets, no clocks read behind the caller's back. The api and
-//! the worker agree on the wire through these types, and both sign Pusher requests
-//! through these functions, so they cannot drift apart. Two optional features add the
-//! clap argument groups both binaries share (`cli`) and the one routine that declares
-//! the queue topology on a broker (`amqp`).
+//! Pure: no sockets, no command line, no clock read behind the caller's back. The api
+//! and the worker agree on the wire through these types, apply one task lifecycle
+//! ([`lifecycle`]), validate against one model table ([`catalogue`]), and sign Pusher
+//! requests through the same functions, so they cannot drift apart.
 
 pub mod catalogue;
 pub mod channel;
-#[cfg(feature = "cli")]
-pub mod cli;
+pub mod clock;
 pub mod encryption;
 pub mod envelope;
 pub mod event;
+pub mod http;
+pub mod lifecycle;
 pub mod record;
 pub mod signature;
 pub mod topology;
 
 pub use channel::{ChannelError, ChannelKind, InferenceChannel};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{TaskEnvelope, TaskId};
-pub use event::{ErrorBody, EventName, InferenceEvent, TaskStatus, Timings};
+pub use event::{ErrorBody, InferenceEvent, Timings};
+pub use lifecycle::{EventName, TaskStatus};
 pub use record::TaskRecord;
 pub use signature::{AppCredentials, RestRequest, SignatureError};
 pub use topology::Topology;

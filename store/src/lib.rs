@@ -1,11 +1,95 @@
-//! Task state and results in Redis, shared by the api (which records `queued`) and the
-//! worker (which moves tasks forward). Every change is one Lua script, so a state
-//! only ever advances — queued → running → succeeded | failed | cancelled — and a
-//! redelivered task can never overwrite a finished one.
+//! Task state and results, behind one small trait ([`TaskStore`]) with two
+//! implementations: [`RedisTaskStore`], the real one, where every change is one Lua
+//! script generated from the lifecycle's rules, and [`MemoryTaskStore`], a process-local
+//! one for in-process tests of the api and the worker. Both apply
+//! [`TaskStatus::may_follow`](inferpush_protocol::TaskStatus::may_follow), so a state
+//! only ever advances and a redelivered task can never overwrite a finished one.
 
 mod keys;
+mod memory;
+mod redis_store;
 mod scripts;
-mod task_store;
+
+use async_trait::async_trait;
+use inferpush_protocol::{TaskId, TaskRecord};
 
 pub use keys::Keys;
-pub use task_store::{Created, StoreError, TaskStore, Transition};
+pub use memory::MemoryTaskStore;
+pub use redis_store::RedisTaskStore;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is unreachable or failed; nothing was changed that the caller relies on.
+    #[error("the task store is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record is not valid JSON of the expected shape.
+    #[error("a stored task record is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+/// What `create` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A new queued task was recorded.
+    New,
+    /// The idempotency key already named this task; nothing was written.
+    Existing(TaskId),
+    /// The user already has the most unfinished tasks allowed; nothing was written.
+    LimitReached,
+}
+
+/// What `transition` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// The new state was written.
+    Applied,
+    /// The rules refused the change; this is what is stored.
+    Kept(Box<TaskRecord>),
+    /// No record exists and the new state may not start one (a cancel of an unknown task).
+    Missing,
+}
+
+/// Where task state lives: what the api and the worker need of it.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// True when the store answers.
+    async fn is_ready(&self) -> bool;
+
+    /// Records a queued task, or, when `idempotency_key` was already used by this user,
+    /// returns that task's id and writes nothing; refuses when the user already has
+    /// `max_in_flight` unfinished tasks.
+    async fn create(
+        &self,
+        record: &TaskRecord,
+        idempotency_key: Option<&str>,
+        max_in_flight: u64,
+    ) -> Result<Created, StoreError>;
+
+    /// Removes a queued task that was never published (the broker refused it), with its
+    /// idempotency key and in-flight slot: nothing half-written remains.
+    async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError>;
+
+    /// The record of `task_id`, if it exists.
+    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// A user's tasks submitted at or after `since_ms` (and, at that same millisecond,
+    /// with an id after `after`), oldest first, at most `limit`.
+    async fn list_since(
+        &self,
+        user_id: &str,
+        since_ms: u64,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// Writes `record` if its status may follow the stored one; a task leaving queued or
+    /// running for a final state frees one of its user's in-flight slots.
+    async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError>;
+}

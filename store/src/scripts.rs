@@ -1,5 +1,9 @@
-//! The Lua scripts that change task state atomically.
+//! The Lua scripts that change task state atomically. The rules they apply are not
+//! written here: the tables of allowed moves and final states are generated from
+//! [`TaskStatus`], so Redis enforces exactly the lifecycle the Rust code defines (and
+//! `tests/task_store.rs` checks every pair against real Redis).
 
+use inferpush_protocol::TaskStatus;
 use redis::Script;
 
 /// Creates a queued task unless the idempotency key already names one, or the user has
@@ -29,60 +33,86 @@ pub fn create() -> Script {
     )
 }
 
-/// Undoes `create` after the broker refused the task: nothing half-written remains.
+/// Undoes `create` after the broker refused the task; only a task still queued goes.
 ///
 /// KEYS: task, user index, idempotency key (or ""), user's in-flight counter
 /// ARGV: task id
 pub fn remove() -> Script {
-    Script::new(
+    Script::new(&format!(
         r#"
         local record = redis.call('GET', KEYS[1])
-        if record and cjson.decode(record).status ~= 'queued' then return 0 end
+        if record and cjson.decode(record).status ~= '{queued}' then return 0 end
         if record and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
         redis.call('DEL', KEYS[1])
         redis.call('ZREM', KEYS[2], ARGV[1])
         if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
         return 1
         "#,
-    )
+        queued = TaskStatus::Queued.as_str()
+    ))
 }
 
-/// Moves a task to a new state if the rules allow. Returns `applied`, or when refused the
-/// current record JSON (so the caller can act on what is really there), or `missing`.
-///
-/// Rules: `running` from nothing, queued or running (a redelivery); a final state from
-/// anything not yet final; `cancelled` only from queued.
-///
-/// A task leaving queued/running for a final state frees one of its user's in-flight slots.
+/// Moves a task to a new state if the lifecycle allows. Returns `applied`, or when
+/// refused the current record JSON (so the caller can act on what is really there), or
+/// `missing`. A task leaving an unfinished state for a final one frees one of its user's
+/// in-flight slots; a task written with no record before joins its user's index.
 ///
 /// KEYS: task, user index, user's in-flight counter
 /// ARGV: new record JSON, new status, ttl seconds, task id, submitted ms
 pub fn transition() -> Script {
-    Script::new(
+    Script::new(&format!(
         r#"
+        local allowed = {allowed}
+        local final = {finals}
         local current = redis.call('GET', KEYS[1])
-        local status = current and cjson.decode(current).status or nil
+        local status = current and cjson.decode(current).status or ''
         local new = ARGV[2]
-        local final = {succeeded = true, failed = true, cancelled = true}
-        local allowed
-        if new == 'cancelled' then
-            allowed = status == 'queued'
-        elseif new == 'running' then
-            allowed = status == nil or status == 'queued' or status == 'running'
-        else
-            allowed = status == nil or not final[status]
-        end
-        if not allowed then return current or 'missing' end
+        if not (allowed[new] and allowed[new][status]) then return current or 'missing' end
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-        if final[new] and (status == 'queued' or status == 'running')
+        if final[new] and status ~= '' and not final[status]
             and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
             redis.call('DECR', KEYS[3])
         end
-        if status == nil then
+        if status == '' then
             redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
             redis.call('EXPIRE', KEYS[2], ARGV[3])
         end
         return 'applied'
         "#,
-    )
+        allowed = allowed_table(),
+        finals = lua_set(TaskStatus::ALL.into_iter().filter(|s| s.is_final()).map(TaskStatus::as_str)),
+    ))
+}
+
+/// `{running = {[''] = true, queued = true, …}, …}`: for each state, the stored states
+/// (`''` for no record) it may follow.
+fn allowed_table() -> String {
+    let rows: Vec<String> = TaskStatus::ALL
+        .into_iter()
+        .map(|to| {
+            let from =
+                [None].into_iter().chain(TaskStatus::ALL.map(Some)).filter(|from| to.may_follow(*from));
+            format!("{} = {}", to.as_str(), lua_set(from.map(|s| s.map_or("", TaskStatus::as_str))))
+        })
+        .collect();
+    format!("{{{}}}", rows.join(", "))
+}
+
+/// A Lua table with `names` as its true-valued keys.
+fn lua_set<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let entries: Vec<String> = names.map(|name| format!("['{name}'] = true")).collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_rules_read_as_the_lifecycle_says() {
+        let table = allowed_table();
+        assert!(table.contains("cancelled = {['queued'] = true}"), "{table}");
+        assert!(table.contains("running = {[''] = true, ['queued'] = true, ['running'] = true}"), "{table}");
+        assert!(table.contains("queued = {[''] = true}"), "{table}");
+    }
 }

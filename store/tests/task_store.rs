@@ -1,26 +1,57 @@
-//! The store against the real Redis (`REDIS_URL`, default local), each test under its
-//! own key prefix.
+//! Both stores through the same scenarios: the real Redis (`REDIS_URL`, default local),
+//! each test under its own key prefix, and the in-memory one the in-process tests use.
+//! Passing the same scenarios, including every pair of states, is what shows the Lua
+//! scripts and the memory store apply the one lifecycle of `inferpush_protocol`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use inferpush_protocol::{TaskEnvelope, TaskId, TaskRecord, TaskStatus};
-use inferpush_store::{Created, TaskStore, Transition};
+use inferpush_protocol::{InferenceChannel, SystemClock, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
+use inferpush_store::{Created, MemoryTaskStore, RedisTaskStore, TaskStore, Transition};
 
-fn store() -> TaskStore {
+fn redis() -> RedisTaskStore {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("storetest-{}", uuid::Uuid::now_v7().simple());
-    TaskStore::new(&url, &prefix, Duration::from_secs(120)).unwrap()
+    RedisTaskStore::new(&url, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap()
 }
 
+/// Runs `scenario` against Redis and against the memory store, as two tests.
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod redis_store {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(&super::redis()).await;
+            })*
+        }
+        mod memory_store {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(&inferpush_store::MemoryTaskStore::new()).await;
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    created_task_is_readable_and_moves_forward_only,
+    same_idempotency_key_returns_the_first_task_and_writes_nothing,
+    removing_an_unpublished_task_frees_its_idempotency_key,
+    cancel_works_only_before_the_task_starts,
+    list_since_returns_only_the_users_later_tasks_in_order,
+    a_worker_can_record_a_task_whose_queued_record_was_lost,
+    the_in_flight_cap_refuses_new_tasks_until_one_finishes,
+    every_move_is_applied_exactly_when_the_lifecycle_allows_it,
+);
+
 fn record(user: &str, submitted_at_ms: u64) -> TaskRecord {
-    TaskRecord::queued(&TaskEnvelope {
-        task_id: TaskId::new_v7(),
-        user_id: user.into(),
-        model: "echo".into(),
-        input: serde_json::json!({}),
-        channel: format!("private-inference.{user}"),
+    TaskRecord::queued(&TaskEnvelope::new(
+        user,
+        "echo",
+        serde_json::json!({}),
+        InferenceChannel::private(user).unwrap(),
         submitted_at_ms,
-    })
+    ))
 }
 
 fn with_status(record: &TaskRecord, status: TaskStatus) -> TaskRecord {
@@ -29,9 +60,7 @@ fn with_status(record: &TaskRecord, status: TaskStatus) -> TaskRecord {
     next
 }
 
-#[tokio::test]
-async fn created_task_is_readable_and_moves_forward_only() {
-    let store = store();
+async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) {
     let queued = record("alice", 1);
     assert_eq!(store.create(&queued, None, 1000).await.unwrap(), Created::New);
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(queued.clone()));
@@ -52,9 +81,7 @@ async fn created_task_is_readable_and_moves_forward_only() {
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(done));
 }
 
-#[tokio::test]
-async fn same_idempotency_key_returns_the_first_task_and_writes_nothing() {
-    let store = store();
+async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &dyn TaskStore) {
     let first = record("alice", 1);
     let second = record("alice", 2);
     assert_eq!(store.create(&first, Some("k1"), 1000).await.unwrap(), Created::New);
@@ -65,9 +92,7 @@ async fn same_idempotency_key_returns_the_first_task_and_writes_nothing() {
     assert_eq!(store.create(&bobs, Some("k1"), 1000).await.unwrap(), Created::New);
 }
 
-#[tokio::test]
-async fn removing_an_unpublished_task_frees_its_idempotency_key() {
-    let store = store();
+async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn TaskStore) {
     let first = record("alice", 1);
     store.create(&first, Some("k"), 1000).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
@@ -76,12 +101,10 @@ async fn removing_an_unpublished_task_frees_its_idempotency_key() {
     assert_eq!(store.create(&record("alice", 2), Some("k"), 1000).await.unwrap(), Created::New);
 }
 
-#[tokio::test]
-async fn cancel_works_only_before_the_task_starts() {
-    let store = store();
+async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {
     let waiting = record("alice", 1);
     store.create(&waiting, None, 1000).await.unwrap();
-    assert_eq!(store.cancel(&waiting).await.unwrap(), Transition::Applied);
+    assert_eq!(store.transition(&waiting.cancelled(&SystemClock)).await.unwrap(), Transition::Applied);
     let stored = store.get(waiting.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Cancelled);
     assert_eq!(stored.error.unwrap().code, "cancelled");
@@ -94,13 +117,14 @@ async fn cancel_works_only_before_the_task_starts() {
     let started = record("alice", 2);
     store.create(&started, None, 1000).await.unwrap();
     store.transition(&with_status(&started, TaskStatus::Running)).await.unwrap();
-    assert!(matches!(store.cancel(&started).await.unwrap(), Transition::Kept(_)));
-    assert_eq!(store.cancel(&record("alice", 3)).await.unwrap(), Transition::Missing);
+    assert!(matches!(store.transition(&started.cancelled(&SystemClock)).await.unwrap(), Transition::Kept(_)));
+    assert_eq!(
+        store.transition(&record("alice", 3).cancelled(&SystemClock)).await.unwrap(),
+        Transition::Missing
+    );
 }
 
-#[tokio::test]
-async fn list_since_returns_only_the_users_later_tasks_in_order() {
-    let store = store();
+async fn list_since_returns_only_the_users_later_tasks_in_order(store: &dyn TaskStore) {
     let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let tasks: Vec<TaskRecord> = (0..5).map(|i| record("alice", base + i)).collect();
     for task in &tasks {
@@ -118,9 +142,7 @@ async fn list_since_returns_only_the_users_later_tasks_in_order() {
     assert_eq!(store.list_since("alice", 0, None, 2).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_worker_can_record_a_task_whose_queued_record_was_lost() {
-    let store = store();
+async fn a_worker_can_record_a_task_whose_queued_record_was_lost(store: &dyn TaskStore) {
     let task = record("alice", 5);
     // e.g. Redis restarted without persistence between the api and the worker.
     assert_eq!(
@@ -130,9 +152,7 @@ async fn a_worker_can_record_a_task_whose_queued_record_was_lost() {
     assert_eq!(store.list_since("alice", 0, None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes() {
-    let store = store();
+async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes(store: &dyn TaskStore) {
     let first = record("alice", 1);
     assert_eq!(store.create(&first, None, 2).await.unwrap(), Created::New);
     assert_eq!(store.create(&record("alice", 2), None, 2).await.unwrap(), Created::New);
@@ -151,9 +171,52 @@ async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes() {
     assert_eq!(store.create(&record("alice", 6), None, 2).await.unwrap(), Created::LimitReached);
 }
 
+/// Puts a new task in `status` by the moves the lifecycle allows.
+async fn task_in(store: &dyn TaskStore, status: Option<TaskStatus>) -> TaskRecord {
+    let task = record("alice", 1);
+    match status {
+        None => {}
+        Some(TaskStatus::Queued) => assert_eq!(store.create(&task, None, 1000).await.unwrap(), Created::New),
+        Some(TaskStatus::Cancelled) => {
+            store.create(&task, None, 1000).await.unwrap();
+            store.transition(&task.cancelled(&SystemClock)).await.unwrap();
+        }
+        Some(other) => {
+            store.transition(&with_status(&task, other)).await.unwrap();
+        }
+    }
+    assert_eq!(store.get(task.task_id).await.unwrap().map(|r| r.status), status);
+    task
+}
+
+async fn every_move_is_applied_exactly_when_the_lifecycle_allows_it(store: &dyn TaskStore) {
+    let targets = TaskStatus::ALL.into_iter().filter(|s| *s != TaskStatus::Queued);
+    for from in [None].into_iter().chain(TaskStatus::ALL.map(Some)) {
+        for to in targets.clone() {
+            let task = task_in(store, from).await;
+            let applied = store.transition(&with_status(&task, to)).await.unwrap() == Transition::Applied;
+            assert_eq!(applied, to.may_follow(from), "{from:?} → {to}");
+            let stored = store.get(task.task_id).await.unwrap().map(|r| r.status);
+            assert_eq!(stored, if applied { Some(to) } else { from }, "{from:?} → {to}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_memory_store_fails_like_an_unreachable_redis_when_told() {
+    let store = MemoryTaskStore::new();
+    store.set_available(false);
+    assert!(!store.is_ready().await);
+    assert!(store.create(&record("alice", 1), None, 10).await.is_err());
+    store.set_available(true);
+    assert!(store.is_ready().await);
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_not_a_hang() {
-    let store = TaskStore::new("redis://127.0.0.1:1", "x", Duration::from_secs(60)).unwrap();
+    let store =
+        RedisTaskStore::new("redis://127.0.0.1:1", "x", Duration::from_secs(60), Arc::new(SystemClock))
+            .unwrap();
     assert!(!store.is_ready().await);
     let result = tokio::time::timeout(Duration::from_secs(20), store.get(TaskId::new_v7())).await.unwrap();
     assert!(result.is_err());

@@ -4,6 +4,8 @@
 // What the page submitted is kept in localStorage; after a reload (or a reconnect) the
 // results come back from the status API, since Soketi keeps no history.
 
+import { EVENTS, isFinal } from './lifecycle.js';
+
 const SESSION_KEY = 'inferpush-demo.session';
 const TASKS_KEY = 'inferpush-demo.tasks';
 const MAX_TASKS = 50;
@@ -14,8 +16,6 @@ const $ = (selector) => document.querySelector(selector);
 const session = { token: null, userId: null, channel: null, since: 0, pusher: null };
 /** task_id → { task_id, model, input, status, output, error, timings, latencyMs, via, startedAt } */
 const tasks = new Map();
-
-const isFinal = (status) => ['succeeded', 'failed', 'cancelled'].includes(status);
 
 // ---------- the api ----------
 
@@ -91,15 +91,15 @@ function connect() {
   channel.bind('pusher:subscription_error', (error) =>
     showError(new Error(`subscription refused (${error.status}): ${error.error ?? ''}`)),
   );
-  channel.bind('inference.started', (event) => {
+  channel.bind(EVENTS.started, (event) => {
     const task = upsert(event.task_id, event.model);
     if (!isFinal(task.status)) {
       task.status = 'running';
       render();
     }
   });
-  channel.bind('inference.completed', (event) => applyResult(event, 'push'));
-  channel.bind('inference.failed', (event) => applyResult(event, 'push'));
+  channel.bind(EVENTS.completed, (event) => applyResult(event, 'push'));
+  channel.bind(EVENTS.failed, (event) => applyResult(event, 'push'));
 }
 
 // ---------- tasks ----------

@@ -1,18 +1,16 @@
 //! The worker's settings: one clap struct, every field a flag with an environment fallback.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use clap::Parser;
-use inferpush_protocol::cli::{AmqpArgs, PusherArgs, StoreArgs};
+use inferpush_protocol::catalogue::minilm;
+use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
 
+use crate::delivery::pusher::SOKETI_MAX_EVENT_BYTES;
 use crate::model::EmbeddingSettings;
 use crate::model::device::{DeviceChoice, Precision};
 use crate::model::embedding::{BatchSettings, EngineChoice};
-
-/// Soketi's default event size limit (`maxEventPayloadInKb` = 100).
-pub const SOKETI_MAX_EVENT_BYTES: usize = 100 * 1024;
 
 /// `inferpush-worker`: runs models on queued tasks and pushes results through Soketi.
 #[derive(Debug, Clone, Parser)]
@@ -62,18 +60,15 @@ pub struct WorkerConfig {
     /// How long to keep retrying a result's push before acking anyway (it stays retrievable).
     #[arg(long, env = "INFERPUSH_PUSH_DEADLINE", default_value = "120s", value_parser = parse_duration)]
     pub push_deadline: Duration,
-    /// Base of `result_url` for results too large to push inline (the api's public URL).
-    #[arg(long, env = "INFERPUSH_PUBLIC_URL", default_value = "")]
-    pub result_base_url: String,
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
-    /// Base64 of 32 bytes: encrypts results for `private-encrypted-inference.{user}` channels.
-    #[arg(long, env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
-    pub encryption_master_key: Option<String>,
     /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
     #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    // The api's public URL: the base of `result_url` for results too large to push inline.
+    #[command(flatten)]
+    pub public: PublicUrlArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -106,23 +101,9 @@ impl WorkerConfig {
             batch: BatchSettings {
                 max_batch_size: self.max_batch_size.max(1),
                 max_batch_delay: self.max_batch_delay,
-                max_batch_texts: self.max_batch_texts.max(inferpush_protocol::catalogue::MINILM_MAX_TEXTS),
+                max_batch_texts: self.max_batch_texts.max(minilm::MAX_TEXTS),
             },
         }
-    }
-}
-
-/// Reads `250ms`, `30s` or `2m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" | "" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("unknown unit `{unit}` in `{text}`: use ms, s or m")),
     }
 }
 
@@ -151,14 +132,5 @@ mod tests {
     fn models_are_a_comma_separated_list() {
         let config = WorkerConfig::try_parse_from(["w", "--models", "echo,other"]).unwrap();
         assert_eq!(config.models, ["echo", "other"]);
-    }
-
-    #[test]
-    fn durations_take_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 }

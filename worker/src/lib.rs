@@ -1,9 +1,10 @@
-//! The inferpush worker: consumes tasks from RabbitMQ, runs the model, pushes each
-//! result to its owner's channel through Soketi, and only then acknowledges.
+//! The inferpush worker: consumes tasks from RabbitMQ ([`queue`]), runs the model
+//! ([`model`], [`processing`]), announces each result to its owner ([`delivery`]: Pusher
+//! through Soketi), and only then acknowledges.
 
 pub mod config;
-pub mod consumer;
+pub mod delivery;
 pub mod model;
 pub mod offline;
-pub mod publisher;
-pub mod task;
+pub mod processing;
+pub mod queue;

@@ -1,29 +1,30 @@
-use std::time::Duration;
+//! `inferpush-worker`: parses the settings, builds the models, the store and the Pusher
+//! sink, consumes until SIGTERM, then drains.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use inferpush_protocol::encryption::MasterKey;
-use inferpush_store::TaskStore;
+use inferpush_protocol::catalogue::minilm;
+use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
-use inferpush_worker::consumer::{self, ConsumerSettings};
+use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
+use inferpush_worker::delivery::pusher::PusherSink;
 use inferpush_worker::model::Registry;
-use inferpush_worker::publisher::{Publisher, SoketiTarget};
-use inferpush_worker::task::TaskContext;
+use inferpush_worker::processing::TaskContext;
+use inferpush_worker::queue::{self, ConsumerSettings};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    inferpush_service::init_tracing();
     let config = WorkerConfig::parse();
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
     }
     // A device that cannot be had is an error now, not on the first task: the embedding
     // model opens it when it loads; without that model, check it here.
-    if !config.models.iter().any(|m| m == inferpush_protocol::catalogue::MINILM) {
+    if !config.models.iter().any(|m| m == minilm::NAME) {
         config.device.open().with_context(|| format!("opening --device {}", config.device))?;
     }
     tracing::info!(
@@ -42,23 +43,22 @@ async fn main() -> anyhow::Result<()> {
     // their tasks go back to the queue instead of holding the process.
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let target =
         SoketiTarget { base_url: config.pusher.base_url(), credentials: config.pusher.credentials() };
-    let store =
-        TaskStore::new(&config.store.url, &config.store.prefix, Duration::from_secs(config.store.ttl_secs))
-            .context("configuring the task store (REDIS_URL)")?;
+    let sink = PusherSink {
+        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
+        max_event_bytes: config.max_event_bytes,
+        result_base_url: config.public.base(),
+        master_key: config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?,
+    };
     let context = TaskContext {
         registry,
-        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
-        store,
-        max_event_bytes: config.max_event_bytes,
-        result_base_url: config.result_base_url.trim_end_matches('/').to_owned(),
+        store: Arc::new(config.store.open(clock.clone()).context("configuring the task store (REDIS_URL)")?),
+        sink: Arc::new(sink),
+        clock,
         push_deadline: config.push_deadline,
         abort: abort.clone(),
-        master_key: match config.encryption_master_key.as_deref().filter(|k| !k.is_empty()) {
-            Some(text) => Some(MasterKey::from_base64(text).context("reading PUSHER_ENCRYPTION_MASTER_KEY")?),
-            None => None,
-        },
     };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let signals = {
         let (stop, abort, grace) = (stop.clone(), abort.clone(), config.shutdown_grace);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            inferpush_service::shutdown_signal().await;
             tracing::info!(grace = ?grace, "shutdown signal received: no new tasks, finishing those in hand");
             stop.cancel();
             tokio::time::sleep(grace).await;
@@ -78,17 +78,8 @@ async fn main() -> anyhow::Result<()> {
             abort.cancel();
         })
     };
-    consumer::run(settings, context, stop).await;
+    queue::run(settings, context, stop).await;
     signals.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

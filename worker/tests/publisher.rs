@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use inferpush_protocol::AppCredentials;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
-use inferpush_worker::publisher::{Publisher, PushError, SoketiTarget};
+use inferpush_worker::delivery::PushError;
+use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]

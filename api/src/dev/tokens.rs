@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::PusherPublic;
 use crate::AppState;
+use crate::auth::jwt::{JwtError, JwtVerifier};
 use crate::body::Json;
 use crate::error::AppError;
-use crate::jwt::{JwtError, JwtVerifier};
 
 /// The `iss` and `aud` of development tokens.
 const ISSUER: &str = "inferpush-dev";

@@ -19,7 +19,7 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (rabbitmq, redis) = tokio::join!(state.broker.is_ready(), state.store.is_ready());
+    let (rabbitmq, redis) = tokio::join!(state.queue.is_ready(), state.store.is_ready());
     let word = |up: bool| if up { "up" } else { "down" };
     let body = |status: &str| json!({"status": status, "rabbitmq": word(rabbitmq), "redis": word(redis)});
     if rabbitmq && redis {

@@ -1,61 +1,24 @@
 //! `POST /v1/inference`: validate, record `queued`, publish with confirm, answer 202.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use inferpush_protocol::channel::ChannelKind;
-use inferpush_protocol::{EventName, InferenceChannel, TaskEnvelope, TaskId, TaskRecord, catalogue};
-use inferpush_store::{Created, StoreError};
-use serde::{Deserialize, Serialize};
+use inferpush_protocol::http::{Accepted, SubmitRequest};
+use inferpush_protocol::lifecycle::TASKS_PATH;
+use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskId, TaskRecord, catalogue};
+use inferpush_store::Created;
 
 use crate::AppState;
+use crate::auth::User;
 use crate::body::Json;
-use crate::broker::BrokerError;
 use crate::error::AppError;
-use crate::user::User;
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/inference", post(submit))
-}
-
-/// What a client submits.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitRequest {
-    /// Catalogue name of the model.
-    pub model: String,
-    /// The model's input; its shape depends on the model.
-    pub input: serde_json::Value,
-    /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
-    #[serde(default)]
-    pub encrypted: bool,
-}
-
-/// Event names a client should listen for.
-#[derive(Debug, Serialize)]
-pub struct EventNames {
-    started: &'static str,
-    completed: &'static str,
-    failed: &'static str,
-}
-
-/// The 202 body.
-#[derive(Debug, Serialize)]
-pub struct Accepted {
-    task_id: TaskId,
-    status: &'static str,
-    channel: String,
-    events: EventNames,
-    status_url: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    Router::new().route(TASKS_PATH, post(submit))
 }
 
 /// A W3C `traceparent`: the caller's when it sent a valid one, else a new trace whose
@@ -89,25 +52,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError> {
-    let status_url = format!("{}/v1/inference/{}", state.public_url, record.task_id);
-    let location = HeaderValue::from_str(&status_url).map_err(|e| AppError::Internal(e.into()))?;
-    let body = Accepted {
-        task_id: record.task_id,
-        status: "queued",
-        channel: record.channel.clone(),
-        events: EventNames {
-            started: EventName::STARTED,
-            completed: EventName::COMPLETED,
-            failed: EventName::FAILED,
-        },
-        status_url,
-    };
+    let mut body = Accepted::of(record, &state.public_url);
+    // A replay answers as the first submit did: the task was queued then.
+    body.status = inferpush_protocol::TaskStatus::Queued;
+    let location = HeaderValue::from_str(&body.status_url).map_err(|e| AppError::Internal(e.into()))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
-}
-
-fn store_unavailable(error: StoreError) -> AppError {
-    tracing::warn!(%error, "task not accepted: task store unavailable");
-    AppError::Unavailable("the task store is unavailable; nothing was queued, retry later".into())
 }
 
 async fn submit(
@@ -129,23 +78,11 @@ async fn submit(
     let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
     let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
-    let task = TaskEnvelope {
-        task_id: TaskId::new_v7(),
-        user_id: user.id,
-        model: request.model,
-        input: request.input,
-        channel: channel.to_string(),
-        submitted_at_ms: now_ms(),
-    };
+    let task = TaskEnvelope::new(&user.id, &request.model, request.input, channel, state.clock.now_ms());
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
-    match state
-        .store
-        .create(&record, idempotency.as_deref(), state.max_in_flight)
-        .await
-        .map_err(store_unavailable)?
-    {
+    match state.store.create(&record, idempotency.as_deref(), state.max_in_flight).await? {
         Created::New => {}
         Created::LimitReached => {
             return Err(AppError::TooManyRequests {
@@ -157,24 +94,18 @@ async fn submit(
             });
         }
         Created::Existing(task_id) => {
-            let existing = state.store.get(task_id).await.map_err(store_unavailable)?;
+            let existing = state.store.get(task_id).await?;
             let existing = existing.unwrap_or(TaskRecord { task_id, ..record });
             tracing::info!(task_id = %task_id, "idempotent replay of a submitted task");
             return accepted(&state, &existing);
         }
     }
-    if let Err(error) = state.broker.publish(&task, &traceparent(&headers, task.task_id)).await {
+    if let Err(error) = state.queue.publish(&task, &traceparent(&headers, task.task_id)).await {
         // Nothing half-written: the record (and its idempotency key) go too.
         if let Err(cleanup) = state.store.remove(&record, idempotency.as_deref()).await {
             tracing::error!(%cleanup, task_id = %task.task_id, "could not remove the record of an unpublished task");
         }
-        return Err(match error {
-            BrokerError::Unreachable(_) => {
-                tracing::warn!(%error, "task not accepted: broker unreachable");
-                AppError::Unavailable("the task queue is unavailable; nothing was queued, retry later".into())
-            }
-            BrokerError::Refused(_) => AppError::Internal(error.into()),
-        });
+        return Err(error.into());
     }
     tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
     accepted(&state, &record)

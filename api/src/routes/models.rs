@@ -2,8 +2,8 @@
 
 use axum::Router;
 use axum::routing::get;
-use inferpush_protocol::catalogue::{MODELS, ModelSpec};
-use serde::Serialize;
+use inferpush_protocol::catalogue::MODELS;
+use inferpush_protocol::http::{ModelInfo, ModelList};
 
 use crate::AppState;
 
@@ -12,11 +12,6 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/models", get(list))
 }
 
-#[derive(Serialize)]
-struct ModelList {
-    models: &'static [ModelSpec],
-}
-
 async fn list() -> axum::Json<ModelList> {
-    axum::Json(ModelList { models: MODELS })
+    axum::Json(ModelList { models: MODELS.iter().map(ModelInfo::from).collect() })
 }

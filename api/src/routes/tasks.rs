@@ -5,31 +5,21 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use inferpush_protocol::http::{ListQuery, TaskList};
+use inferpush_protocol::lifecycle::{TASK_ROUTE, TASKS_PATH};
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
-use inferpush_store::{StoreError, Transition};
-use serde::{Deserialize, Serialize};
+use inferpush_store::Transition;
 
 use crate::AppState;
+use crate::auth::User;
 use crate::error::AppError;
-use crate::user::User;
 
 /// Most tasks one list call returns.
 const MAX_LIMIT: usize = 500;
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/inference", get(list))
-        .route("/v1/inference/{task_id}", get(status).delete(cancel))
-}
-
-fn unavailable(error: StoreError) -> AppError {
-    match error {
-        StoreError::Unavailable(_) => {
-            AppError::Unavailable("the task store is unavailable, retry later".into())
-        }
-        StoreError::Corrupt(_) => AppError::Internal(error.into()),
-    }
+    Router::new().route(TASKS_PATH, get(list)).route(TASK_ROUTE, get(status).delete(cancel))
 }
 
 fn not_found() -> AppError {
@@ -39,7 +29,7 @@ fn not_found() -> AppError {
 /// The caller's task, or 404 for an unknown, expired or foreign id.
 async fn own_task(state: &AppState, user: &User, task_id: &str) -> Result<TaskRecord, AppError> {
     let task_id: TaskId = task_id.parse().map_err(|_| not_found())?;
-    match state.store.get(task_id).await.map_err(unavailable)? {
+    match state.store.get(task_id).await? {
         Some(record) if record.user_id == user.id => Ok(record),
         _ => Err(not_found()),
     }
@@ -59,39 +49,19 @@ async fn cancel(
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskRecord>, AppError> {
     let record = own_task(&state, &user, &task_id).await?;
-    match state.store.cancel(&record).await.map_err(unavailable)? {
+    let cancelled = record.cancelled(state.clock.as_ref());
+    match state.store.transition(&cancelled).await? {
         Transition::Applied => {
             tracing::info!(task_id = %record.task_id, "task cancelled");
-            own_task(&state, &user, &task_id).await.map(Json)
+            Ok(Json(cancelled))
         }
         Transition::Kept(current) if current.status == TaskStatus::Cancelled => Ok(Json(*current)),
         Transition::Kept(current) => Err(AppError::Conflict(format!(
             "the task is already {}; only a queued task can be cancelled",
-            serde_json::to_value(current.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            current.status
         ))),
         Transition::Missing => Err(not_found()),
     }
-}
-
-/// Query of the list endpoint.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Only tasks after this point: a task id (exclusive) or Unix milliseconds.
-    since: Option<String>,
-    /// At most this many (default 100, at most 500).
-    limit: Option<usize>,
-}
-
-/// One page of the caller's tasks, oldest first.
-#[derive(Debug, Serialize)]
-pub struct TaskList {
-    tasks: Vec<TaskRecord>,
-    /// Pass as `since` to get the next page; absent when this page is the last.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_since: Option<TaskId>,
 }
 
 fn parse_since(since: Option<&str>) -> Result<(u64, Option<TaskId>), AppError> {
@@ -121,7 +91,7 @@ async fn list(
         return Err(AppError::Unprocessable(format!("`limit` must be from 1 to {MAX_LIMIT}")));
     }
     let (since_ms, after) = parse_since(query.since.as_deref())?;
-    let tasks = state.store.list_since(&user.id, since_ms, after, limit).await.map_err(unavailable)?;
+    let tasks = state.store.list_since(&user.id, since_ms, after, limit).await?;
     let next_since = (tasks.len() == limit).then(|| tasks.last().map(|t| t.task_id)).flatten();
     Ok(Json(TaskList { tasks, next_since }))
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use inferpush_client::api::{Accepted, ApiClient};
+use inferpush_client::api::ApiClient;
 use inferpush_client::pusher::PusherClient;
-use inferpush_protocol::TaskStatus;
-use serde::Deserialize;
+use inferpush_protocol::InferenceEvent;
+use inferpush_protocol::http::{Accepted, SubmitRequest};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -42,7 +42,8 @@ pub struct SubmitArgs {
 pub async fn run(connection: &Connection, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(&args.input)?;
     let api = super::api_client(connection)?;
-    let accepted = api.submit(&args.model, &input).await.context("submitting the task")?;
+    let accepted =
+        api.submit(&SubmitRequest::new(&args.model, input)).await.context("submitting the task")?;
     if !args.wait {
         println!(
             "{}",
@@ -76,11 +77,6 @@ fn read_input(argument: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&text).context("--input is not valid JSON")
 }
 
-/// True when a record or event has reached a final status (the protocol's definition).
-fn is_final(record: &Value) -> bool {
-    TaskStatus::deserialize(&record["status"]).is_ok_and(TaskStatus::is_final)
-}
-
 /// The task's final state: from its Pusher event, or from the status API.
 async fn wait(
     connection: &Connection,
@@ -88,9 +84,9 @@ async fn wait(
     accepted: &Accepted,
     timeout: Duration,
     spinner: &ProgressBar,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<InferenceEvent> {
     let deadline = Instant::now() + timeout;
-    let mut live = match subscribe(connection, api, &accepted.channel).await {
+    let mut live = match subscribe(connection, api, &accepted.channel.to_string()).await {
         Ok(client) => Some(client),
         Err(error) => {
             spinner.println(format!("live results unavailable ({error:#}); polling the status API"));
@@ -98,31 +94,33 @@ async fn wait(
         }
     };
     let record = api.task(&accepted.status_url).await?;
-    if is_final(&record) {
-        return Ok(record);
+    if record.status.is_final() {
+        return Ok(record.event());
     }
     while Instant::now() < deadline {
         let Some(client) = live.as_mut() else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let record = api.task(&accepted.status_url).await?;
-            if is_final(&record) {
-                return Ok(record);
+            if record.status.is_final() {
+                return Ok(record.event());
             }
             continue;
         };
         match tokio::time::timeout(Duration::from_secs(1), client.recv()).await {
             Ok(Some(message)) if message.event.starts_with("inference.") => {
-                let event = message.json();
-                if event["task_id"].as_str() != Some(&accepted.task_id) {
+                let Ok(event) = serde_json::from_value::<InferenceEvent>(message.json()) else {
+                    continue;
+                };
+                if event.task_id != accepted.task_id {
                     continue;
                 }
-                if !is_final(&event) {
+                if !event.status.is_final() {
                     spinner.set_message(format!("task {} running on a worker", accepted.task_id));
                     continue;
                 }
                 // A result too large for one event waits at the status endpoint.
-                return match event.get("result_url") {
-                    Some(_) => Ok(api.task(&accepted.status_url).await?),
+                return match event.result_url {
+                    Some(_) => Ok(api.task(&accepted.status_url).await?.event()),
                     None => Ok(event),
                 };
             }
@@ -145,34 +143,27 @@ async fn subscribe(connection: &Connection, api: &ApiClient, channel: &str) -> a
         .await
         .with_context(|| format!("connecting to {}", connection.ws_url))?;
     let auth = api.channel_auth(&client.socket_id, channel).await.context("authorising the subscription")?;
-    client.subscribe(channel, &auth, None).await?;
+    client.subscribe(channel, &auth.auth, None).await?;
     Ok(client)
 }
 
 /// The output on stdout, a summary on stderr; exit 1 when the task did not succeed.
-fn report(record: &Value) -> anyhow::Result<ExitCode> {
-    let timings = &record["timings"];
+fn report(event: &InferenceEvent) -> anyhow::Result<ExitCode> {
+    let timings = &event.timings;
     let summary = format!(
         "{} · {} · {} ms (queued {} ms, inference {} ms) · task {}",
-        record["status"].as_str().unwrap_or("?"),
-        record["model"].as_str().unwrap_or("?"),
-        timings["total_ms"],
-        timings["queued_ms"],
-        timings["inference_ms"],
-        record["task_id"].as_str().unwrap_or("?"),
+        event.status, event.model, timings.total_ms, timings.queued_ms, timings.inference_ms, event.task_id,
     );
-    if record["status"] == "succeeded" {
-        println!("{}", serde_json::to_string_pretty(&record["output"])?);
+    if event.status == inferpush_protocol::TaskStatus::Succeeded {
+        println!("{}", serde_json::to_string_pretty(event.output.as_ref().unwrap_or(&Value::Null))?);
         eprintln!("✔ {summary}");
         Ok(ExitCode::SUCCESS)
     } else {
-        let error = &record["error"];
         eprintln!("✘ {summary}");
-        eprintln!(
-            "{}: {}",
-            error["code"].as_str().unwrap_or("error"),
-            error["message"].as_str().unwrap_or("")
-        );
+        match &event.error {
+            Some(error) => eprintln!("{}: {}", error.code, error.message),
+            None => eprintln!("error"),
+        }
         Ok(ExitCode::from(1))
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use inferpush_protocol::catalogue;
+use inferpush_protocol::catalogue::echo;
 use serde_json::Value;
 
 use super::{Model, ModelError};
@@ -12,14 +12,10 @@ use super::{Model, ModelError};
 pub struct Echo;
 
 impl Model for Echo {
-    fn name(&self) -> &'static str {
-        "echo"
-    }
-
     fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
         Box::pin(async move {
-            catalogue::validate("echo", input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
-            let delay = catalogue::echo_delay_ms(input);
+            echo::validate(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+            let delay = echo::delay_ms(input);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use inferpush_protocol::catalogue::{self, ModelId};
 use serde_json::Value;
 
 pub use echo::Echo;
@@ -36,8 +37,6 @@ impl ModelError {
 
 /// A model backend: turns one task's input into its output.
 pub trait Model: Send + Sync + 'static {
-    /// Catalogue name.
-    fn name(&self) -> &'static str;
     /// Runs the model on `input`.
     fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>>;
 }
@@ -46,7 +45,7 @@ pub trait Model: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The configuration names a model this worker cannot run.
-    #[error("unknown model `{0}` in --models; this worker can serve: {known}", known = KNOWN.join(", "))]
+    #[error("unknown model `{0}` in --models; this worker can serve: {known}", known = catalogue::known_names())]
     Unknown(String),
     /// No model configured at all.
     #[error("--models is empty: name at least one model")]
@@ -61,8 +60,6 @@ pub enum RegistryError {
     },
 }
 
-const KNOWN: &[&str] = &["echo", inferpush_protocol::catalogue::MINILM];
-
 /// The models one worker serves, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -74,17 +71,10 @@ impl Registry {
     pub fn build(names: &[String], embedding: &EmbeddingSettings) -> Result<Self, RegistryError> {
         let mut registry = Registry::default();
         for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-            let model: Arc<dyn Model> = match name {
-                "echo" => Arc::new(Echo),
-                inferpush_protocol::catalogue::MINILM => {
-                    Arc::new(EmbeddingModel::load(embedding).map_err(|e| RegistryError::Load {
-                        model: name.to_owned(),
-                        reason: format!("{e:#}"),
-                    })?)
-                }
-                other => return Err(RegistryError::Unknown(other.to_owned())),
-            };
-            registry.models.insert(model.name(), model);
+            let spec = catalogue::find(name).ok_or_else(|| RegistryError::Unknown(name.to_owned()))?;
+            let model = load(spec.id, embedding)
+                .map_err(|e| RegistryError::Load { model: name.to_owned(), reason: format!("{e:#}") })?;
+            registry.models.insert(spec.name, model);
         }
         if registry.models.is_empty() {
             return Err(RegistryError::Empty);
@@ -103,6 +93,15 @@ impl Registry {
         names.sort_unstable();
         names
     }
+}
+
+/// The engine of each catalogue model: the one place a new model's module is wired in
+/// (the `match` does not compile until every [`ModelId`] has an arm).
+fn load(id: ModelId, embedding: &EmbeddingSettings) -> anyhow::Result<Arc<dyn Model>> {
+    Ok(match id {
+        ModelId::Echo => Arc::new(Echo),
+        ModelId::MiniLm => Arc::new(EmbeddingModel::load(embedding)?),
+    })
 }
 
 #[cfg(test)]

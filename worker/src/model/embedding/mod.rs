@@ -12,7 +12,7 @@ mod tokenize;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
-use inferpush_protocol::catalogue;
+use inferpush_protocol::catalogue::minilm;
 use serde_json::{Value, json};
 
 pub use batcher::{BatchSettings, Batcher};
@@ -65,7 +65,7 @@ impl ModelFiles {
     /// The files under `model_dir`.
     pub fn under(model_dir: &Path) -> Self {
         Self {
-            dir: model_dir.join(catalogue::MINILM),
+            dir: model_dir.join(minilm::NAME),
             ort_library: model_dir.join("onnxruntime").join("libonnxruntime.so"),
         }
     }
@@ -190,16 +190,12 @@ impl EmbeddingModel {
 }
 
 impl Model for EmbeddingModel {
-    fn name(&self) -> &'static str {
-        catalogue::MINILM
-    }
-
     fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
         Box::pin(async move {
-            let texts = catalogue::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+            let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
             let texts = texts.into_iter().map(str::to_owned).collect();
             let embeddings = self.batcher.embed(texts).await.map_err(ModelError::Failed)?;
-            Ok(json!({"embeddings": embeddings, "dimensions": catalogue::MINILM_DIMENSIONS}))
+            Ok(json!({"embeddings": embeddings, "dimensions": minilm::DIMENSIONS}))
         })
     }
 }

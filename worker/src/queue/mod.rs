@@ -1,24 +1,28 @@
-//! Consumes the served models' queues (and the dead letters): prefetch, manual acks,
-//! graceful stop, reconnects.
+//! Queue handling: consumes the served models' queues (and the dead letters) on
+//! RabbitMQ with prefetch, manual acks, graceful stop and reconnects; each message goes
+//! to [`message`].
 //!
 //! The loop has three states: connecting, consuming, draining. A broken connection
 //! is logged and retried after a delay; it never kills the process. On stop, the
 //! consumers are cancelled, the tasks in hand finish and are acked, and whatever was
 //! prefetched but not started goes back to the queue when the channel closes.
 
+mod message;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use inferpush_protocol::Topology;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::task::{TaskContext, handle, handle_dead_letter};
+use crate::processing::TaskContext;
+use message::{handle, handle_dead_letter};
 
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
@@ -69,12 +73,12 @@ async fn consume(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
-        .await
-        .context("connecting to RabbitMQ")?;
+    let connection = inferpush_service::amqp::connect(&settings.url).await.map_err(anyhow::Error::msg)?;
     let models = context.registry.names();
     let setup = connection.create_channel().await?;
-    settings.topology.declare(&setup, &models).await.context("declaring the topology")?;
+    inferpush_service::amqp::declare(&settings.topology, &setup, &models)
+        .await
+        .context("declaring the topology")?;
 
     let mut consumers = Vec::new();
     let mut deliveries: SelectAll<BoxStream<'static, (Source, lapin::Result<Delivery>)>> = SelectAll::new();

@@ -1,4 +1,4 @@
-//! Publishing tasks to RabbitMQ with publisher confirms, reconnecting on demand.
+//! The task queue on RabbitMQ: publishing with publisher confirms, reconnecting on demand.
 //!
 //! A task counts as accepted only once the broker has confirmed it is stored; until
 //! then the client gets no 202. A lost connection is dropped and re-opened by the
@@ -6,25 +6,16 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use inferpush_protocol::{TaskEnvelope, Topology};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+use super::{QueueError, TaskQueue};
 
-/// Why a task could not be handed to the broker.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// Could not connect, or the connection broke.
-    #[error("the message broker is unreachable: {0}")]
-    Unreachable(String),
-    /// The broker refused to take the message (nack, or no queue for the model).
-    #[error("the message broker refused the task: {0}")]
-    Refused(String),
-}
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Session {
     connection: Connection,
@@ -50,23 +41,20 @@ impl Broker {
         &self.topology
     }
 
-    async fn connect(&self) -> Result<Session, BrokerError> {
-        let unreachable = |e: lapin::Error| BrokerError::Unreachable(e.to_string());
-        let connect = Connection::connect(&self.url, ConnectionProperties::default());
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| BrokerError::Unreachable("connection timed out".into()))?
-            .map_err(unreachable)?;
+    async fn connect(&self) -> Result<Session, QueueError> {
+        let unreachable = |e: lapin::Error| QueueError::Unreachable(e.to_string());
+        let connection =
+            inferpush_service::amqp::connect(&self.url).await.map_err(QueueError::Unreachable)?;
         let channel = connection.create_channel().await.map_err(unreachable)?;
         let models: Vec<&str> = self.models.iter().map(String::as_str).collect();
-        self.topology.declare(&channel, &models).await.map_err(unreachable)?;
+        inferpush_service::amqp::declare(&self.topology, &channel, &models).await.map_err(unreachable)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unreachable)?;
         tracing::info!(exchange = self.topology.exchange(), "connected to RabbitMQ, topology declared");
         Ok(Session { connection, channel })
     }
 
     /// A channel on a live connection, connecting first if needed.
-    async fn channel(&self) -> Result<Channel, BrokerError> {
+    async fn channel(&self) -> Result<Channel, QueueError> {
         let mut session = self.session.lock().await;
         if let Some(live) = session.as_ref()
             && live.connection.status().connected()
@@ -84,28 +72,33 @@ impl Broker {
     async fn forget(&self) {
         *self.session.lock().await = None;
     }
+}
 
+#[async_trait]
+impl TaskQueue for Broker {
     /// True when a connection is open or can be opened now.
-    pub async fn is_ready(&self) -> bool {
+    async fn is_ready(&self) -> bool {
         self.channel().await.is_ok()
     }
 
     /// Publishes `task` persistently and waits for the broker's confirm.
-    pub async fn publish(&self, task: &TaskEnvelope, traceparent: &str) -> Result<(), BrokerError> {
+    async fn publish(&self, task: &TaskEnvelope, traceparent: &str) -> Result<(), QueueError> {
         let channel = self.channel().await?;
         let result = self.publish_on(&channel, task, traceparent).await;
-        if let Err(BrokerError::Unreachable(_)) = &result {
+        if let Err(QueueError::Unreachable(_)) = &result {
             self.forget().await;
         }
         result
     }
+}
 
+impl Broker {
     async fn publish_on(
         &self,
         channel: &Channel,
         task: &TaskEnvelope,
         traceparent: &str,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(), QueueError> {
         let mut headers = FieldTable::default();
         headers.insert("traceparent".into(), AMQPValue::LongString(traceparent.into()));
         let properties = BasicProperties::default()
@@ -115,7 +108,7 @@ impl Broker {
             .with_timestamp(task.submitted_at_ms / 1000)
             .with_headers(headers);
         let options = BasicPublishOptions { mandatory: true, ..Default::default() };
-        let unreachable = |e: lapin::Error| BrokerError::Unreachable(e.to_string());
+        let unreachable = |e: lapin::Error| QueueError::Unreachable(e.to_string());
         let confirm = channel
             .basic_publish(
                 self.topology.exchange().into(),
@@ -128,13 +121,13 @@ impl Broker {
             .map_err(unreachable)?;
         let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await
-            .map_err(|_| BrokerError::Unreachable("no publisher confirm in time".into()))?
+            .map_err(|_| QueueError::Unreachable("no publisher confirm in time".into()))?
             .map_err(unreachable)?;
         if !confirmation.is_ack() {
-            return Err(BrokerError::Refused("the broker nacked the message".into()));
+            return Err(QueueError::Refused("the broker nacked the message".into()));
         }
         if confirmation.take_message().is_some() {
-            return Err(BrokerError::Refused(format!("no queue is bound for model `{}`", task.model)));
+            return Err(QueueError::Refused(format!("no queue is bound for model `{}`", task.model)));
         }
         Ok(())
     }

@@ -1,67 +1,33 @@
-//! The task store: a Redis connection that reconnects by itself, and the operations
-//! the api and the worker need.
+//! The task store in Redis: a connection that reconnects by itself, records as JSON with
+//! a TTL, a sorted set per user for listing, and every change one Lua script.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
+use async_trait::async_trait;
+use inferpush_protocol::{Clock, TaskId, TaskRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use crate::keys::Keys;
-use crate::scripts;
-
-/// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Redis is unreachable or failed; nothing was changed that the caller relies on.
-    #[error("the task store is unavailable: {0}")]
-    Unavailable(#[from] redis::RedisError),
-    /// A stored record is not valid JSON of the expected shape.
-    #[error("a stored task record is corrupt: {0}")]
-    Corrupt(#[from] serde_json::Error),
-}
-
-/// What `create` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    /// A new queued task was recorded.
-    New,
-    /// The idempotency key already named this task; nothing was written.
-    Existing(TaskId),
-    /// The user already has the most unfinished tasks allowed; nothing was written.
-    LimitReached,
-}
-
-/// What `transition` found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transition {
-    /// The new state was written.
-    Applied,
-    /// The rules refused the change; this is what is stored.
-    Kept(Box<TaskRecord>),
-    /// No record exists (never created, expired, or cancelled too late to matter).
-    Missing,
-}
+use crate::{Created, StoreError, TaskStore, Transition, scripts};
 
 /// Task state in Redis.
 #[derive(Clone)]
-pub struct TaskStore {
+pub struct RedisTaskStore {
     connection: ConnectionManager,
     keys: Keys,
     ttl: Duration,
-    create: std::sync::Arc<Script>,
-    remove: std::sync::Arc<Script>,
-    transition: std::sync::Arc<Script>,
+    clock: Arc<dyn Clock>,
+    create: Arc<Script>,
+    remove: Arc<Script>,
+    transition: Arc<Script>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-impl TaskStore {
+impl RedisTaskStore {
     /// A store on `url` whose keys start with `prefix`, keeping records for `ttl`.
     /// Connects lazily and reconnects on its own; never blocks at start.
-    pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, StoreError> {
+    pub fn new(url: &str, prefix: &str, ttl: Duration, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -73,9 +39,10 @@ impl TaskStore {
             connection,
             keys: Keys::new(prefix),
             ttl,
-            create: std::sync::Arc::new(scripts::create()),
-            remove: std::sync::Arc::new(scripts::remove()),
-            transition: std::sync::Arc::new(scripts::transition()),
+            clock,
+            create: Arc::new(scripts::create()),
+            remove: Arc::new(scripts::remove()),
+            transition: Arc::new(scripts::transition()),
         })
     }
 
@@ -87,24 +54,23 @@ impl TaskStore {
     fn ttl_secs(&self) -> u64 {
         self.ttl.as_secs().max(1)
     }
+}
 
-    /// True when Redis answers a PING.
-    pub async fn is_ready(&self) -> bool {
+#[async_trait]
+impl TaskStore for RedisTaskStore {
+    async fn is_ready(&self) -> bool {
         let mut connection = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
     }
 
-    /// Records a queued task, or, when `idempotency_key` was already used by this user,
-    /// returns that task's id and writes nothing; refuses when the user already has
-    /// `max_in_flight` unfinished tasks.
-    pub async fn create(
+    async fn create(
         &self,
         record: &TaskRecord,
         idempotency_key: Option<&str>,
         max_in_flight: u64,
     ) -> Result<Created, StoreError> {
         let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k)).unwrap_or_default();
-        let oldest = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let oldest = self.clock.now_ms().saturating_sub(self.ttl.as_millis() as u64);
         let existing: Option<String> = self
             .create
             .key(self.keys.task(record.task_id))
@@ -130,8 +96,7 @@ impl TaskStore {
         }
     }
 
-    /// Removes a queued task that was never published (the broker refused it).
-    pub async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {
+    async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {
         let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k)).unwrap_or_default();
         let _: i64 = self
             .remove
@@ -145,15 +110,12 @@ impl TaskStore {
         Ok(())
     }
 
-    /// The record of `task_id`, if it exists.
-    pub async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let json: Option<String> = self.connection.clone().get(self.keys.task(task_id)).await?;
         Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
     }
 
-    /// A user's tasks submitted after `since_ms` (and, at that same millisecond, with an
-    /// id after `after`), oldest first, at most `limit`.
-    pub async fn list_since(
+    async fn list_since(
         &self,
         user_id: &str,
         since_ms: u64,
@@ -184,16 +146,14 @@ impl TaskStore {
             .collect()
     }
 
-    /// Writes `record` if its status may follow the stored one (see the module docs).
-    pub async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
-        let status = serde_json::to_value(record.status)?;
+    async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
         let answer: String = self
             .transition
             .key(self.keys.task(record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
             .key(self.keys.in_flight(&record.user_id))
             .arg(serde_json::to_string(record)?)
-            .arg(status.as_str().unwrap_or_default())
+            .arg(record.status.as_str())
             .arg(self.ttl_secs())
             .arg(record.task_id.to_string())
             .arg(record.submitted_at_ms)
@@ -204,17 +164,5 @@ impl TaskStore {
             "missing" => Ok(Transition::Missing),
             current => Ok(Transition::Kept(Box::new(serde_json::from_str(current)?))),
         }
-    }
-
-    /// Cancels a task that has not started; answers what is stored afterwards.
-    pub async fn cancel(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
-        let mut cancelled = record.clone();
-        cancelled.status = TaskStatus::Cancelled;
-        cancelled.finished_at_ms = Some(now_ms());
-        cancelled.error = Some(inferpush_protocol::ErrorBody {
-            code: "cancelled".into(),
-            message: "the task was cancelled by its owner before it started".into(),
-        });
-        self.transition(&cancelled).await
     }
 }

@@ -1,4 +1,5 @@
-//! Pushes result events to Soketi through its signed `batch_events` endpoint.
+//! The Pusher REST client: pushes events to Soketi through its signed `batch_events`
+//! endpoint.
 //!
 //! One actor gathers whatever events are ready (up to Soketi's 10 per call) into one
 //! signed request, over reqwest's kept-alive connection pool. A call that fails for a
@@ -7,11 +8,11 @@
 //! unacknowledged meanwhile, so a Soketi outage slows the worker down but loses nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use inferpush_protocol::AppCredentials;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
 use inferpush_protocol::signature::RestRequest;
+use inferpush_protocol::{AppCredentials, Clock, SystemClock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -21,16 +22,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Why an event was not delivered to Soketi.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum PushError {
-    /// Soketi refused the event itself (a 4xx other than 429): retrying cannot help.
-    #[error("Soketi refused the event: {0}")]
-    Rejected(String),
-    /// The worker is stopping and gave up waiting for Soketi.
-    #[error("gave up pushing: the worker is stopping")]
-    Aborted,
-}
+use super::PushError;
 
 struct Pending {
     event: BatchEvent,
@@ -161,7 +153,7 @@ impl Actor {
         let body = serde_json::to_vec(&BatchEvents { batch: events.to_vec() })
             .expect("batch events always serialise");
         let path = format!("/apps/{}/batch_events", self.target.credentials.app_id);
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let timestamp = SystemClock.now_secs();
         let query = self.target.credentials.sign_rest(&RestRequest {
             method: "POST",
             path: &path,

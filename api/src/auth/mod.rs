@@ -1,6 +1,9 @@
-//! The authenticated caller, as an extractor: a handler that takes a `User` cannot
-//! forget to check credentials. A bearer credential is a JWT (three dot-separated
-//! parts, when JWTs are configured) or an API key.
+//! Who is calling: the authenticated caller as an extractor ([`User`]), so a handler that
+//! takes a `User` cannot forget to check credentials. A bearer credential is a JWT
+//! ([`jwt`], three dot-separated parts) or an API key ([`keys`]).
+
+pub mod jwt;
+pub mod keys;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -8,7 +11,7 @@ use axum::http::request::Parts;
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::jwt::looks_like_jwt;
+use jwt::looks_like_jwt;
 
 /// A caller whose bearer credential we recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]

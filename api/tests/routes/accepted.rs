@@ -1,0 +1,159 @@
+//! The accepted path in process: submit, status, cancel and list on the in-memory store
+//! and a queue that records what it is handed (or refuses, to test outages), with a clock
+//! the test sets. The same paths run against RabbitMQ and Redis in `integration-tests/`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use inferpush_api::AppState;
+use inferpush_api::queue::{QueueError, TaskQueue};
+use inferpush_protocol::http::Accepted;
+use inferpush_protocol::{ManualClock, TaskEnvelope, TaskRecord, TaskStatus};
+use inferpush_store::{MemoryTaskStore, TaskStore};
+use serde_json::json;
+
+/// A queue that keeps what it is handed, or refuses as an unreachable broker would.
+#[derive(Default)]
+struct RecordingQueue {
+    published: Mutex<Vec<(TaskEnvelope, String)>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl TaskQueue for RecordingQueue {
+    async fn publish(&self, task: &TaskEnvelope, traceparent: &str) -> Result<(), QueueError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(QueueError::Unreachable("connection refused".into()));
+        }
+        self.published.lock().unwrap().push((task.clone(), traceparent.to_owned()));
+        Ok(())
+    }
+
+    async fn is_ready(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+}
+
+struct InProcess {
+    state: AppState,
+    queue: Arc<RecordingQueue>,
+    store: Arc<MemoryTaskStore>,
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+fn in_process() -> InProcess {
+    let queue = Arc::new(RecordingQueue::default());
+    let store = Arc::new(MemoryTaskStore::new());
+    let state = AppState {
+        queue: queue.clone(),
+        store: store.clone(),
+        clock: Arc::new(ManualClock::at(NOW_MS)),
+        ..super::state()
+    };
+    InProcess { state, queue, store }
+}
+
+fn submit_with_key(idempotency_key: &str) -> Request<Body> {
+    Request::post("/v1/inference")
+        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", idempotency_key)
+        .body(Body::from(json!({"model": "echo", "input": {"n": 1}}).to_string()))
+        .unwrap()
+}
+
+fn as_alice(method: &str, uri: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_accepted_task_is_recorded_queued_then_published_stamped_by_the_clock() {
+    let it = in_process();
+    let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let accepted: Accepted = serde_json::from_value(body).unwrap();
+    assert_eq!(accepted.status, TaskStatus::Queued);
+    assert_eq!(accepted.channel.to_string(), "private-inference.alice");
+
+    let published = it.queue.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    let (task, traceparent) = &published[0];
+    assert_eq!((task.task_id, task.submitted_at_ms), (accepted.task_id, NOW_MS));
+    assert!(task.channel.carries_results_of("alice"));
+    assert!(traceparent.starts_with(&format!("00-{}-", task.task_id.0.simple())), "{traceparent}");
+    let record = it.store.get(task.task_id).await.unwrap().unwrap();
+    assert_eq!(record, TaskRecord::queued(task));
+
+    let (status, _, read, _) = super::send_to(it.state.clone(), as_alice("GET", &accepted.status_url)).await;
+    assert_eq!((status, read["status"].as_str()), (StatusCode::OK, Some("queued")));
+}
+
+#[tokio::test]
+async fn a_replayed_idempotency_key_answers_the_first_task_and_publishes_once() {
+    let it = in_process();
+    let (_, _, first, _) = super::send_to(it.state.clone(), submit_with_key("same")).await;
+    let (status, _, again, _) = super::send_to(it.state.clone(), submit_with_key("same")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(first["task_id"], again["task_id"]);
+    assert_eq!(it.queue.published.lock().unwrap().len(), 1);
+    assert_eq!(it.store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_queue_outage_is_a_503_that_leaves_nothing_behind() {
+    let it = in_process();
+    it.queue.down.store(true, Ordering::SeqCst);
+    let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("nothing was queued"), "{body}");
+    assert!(it.store.is_empty(), "the queued record was removed");
+    assert_eq!(it.store.in_flight("alice"), 0, "and its in-flight slot freed");
+
+    it.queue.down.store(false, Ordering::SeqCst);
+    let (status, _, _, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the idempotency key is free again");
+}
+
+#[tokio::test]
+async fn a_store_outage_is_the_same_503_on_every_route_and_publishes_nothing() {
+    let it = in_process();
+    let (_, _, accepted, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    let url = accepted["status_url"].as_str().unwrap().to_owned();
+    it.store.set_available(false);
+    for request in [
+        submit_with_key("other"),
+        as_alice("GET", &url),
+        as_alice("DELETE", &url),
+        as_alice("GET", "/v1/inference?since=0"),
+    ] {
+        let (status, _, body, _) = super::send_to(it.state.clone(), request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["detail"], "the task store is unavailable; nothing was changed, retry later");
+    }
+    assert_eq!(it.queue.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_queued_task_is_cancelled_once_and_then_listed_as_cancelled() {
+    let it = in_process();
+    let (_, _, accepted, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    let url = accepted["status_url"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let (status, _, body, _) = super::send_to(it.state.clone(), as_alice("DELETE", &url)).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{body}");
+        assert_eq!(body["finished_at_ms"], NOW_MS);
+        assert_eq!(body["error"]["code"], "cancelled");
+    }
+    assert_eq!(it.store.in_flight("alice"), 0);
+    let (_, _, list, _) = super::send_to(it.state.clone(), as_alice("GET", "/v1/inference?since=0")).await;
+    assert_eq!(list["tasks"][0]["status"], "cancelled");
+}

@@ -1,0 +1,86 @@
+//! `all-minilm-l6-v2`'s input rules: 1–64 non-empty texts of at most 10000 characters.
+
+use serde_json::Value;
+
+use super::{InputError, invalid};
+
+/// Catalogue name of the sentence-embedding model.
+pub const NAME: &str = "all-minilm-l6-v2";
+/// Most texts in one embedding task.
+pub const MAX_TEXTS: usize = 64;
+/// Longest text, in characters (tokens past 256 are truncated, as the original model does).
+pub const MAX_CHARS: usize = 10_000;
+/// Size of each embedding.
+pub const DIMENSIONS: usize = 384;
+
+/// Checks an embedding input.
+pub fn validate(input: &Value) -> Result<(), InputError> {
+    texts(input).map(|_| ())
+}
+
+/// The `texts` of an embedding input, checked.
+pub fn texts(input: &Value) -> Result<Vec<&str>, InputError> {
+    let object = input.as_object().ok_or_else(|| invalid("input", "must be a JSON object with `texts`"))?;
+    if let Some(extra) = object.keys().find(|k| *k != "texts") {
+        return Err(invalid(&format!("input.{extra}"), "is not a field of this model's input"));
+    }
+    let texts = object
+        .get("texts")
+        .ok_or_else(|| invalid("input.texts", "is required: an array of 1–64 strings"))?
+        .as_array()
+        .ok_or_else(|| invalid("input.texts", "must be an array of strings"))?;
+    if texts.is_empty() || texts.len() > MAX_TEXTS {
+        return Err(invalid(
+            "input.texts",
+            format!("must hold 1 to {MAX_TEXTS} strings, not {}", texts.len()),
+        ));
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let field = format!("input.texts[{i}]");
+            let text = text.as_str().ok_or_else(|| invalid(&field, "must be a string"))?;
+            if text.trim().is_empty() {
+                return Err(invalid(&field, "must not be empty"));
+            }
+            let chars = text.chars().count();
+            if chars > MAX_CHARS {
+                return Err(invalid(&field, format!("is {chars} characters; the limit is {MAX_CHARS}")));
+            }
+            Ok(text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn takes_one_to_64_texts() {
+        assert_eq!(texts(&json!({"texts": ["a", "b"]})).unwrap(), ["a", "b"]);
+        assert!(validate(&json!({"texts": vec!["x"; 64]})).is_ok());
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let long = "x".repeat(MAX_CHARS + 1);
+        let cases = [
+            (json!({}), "`input.texts`"),
+            (json!({"texts": []}), "`input.texts`"),
+            (json!({"texts": "one"}), "`input.texts`"),
+            (json!({"texts": vec!["x"; 65]}), "`input.texts`"),
+            (json!({"texts": ["ok", 3]}), "`input.texts[1]`"),
+            (json!({"texts": ["ok", "  "]}), "`input.texts[1]`"),
+            (json!({"texts": [long]}), "`input.texts[0]`"),
+            (json!({"texts": ["ok"], "extra": 1}), "`input.extra`"),
+            (json!(["x"]), "`input`"),
+        ];
+        for (input, field) in cases {
+            let err = validate(&input).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{input}: {err}");
+        }
+    }
+}

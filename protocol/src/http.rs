@@ -1,0 +1,200 @@
+//! The HTTP api's request and response bodies, shared by the api (which answers with
+//! them), the Rust client and the CLI (which read them), and the end-to-end tests, so a
+//! renamed field breaks the build instead of a user.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::ModelSpec;
+use crate::channel::InferenceChannel;
+use crate::envelope::TaskId;
+use crate::lifecycle::{EventName, TaskStatus, status_url};
+use crate::record::TaskRecord;
+
+/// `POST /v1/inference`: what a client submits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Catalogue name of the model.
+    pub model: String,
+    /// The model's input; its shape depends on the model.
+    pub input: serde_json::Value,
+    /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+}
+
+impl SubmitRequest {
+    /// A plain (not encrypted) request for `model` on `input`.
+    pub fn new(model: impl Into<String>, input: serde_json::Value) -> Self {
+        Self { model: model.into(), input, encrypted: false }
+    }
+}
+
+/// Event names a client should listen for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventNames {
+    /// A worker took the task.
+    pub started: String,
+    /// The task succeeded.
+    pub completed: String,
+    /// The task failed or was cancelled.
+    pub failed: String,
+}
+
+impl Default for EventNames {
+    fn default() -> Self {
+        Self {
+            started: EventName::STARTED.into(),
+            completed: EventName::COMPLETED.into(),
+            failed: EventName::FAILED.into(),
+        }
+    }
+}
+
+/// The `202 Accepted` body of a submit (also the answer to an idempotent replay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// Its state when answered (`queued` for a new task).
+    pub status: TaskStatus,
+    /// The channel its events go to.
+    pub channel: InferenceChannel,
+    /// The events to listen for there.
+    pub events: EventNames,
+    /// Where its state can be read (also the `Location` header).
+    pub status_url: String,
+}
+
+impl Accepted {
+    /// The answer for `record`, with the status URL under `public_url`.
+    pub fn of(record: &TaskRecord, public_url: &str) -> Self {
+        Self {
+            task_id: record.task_id,
+            status: record.status,
+            channel: record.channel.clone(),
+            events: EventNames::default(),
+            status_url: status_url(public_url, record.task_id),
+        }
+    }
+}
+
+/// `GET /v1/inference?since=…&limit=…`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only tasks after this point: a task id (exclusive) or Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// At most this many (default 100, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One page of the caller's tasks, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskList {
+    /// The tasks.
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `since` to get the next page; absent when this page is the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_since: Option<TaskId>,
+}
+
+/// `POST /pusher/auth` and `POST /broadcasting/auth` (form-encoded or JSON), as pusher-js
+/// and Laravel Echo send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAuthRequest {
+    /// The connection's socket id.
+    pub socket_id: String,
+    /// The channel to subscribe to.
+    pub channel_name: String,
+}
+
+/// The signed subscription, as pusher-js and Laravel Echo expect it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAuthResponse {
+    /// `key:signature`.
+    pub auth: String,
+    /// Member data, for presence channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_data: Option<String>,
+    /// The channel's key, for encrypted channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<String>,
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Catalogue name.
+    pub name: String,
+    /// One line about what it does.
+    pub description: String,
+    /// The shape of `input`.
+    pub input: String,
+    /// The shape of `output`.
+    pub output: String,
+}
+
+impl From<&ModelSpec> for ModelInfo {
+    fn from(spec: &ModelSpec) -> Self {
+        Self {
+            name: spec.name.into(),
+            description: spec.description.into(),
+            input: spec.input.into(),
+            output: spec.output.into(),
+        }
+    }
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Every model of the catalogue.
+    pub models: Vec<ModelInfo>,
+}
+
+/// Every error answer: `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::TaskEnvelope;
+
+    #[test]
+    fn accepted_names_the_status_url_and_the_events() {
+        let record = TaskRecord::queued(&TaskEnvelope::new(
+            "alice",
+            "echo",
+            serde_json::json!({}),
+            InferenceChannel::private("alice").unwrap(),
+            1,
+        ));
+        let json = serde_json::to_value(Accepted::of(&record, "https://api.example")).unwrap();
+        assert_eq!(json["status"], "queued");
+        assert_eq!(json["channel"], "private-inference.alice");
+        assert_eq!(json["status_url"], format!("https://api.example/v1/inference/{}", record.task_id));
+        assert_eq!(json["events"]["completed"], "inference.completed");
+        assert_eq!(json["events"]["started"], "inference.started");
+    }
+
+    #[test]
+    fn a_plain_submit_leaves_encrypted_out_and_unknown_fields_are_refused() {
+        let json = serde_json::to_value(SubmitRequest::new("echo", serde_json::json!({}))).unwrap();
+        assert_eq!(json, serde_json::json!({"model": "echo", "input": {}}));
+        let extra = serde_json::json!({"model": "echo", "input": {}, "priority": 1});
+        assert!(serde_json::from_value::<SubmitRequest>(extra).is_err());
+    }
+}

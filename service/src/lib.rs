@@ -1,0 +1,12 @@
+//! The start-up pieces the api and the worker share, so each exists once: the settings
+//! both take ([`settings`]), tracing ([`telemetry`]), the shutdown signal ([`shutdown`]),
+//! and the queue topology declared on a broker ([`amqp`]).
+
+pub mod amqp;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use settings::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
+pub use shutdown::shutdown_signal;
+pub use telemetry::init_tracing;

@@ -1,0 +1,254 @@
+//! The settings both the api and the worker take, each declared once: the Pusher app
+//! (under Laravel's variable names), the broker, the task store and the api's public URL.
+//!
+//! Every duration is written the same way: a number with a unit (`250ms`, `30s`, `15m`,
+//! `24h`), a bare number meaning seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inferpush_protocol::encryption::{EncryptionError, MasterKey};
+use inferpush_protocol::topology::DEFAULT_DELIVERY_LIMIT;
+use inferpush_protocol::{AppCredentials, Clock, Topology};
+use inferpush_store::{RedisTaskStore, StoreError};
+
+/// The Pusher app, under Laravel's variable names.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PusherArgs {
+    /// Pusher (Soketi) app id.
+    #[arg(long = "pusher-app-id", env = "PUSHER_APP_ID", default_value = "app-id")]
+    pub app_id: String,
+    /// Pusher app key, public: clients connect with it.
+    #[arg(long = "pusher-app-key", env = "PUSHER_APP_KEY", default_value = "app-key")]
+    pub key: String,
+    /// Pusher app secret, used to sign subscriptions and REST calls.
+    #[arg(
+        long = "pusher-app-secret",
+        env = "PUSHER_APP_SECRET",
+        default_value = "app-secret",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub secret: String,
+    /// Host of Soketi's HTTP API and WebSocket server.
+    #[arg(long = "pusher-host", env = "PUSHER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of Soketi's HTTP API and WebSocket server.
+    #[arg(long = "pusher-port", env = "PUSHER_PORT", default_value_t = 6001)]
+    pub port: u16,
+    /// `http` or `https`.
+    #[arg(long = "pusher-scheme", env = "PUSHER_SCHEME", default_value = "http", value_parser = ["http", "https"])]
+    pub scheme: String,
+    /// Base64 of 32 bytes: enables end-to-end encrypted `private-encrypted-inference.{user}`
+    /// channels (the api hands out their keys, the worker seals results for them).
+    #[arg(long = "encryption-master-key", env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
+    pub encryption_master_key: Option<String>,
+}
+
+impl PusherArgs {
+    /// The app id, key and secret.
+    pub fn credentials(&self) -> AppCredentials {
+        AppCredentials::new(&self.app_id, &self.key, &self.secret)
+    }
+
+    /// Base URL of the Pusher HTTP API, e.g. `http://127.0.0.1:6001`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
+    }
+
+    /// The encryption master key, when one is set (an empty value counts as none).
+    pub fn master_key(&self) -> Result<Option<MasterKey>, EncryptionError> {
+        self.encryption_master_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(MasterKey::from_base64)
+            .transpose()
+    }
+}
+
+/// The broker connection and the names on it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ URL.
+    #[arg(
+        id = "amqp_url",
+        long = "amqp-url",
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Prefix of every exchange and queue name, so deployments can share a broker.
+    #[arg(
+        id = "amqp_prefix",
+        long = "amqp-prefix",
+        env = "INFERPUSH_AMQP_PREFIX",
+        default_value = "inferpush"
+    )]
+    pub prefix: String,
+    /// Deliveries of one task before it is dead-lettered.
+    #[arg(long = "delivery-limit", env = "INFERPUSH_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: u32,
+}
+
+impl AmqpArgs {
+    /// The topology these settings name.
+    pub fn topology(&self) -> Topology {
+        let mut topology = Topology::new(&self.prefix);
+        topology.delivery_limit = self.delivery_limit;
+        topology
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url_password(&self.url)
+    }
+}
+
+/// Where task state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Redis URL for task state and results.
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Prefix of every Redis key, so deployments can share a server.
+    #[arg(
+        id = "redis_prefix",
+        long = "redis-prefix",
+        env = "INFERPUSH_REDIS_PREFIX",
+        default_value = "inferpush"
+    )]
+    pub prefix: String,
+    /// How long task state and results are kept.
+    #[arg(long = "result-ttl", env = "INFERPUSH_RESULT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Deprecated spelling of `--result-ttl` in seconds; read when `INFERPUSH_RESULT_TTL` is not set.
+    #[arg(long = "result-ttl-secs", env = "INFERPUSH_RESULT_TTL_SECS", hide = true, conflicts_with = "ttl")]
+    pub legacy_ttl_secs: Option<u64>,
+}
+
+impl StoreArgs {
+    /// How long records live (the deprecated seconds setting still counts when given).
+    pub fn ttl(&self) -> Duration {
+        self.legacy_ttl_secs.map(Duration::from_secs).unwrap_or(self.ttl)
+    }
+
+    /// The Redis task store these settings name; connects lazily, so this never blocks.
+    pub fn open(&self, clock: Arc<dyn Clock>) -> Result<RedisTaskStore, StoreError> {
+        RedisTaskStore::new(&self.url, &self.prefix, self.ttl(), clock)
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url_password(&self.url)
+    }
+}
+
+/// The api's public base URL: where clients reach the status endpoint.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublicUrlArgs {
+    /// Public base URL of the api, used in `status_url`, `Location` and `result_url`
+    /// (empty: relative URLs).
+    #[arg(long = "public-url", env = "INFERPUSH_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+}
+
+impl PublicUrlArgs {
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> String {
+        self.public_url.trim_end_matches('/').to_owned()
+    }
+}
+
+/// Reads `250ms`, `30s`, `15m`, `24h` or `1h 30m` (humantime's syntax); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 30s or 15m: {e}"))
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`; the user info ends
+/// at the last `@`, so a password that holds `@` or `:` is hidden whole.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Both {
+        #[command(flatten)]
+        pusher: PusherArgs,
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        public: PublicUrlArgs,
+    }
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Both::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_reach_the_local_services() {
+        let both = Both::try_parse_from(["x"]).unwrap();
+        assert_eq!(both.pusher.base_url(), "http://127.0.0.1:6001");
+        assert_eq!(both.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(both.store.ttl(), Duration::from_secs(24 * 3600));
+        assert!(both.pusher.master_key().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_deprecated_ttl_in_seconds_still_counts() {
+        let both = Both::try_parse_from(["x", "--result-ttl-secs", "60"]).unwrap();
+        assert_eq!(both.store.ttl(), Duration::from_secs(60));
+        let both = Both::try_parse_from(["x", "--result-ttl", "2m"]).unwrap();
+        assert_eq!(both.store.ttl(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url_password("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(redact_url_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url_password("redis://u:p@ss:w@rd@h:6379/0"), "redis://u:***@h:6379/0");
+        assert_eq!(redact_url_password("redis://:secret@h"), "redis://:***@h");
+    }
+}

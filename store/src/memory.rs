@@ -1,0 +1,159 @@
+//! A task store in process memory, for in-process tests of the api and the worker. It
+//! applies the same lifecycle rules as the Redis scripts (both come from
+//! [`TaskStatus::may_follow`]); records never expire. `set_available(false)` makes every
+//! call fail as an unreachable Redis would, to test outage paths.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
+
+use crate::{Created, StoreError, TaskStore, Transition};
+
+#[derive(Default)]
+struct State {
+    records: HashMap<TaskId, TaskRecord>,
+    /// (user, submitted ms, task id): each user's tasks in listing order.
+    index: BTreeSet<(String, u64, TaskId)>,
+    idempotency: HashMap<(String, String), TaskId>,
+    in_flight: HashMap<String, u64>,
+}
+
+/// Task state in a `Mutex`ed map.
+pub struct MemoryTaskStore {
+    state: Mutex<State>,
+    available: AtomicBool,
+}
+
+impl Default for MemoryTaskStore {
+    fn default() -> Self {
+        Self { state: Mutex::default(), available: AtomicBool::new(true) }
+    }
+}
+
+impl MemoryTaskStore {
+    /// An empty, available store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// While `false`, every call fails with [`StoreError::Unavailable`].
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::SeqCst);
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("store lock").records.len()
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many unfinished tasks `user_id` holds.
+    pub fn in_flight(&self, user_id: &str) -> u64 {
+        self.state.lock().expect("store lock").in_flight.get(user_id).copied().unwrap_or(0)
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        if !self.available.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the in-memory store is set unavailable".into()));
+        }
+        Ok(self.state.lock().expect("store lock"))
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemoryTaskStore {
+    async fn is_ready(&self) -> bool {
+        self.state().is_ok()
+    }
+
+    async fn create(
+        &self,
+        record: &TaskRecord,
+        idempotency_key: Option<&str>,
+        max_in_flight: u64,
+    ) -> Result<Created, StoreError> {
+        let mut state = self.state()?;
+        let idem = idempotency_key.map(|k| (record.user_id.clone(), k.to_owned()));
+        if let Some(existing) = idem.as_ref().and_then(|k| state.idempotency.get(k)) {
+            return Ok(Created::Existing(*existing));
+        }
+        let in_flight = state.in_flight.entry(record.user_id.clone()).or_default();
+        if *in_flight >= max_in_flight {
+            return Ok(Created::LimitReached);
+        }
+        *in_flight += 1;
+        if let Some(idem) = idem {
+            state.idempotency.insert(idem, record.task_id);
+        }
+        state.index.insert((record.user_id.clone(), record.submitted_at_ms, record.task_id));
+        state.records.insert(record.task_id, record.clone());
+        Ok(Created::New)
+    }
+
+    async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let status = state.records.get(&record.task_id).map(|r| r.status);
+        if status.is_some_and(|s| s != TaskStatus::Queued) {
+            return Ok(());
+        }
+        if status.is_some() {
+            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(1));
+        }
+        state.records.remove(&record.task_id);
+        state.index.remove(&(record.user_id.clone(), record.submitted_at_ms, record.task_id));
+        if let Some(key) = idempotency_key {
+            let key = (record.user_id.clone(), key.to_owned());
+            if state.idempotency.get(&key) == Some(&record.task_id) {
+                state.idempotency.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self.state()?.records.get(&task_id).cloned())
+    }
+
+    async fn list_since(
+        &self,
+        user_id: &str,
+        since_ms: u64,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let state = self.state()?;
+        let from = (user_id.to_owned(), since_ms, TaskId(uuid::Uuid::nil()));
+        Ok(state
+            .index
+            .range(from..)
+            .take_while(|(user, _, _)| user == user_id)
+            .filter(|(_, _, id)| after.is_none_or(|after| *id > after))
+            .filter_map(|(_, _, id)| state.records.get(id).cloned())
+            .take(limit)
+            .collect())
+    }
+
+    async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
+        let mut state = self.state()?;
+        let current = state.records.get(&record.task_id).cloned();
+        let status = current.as_ref().map(|r| r.status);
+        if !record.status.may_follow(status) {
+            return Ok(current.map_or(Transition::Missing, |c| Transition::Kept(Box::new(c))));
+        }
+        if record.status.is_final() && status.is_some_and(|s| !s.is_final()) {
+            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(1));
+        }
+        if status.is_none() {
+            state.index.insert((record.user_id.clone(), record.submitted_at_ms, record.task_id));
+        }
+        state.records.insert(record.task_id, record.clone());
+        Ok(Transition::Applied)
+    }
+}

@@ -1,0 +1,160 @@
+//! One task, from decoded message to settlement: record `running`, run the model, store
+//! the result, announce it, and only then say how to settle the message.
+//!
+//! The message stays unacknowledged until the result is safe in the store, so a crash
+//! at any point means a redelivery, and a redelivered task that already finished is
+//! not run again: its stored result is announced once more (same task id) and acked.
+//! Nothing here touches the broker or Soketi directly: the store and the sink are
+//! traits, so `tests/processing.rs` runs this in process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inferpush_protocol::{Clock, ErrorBody, TaskEnvelope, TaskRecord};
+use inferpush_store::{StoreError, TaskStore, Transition};
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{EventSink, PushError};
+use crate::model::{ModelError, Registry};
+
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(3);
+/// How long an `inference.started` push may take before it is dropped.
+const STARTED_PUSH_WINDOW: Duration = Duration::from_secs(5);
+
+/// What every task needs from the worker.
+#[derive(Clone)]
+pub struct TaskContext {
+    /// The models served here.
+    pub registry: Registry,
+    /// Task state and results.
+    pub store: Arc<dyn TaskStore>,
+    /// Where events go.
+    pub sink: Arc<dyn EventSink>,
+    /// The time, for stamping tasks.
+    pub clock: Arc<dyn Clock>,
+    /// How long to keep retrying a push before acking anyway (the result stays in the store).
+    pub push_deadline: Duration,
+    /// Fires when tasks in hand must be given back to the queue (end of the grace period).
+    pub abort: CancellationToken,
+}
+
+/// How a delivery ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done: the result is stored (and pushed, or retrievable by GET).
+    Ack,
+    /// Give it back to the queue for another try (the worker is stopping).
+    Requeue,
+    /// It can never succeed: dead-letter it.
+    DeadLetter,
+}
+
+/// Runs `task` and announces its result, returning how to settle its message.
+pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
+    // Defence in depth: a task may only ever be pushed to its own user's channel.
+    if !task.channel.carries_results_of(&task.user_id) {
+        tracing::error!(task_id = %task.task_id, channel = %task.channel, "task names a channel its user does not own");
+        return Settlement::DeadLetter;
+    }
+    let clock = context.clock.as_ref();
+    let running = TaskRecord::queued(&task).started(clock);
+    match store_retrying(context, || context.store.transition(&running)).await {
+        Err(settlement) => return settlement,
+        Ok(Transition::Kept(current)) if current.status.is_final() => {
+            // Finished before (a redelivery) or cancelled: make sure the user heard, then ack.
+            tracing::info!(task_id = %task.task_id, status = %current.status, "task already final; announcing it again");
+            return announce(&current, context).await;
+        }
+        Ok(_) => announce_started(&running, context),
+    }
+
+    let started = Instant::now();
+    let outcome = match context.registry.get(&task.model) {
+        Some(model) => model.infer(&task.input).await,
+        None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
+    };
+    let inference_ms = started.elapsed().as_millis() as u64;
+    let finished = match outcome {
+        Ok(output) => running.succeeded(output, inference_ms, clock),
+        Err(error) => {
+            let error = ErrorBody { code: error.code().into(), message: error.to_string() };
+            running.failed(error, inference_ms, clock)
+        }
+    };
+    finish(finished, context).await
+}
+
+/// A dead-lettered task failed for good: record that and tell its user.
+pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> Settlement {
+    tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
+    finish(TaskRecord::queued(&task).dead_lettered(context.clock.as_ref()), context).await
+}
+
+/// Stores a final record (or takes the final one already stored) and announces it.
+async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
+    let stored = match store_retrying(context, || context.store.transition(&record)).await {
+        Err(settlement) => return settlement,
+        Ok(Transition::Kept(current)) if current.status.is_final() => *current,
+        Ok(_) => record,
+    };
+    announce(&stored, context).await
+}
+
+/// Tells the owner a worker started the task, in the background and on a best-effort
+/// basis: it never holds the task, and a lost one costs nothing, since the final event
+/// and the status API are what count.
+fn announce_started(record: &TaskRecord, context: &TaskContext) {
+    let (record, sink) = (record.clone(), context.sink.clone());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(STARTED_PUSH_WINDOW, sink.deliver(&record)).await;
+    });
+}
+
+/// Announces a final record; the record is already safe, so whatever the sink does, the
+/// task is acked (unless the worker is stopping, when it is requeued and the next worker
+/// announces the stored result).
+async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
+    match tokio::time::timeout(context.push_deadline, context.sink.deliver(record)).await {
+        Ok(Ok(())) => {
+            tracing::info!(task_id = %record.task_id, model = record.model, status = %record.status, "task done");
+            Settlement::Ack
+        }
+        Ok(Err(PushError::Aborted)) => Settlement::Requeue,
+        Ok(Err(PushError::Rejected(reason))) => {
+            tracing::error!(task_id = %record.task_id, reason, "the result was not pushed; it stays retrievable by GET");
+            Settlement::Ack
+        }
+        Err(_) => {
+            tracing::warn!(task_id = %record.task_id, deadline = ?context.push_deadline, "could not push in time; the result stays retrievable by GET");
+            Settlement::Ack
+        }
+    }
+}
+
+/// Retries a store operation while the store is unreachable (holding the task, so the
+/// worker effectively pauses) until it answers or the worker aborts.
+async fn store_retrying<T, F, Fut>(context: &TaskContext, operation: F) -> Result<T, Settlement>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = STORE_RETRY_FIRST;
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(StoreError::Corrupt(error)) => {
+                tracing::error!(%error, "corrupt task record; dead-lettering the task");
+                return Err(Settlement::DeadLetter);
+            }
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "task store unavailable; holding the task");
+                tokio::select! {
+                    _ = context.abort.cancelled() => return Err(Settlement::Requeue),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(STORE_RETRY_MAX);
+            }
+        }
+    }
+}

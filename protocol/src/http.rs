@@ -56,7 +56,8 @@ impl Default for EventNames {
 pub struct Accepted {
     /// The task's id.
     pub task_id: TaskId,
-    /// Its state when answered (`queued` for a new task).
+    /// Always `queued`: the state it was accepted in (an idempotent replay answers as the
+    /// first submit did; `status_url` has where it stands now).
     pub status: TaskStatus,
     /// The channel its events go to.
     pub channel: InferenceChannel,
@@ -71,7 +72,7 @@ impl Accepted {
     pub fn of(record: &TaskRecord, public_url: &str) -> Self {
         Self {
             task_id: record.task_id,
-            status: record.status,
+            status: TaskStatus::Queued,
             channel: record.channel.clone(),
             events: EventNames::default(),
             status_url: status_url(public_url, record.task_id),

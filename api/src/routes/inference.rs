@@ -52,9 +52,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError> {
-    let mut body = Accepted::of(record, &state.public_url);
-    // A replay answers as the first submit did: the task was queued then.
-    body.status = inferpush_protocol::TaskStatus::Queued;
+    let body = Accepted::of(record, &state.public_url);
     let location = HeaderValue::from_str(&body.status_url).map_err(|e| AppError::Internal(e.into()))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }

@@ -44,8 +44,11 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let target =
-        SoketiTarget { base_url: config.pusher.base_url(), credentials: config.pusher.credentials() };
+    let target = SoketiTarget {
+        base_url: config.pusher.base_url(),
+        credentials: config.pusher.credentials(),
+        clock: clock.clone(),
+    };
     let sink = PusherSink {
         publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
         max_event_bytes: config.max_event_bytes,

@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use inferpush_protocol::AppCredentials;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
+use inferpush_protocol::{AppCredentials, SystemClock};
 use inferpush_worker::delivery::PushError;
 use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
 use tokio_util::sync::CancellationToken;
@@ -69,7 +69,11 @@ async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let abort = CancellationToken::new();
-    let publisher = Publisher::spawn(SoketiTarget { base_url, credentials: credentials() }, 2, abort.clone());
+    let publisher = Publisher::spawn(
+        SoketiTarget { base_url, credentials: credentials(), clock: Arc::new(SystemClock) },
+        2,
+        abort.clone(),
+    );
     (shared, publisher, abort)
 }
 

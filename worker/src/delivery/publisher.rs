@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
 use inferpush_protocol::signature::RestRequest;
-use inferpush_protocol::{AppCredentials, Clock, SystemClock};
+use inferpush_protocol::{AppCredentials, Clock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,8 @@ pub struct SoketiTarget {
     pub base_url: String,
     /// The app whose secret signs each call.
     pub credentials: AppCredentials,
+    /// The time each signature is stamped with (Soketi refuses one that is far off).
+    pub clock: Arc<dyn Clock>,
 }
 
 enum Outcome {
@@ -153,7 +155,7 @@ impl Actor {
         let body = serde_json::to_vec(&BatchEvents { batch: events.to_vec() })
             .expect("batch events always serialise");
         let path = format!("/apps/{}/batch_events", self.target.credentials.app_id);
-        let timestamp = SystemClock.now_secs();
+        let timestamp = self.target.clock.now_secs();
         let query = self.target.credentials.sign_rest(&RestRequest {
             method: "POST",
             path: &path,

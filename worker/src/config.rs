@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
+    /// The worker's own listener (`/healthz`, `/readyz`); when taken, a free port instead.
+    #[arg(long, env = "INFERPUSH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: std::net::SocketAddr,
     /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
     #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod health;
 pub mod model;
 pub mod offline;
 pub mod processing;

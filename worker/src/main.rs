@@ -10,6 +10,7 @@ use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
 use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
 use inferpush_worker::delivery::pusher::PusherSink;
+use inferpush_worker::health::Readiness;
 use inferpush_worker::model::Registry;
 use inferpush_worker::processing::TaskContext;
 use inferpush_worker::queue::{self, ConsumerSettings};
@@ -81,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
             abort.cancel();
         })
     };
-    queue::run(settings, context, stop).await;
+    let readiness = Readiness::default();
+    // Not tied to `stop`: the listener keeps answering while the tasks in hand drain.
+    inferpush_worker::health::spawn(config.metrics_addr, readiness.clone(), CancellationToken::new())
+        .await
+        .with_context(|| format!("binding the health listener on {}", config.metrics_addr))?;
+    queue::run(settings, context, stop, readiness).await;
     signals.abort();
     tracing::info!("stopped");
     Ok(())

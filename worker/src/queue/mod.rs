@@ -21,6 +21,7 @@ use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Readiness;
 use crate::processing::TaskContext;
 use message::{handle, handle_dead_letter};
 
@@ -46,10 +47,18 @@ enum Source {
     DeadLetters,
 }
 
-/// Consumes until `stop` fires, reconnecting as often as needed.
-pub async fn run(settings: ConsumerSettings, context: TaskContext, stop: CancellationToken) {
+/// Consumes until `stop` fires, reconnecting as often as needed; `readiness` says
+/// whether the consumers are in place.
+pub async fn run(
+    settings: ConsumerSettings,
+    context: TaskContext,
+    stop: CancellationToken,
+    readiness: Readiness,
+) {
     loop {
-        match consume(&settings, &context, &stop).await {
+        let session = consume(&settings, &context, &stop, &readiness).await;
+        readiness.set(false);
+        match session {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "RabbitMQ session ended; reconnecting");
@@ -71,6 +80,7 @@ async fn consume(
     settings: &ConsumerSettings,
     context: &TaskContext,
     stop: &CancellationToken,
+    readiness: &Readiness,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let connection = inferpush_service::amqp::connect(&settings.url).await.map_err(anyhow::Error::msg)?;
@@ -105,6 +115,7 @@ async fn consume(
         consumers.push(ModelConsumer { channel, tag });
     }
 
+    readiness.set(true);
     let mut tasks = JoinSet::new();
     let ended = loop {
         tokio::select! {
@@ -129,6 +140,7 @@ async fn consume(
         return ended;
     }
 
+    readiness.set(false);
     tracing::info!(in_hand = tasks.len(), "stopping: finishing the tasks in hand");
     for consumer in &consumers {
         let _ =

@@ -1,5 +1,8 @@
 //! A small Pusher Channels WebSocket client (protocol 7), as a browser's pusher-js
-//! would speak it: connect, answer pings, subscribe with a signature, receive events.
+//! would speak it: connect, answer pings, subscribe with a signature, receive events, and
+//! notice a dead connection the way pusher-js does ([`Liveness`]): a server that vanished
+//! without closing the socket (a killed container, a dropped network) ends the stream
+//! instead of leaving the client waiting forever.
 
 use std::time::Duration;
 
@@ -26,6 +29,24 @@ impl PusherMessage {
     }
 }
 
+/// How a client notices that its connection died: after `activity` with nothing received
+/// it sends `pusher:ping`; when nothing comes back within `pong`, it gives the connection
+/// up (`recv` answers `None`). pusher-js's defaults are 120 s (or the server's
+/// `activity_timeout`, if shorter) and 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Quiet time before a ping.
+    pub activity: Duration,
+    /// Time a ping has to be answered.
+    pub pong: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { activity: Duration::from_secs(30), pong: Duration::from_secs(30) }
+    }
+}
+
 /// A connected client.
 pub struct PusherClient {
     /// The id the server gave this connection; channel signatures cover it.
@@ -49,8 +70,14 @@ fn parse(text: &str) -> Option<PusherMessage> {
 }
 
 impl PusherClient {
-    /// Connects to `ws://host:port/app/{key}` and waits for `pusher:connection_established`.
+    /// Connects to `ws://host:port/app/{key}` and waits for `pusher:connection_established`,
+    /// with the default [`Liveness`].
     pub async fn connect(ws_base: &str, app_key: &str) -> anyhow::Result<Self> {
+        Self::connect_with(ws_base, app_key, Liveness::default()).await
+    }
+
+    /// [`Self::connect`] with its own dead-connection timing.
+    pub async fn connect_with(ws_base: &str, app_key: &str, liveness: Liveness) -> anyhow::Result<Self> {
         let url = format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-rust&version=0.1.0");
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
         let (mut sink, mut stream) = socket.split();
@@ -65,7 +92,22 @@ impl PusherClient {
         });
         let pong = outgoing.clone();
         tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
+            let mut pinged = false;
+            loop {
+                let quiet = if pinged { liveness.pong } else { liveness.activity };
+                let message = match tokio::time::timeout(quiet, stream.next()).await {
+                    Ok(Some(Ok(message))) => message,
+                    // Closed, failed, or silent past the ping: the connection is gone.
+                    Ok(_) => break,
+                    Err(_) if pinged => break,
+                    Err(_) => {
+                        pinged = true;
+                        let ping = json!({"event": "pusher:ping", "data": {}}).to_string();
+                        let _ = pong.send(Message::text(ping));
+                        continue;
+                    }
+                };
+                pinged = false;
                 let Message::Text(text) = message else {
                     continue;
                 };
@@ -142,5 +184,39 @@ impl PusherClient {
                 return Some(message);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that establishes the connection, then falls silent without closing it,
+    /// as a killed container does.
+    async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let established = json!({
+                "event": "pusher:connection_established",
+                "data": json!({"socket_id": "1.2", "activity_timeout": 120}).to_string(),
+            });
+            socket.send(Message::text(established.to_string())).await.unwrap();
+            // Read (and ignore) whatever comes, pings included, and never answer.
+            while socket.next().await.is_some() {}
+        });
+        format!("ws://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_given_up_after_an_unanswered_ping() {
+        let liveness = Liveness { activity: Duration::from_millis(200), pong: Duration::from_millis(200) };
+        let mut client = PusherClient::connect_with(&silent_server().await, "key", liveness).await.unwrap();
+        assert_eq!(client.socket_id, "1.2");
+        let started = tokio::time::Instant::now();
+        assert!(tokio::time::timeout(Duration::from_secs(5), client.recv()).await.unwrap().is_none());
+        assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
     }
 }

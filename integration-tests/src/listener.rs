@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use inferpush_client::pusher::PusherClient;
+use inferpush_client::pusher::{Liveness, PusherClient};
 
 /// Where to connect and as whom.
 #[derive(Debug, Clone)]
@@ -43,7 +43,10 @@ pub struct Listener {
 }
 
 async fn connect(target: &ListenerTarget) -> anyhow::Result<PusherClient> {
-    let mut client = PusherClient::connect(&target.ws_base, &target.app_key).await?;
+    // A killed server (a container stopped without closing its sockets) is noticed within
+    // seconds, so the listener reconnects as a pusher-js client would, only sooner.
+    let liveness = Liveness { activity: Duration::from_secs(2), pong: Duration::from_secs(2) };
+    let mut client = PusherClient::connect_with(&target.ws_base, &target.app_key, liveness).await?;
     let body = serde_urlencoded::to_string([
         ("socket_id", client.socket_id.as_str()),
         ("channel_name", target.channel.as_str()),

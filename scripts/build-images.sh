@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make images`: the container images, built with Podman from a Debian base made here
+# with debootstrap (no registry is reachable). The Rust binaries are the host's release
+# build (`make build-release`), copied in, never compiled in an image.
+#
+#   scripts/build-images.sh                       every image
+#   scripts/build-images.sh soketi rabbitmq redis  only these (what the container tests use)
+#
+# An image is rebuilt only when what goes into it changed: each carries the SHA-256 of its
+# staged context, Containerfile and base image as a label, compared before building.
+#
+# Caches outside the clone, so CI and later sessions reuse them:
+#   $INFERPUSH_CACHE (default /var/cache/inferpush): the debootstrap tarball;
+#   Podman's own store: the images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+cache="${INFERPUSH_CACHE:-/var/cache/inferpush}"
+base="localhost/inferpush/debian:bookworm"
+stage="$target_dir/images"
+
+scripts/ensure-podman.sh
+
+# The base: Debian bookworm, minbase variant, from the mirror this machine's apt uses.
+if ! podman image exists "$base"; then
+  tarball="$cache/debian-bookworm-minbase.tar"
+  if [[ ! -s "$tarball" ]]; then
+    mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2> /dev/null ||
+      awk '/^deb / { print $2; exit }' /etc/apt/sources.list)
+    rootfs="$cache/rootfs"
+    echo "debootstrap: bookworm minbase from $mirror"
+    mkdir -p "$cache" && rm -rf "$rootfs"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" > "$cache/debootstrap.log"
+    # What no container reads: documentation, manuals, translations, apt's package lists.
+    rm -rf "$rootfs"/usr/share/{doc,man,info,locale}/* "$rootfs"/var/lib/apt/lists/* \
+      "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*
+    tar -C "$rootfs" -c . > "$tarball.partial" && mv "$tarball.partial" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  podman import --quiet "$tarball" "$base" > /dev/null
+  echo "imported $base"
+fi
+base_id=$(podman image inspect --format '{{.Id}}' "$base")
+
+images=("$@")
+((${#images[@]})) || images=(api worker soketi rabbitmq redis)
+release="$target_dir/release"
+
+# Stages the context of image $1 (files after it: SOURCE:DEST pairs), then builds it
+# unless an image with the same content label exists.
+build() {
+  local name=$1
+  shift
+  local context="$stage/$name"
+  rm -rf "$context" && mkdir -p "$context"
+  for pair in "$@"; do
+    local source=${pair%%:*} dest=${pair#*:}
+    mkdir -p "$(dirname "$context/$dest")"
+    cp -a "$source" "$context/$dest"
+  done
+  # The release build keeps line tables for backtraces on the host; images ship without.
+  for binary in "$context"/inferpush-*; do
+    [[ -f "$binary" ]] && strip --strip-debug "$binary"
+  done
+  local containerfile="deploy/images/$name.Containerfile"
+  local hash
+  hash=$({
+    echo "$base_id"
+    sha256sum "$containerfile" | cut -d' ' -f1
+    (cd "$context" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum)
+  } | sha256sum | cut -d' ' -f1)
+  local image="localhost/inferpush-$name:latest"
+  local built
+  built=$(podman image inspect --format '{{index .Labels "inferpush.content"}}' "$image" 2> /dev/null || true)
+  if [[ "$built" == "$hash" ]]; then
+    echo "$image is up to date"
+    return
+  fi
+  echo "building $image"
+  podman build --quiet --pull=never --format docker --build-arg "BASE=$base" \
+    --label "inferpush.content=$hash" -t "$image" -f "$containerfile" "$context" > /dev/null
+}
+
+binary() {
+  [[ -x "$release/$1" ]] || { echo "missing $release/$1: run make build-release" >&2; exit 1; }
+  echo "$release/$1:$1"
+}
+
+probe=deploy/images/http-probe:http-probe
+pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js
+for image in "${images[@]}"; do
+  case "$image" in
+    api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" ;;
+    worker) build worker "$(binary inferpush-worker)" "$probe" \
+      "models/all-minilm-l6-v2:models/all-minilm-l6-v2" "models/onnxruntime:models/onnxruntime" ;;
+    soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
+      "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;
+    rabbitmq | redis) build "$image" ;;
+    *) echo "unknown image $image" >&2; exit 1 ;;
+  esac
+done
+
+podman images --filter "reference=localhost/inferpush-*" --format '{{.Repository}}:{{.Tag}} {{.Size}}'

@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs
+.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
 	scripts/run.sh
 
 ## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
-test: deps services chromium models lint
+test: deps services chromium models lint service-images
 	$(CARGO) build --workspace --all-targets
 	scripts/test.sh
 
@@ -55,6 +55,15 @@ bench-model:
 ## Debian's Chromium for the browser test (installed once).
 chromium:
 	scripts/ensure-chromium.sh
+
+## Container images with Podman, from a Debian base made with debootstrap (no registry):
+## inferpush-api, -worker, -soketi, -rabbitmq, -redis. Rebuilt only when their content changed.
+images: deps models build-release
+	scripts/build-images.sh
+
+## The images the container-mode tests start (Soketi, RabbitMQ, Redis); no Rust build needed.
+service-images: deps
+	scripts/build-images.sh soketi rabbitmq redis
 
 ## Start RabbitMQ (and Redis) if this machine has them stopped.
 services:

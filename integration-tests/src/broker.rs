@@ -1,4 +1,5 @@
-//! A look at the real RabbitMQ: queue depths, consumers, clean-up of a test's names.
+//! A look at a real RabbitMQ (the machine's shared one, or a stack's own container):
+//! queue depths, consumers, clean-up of a test's names.
 
 use std::time::Duration;
 
@@ -7,16 +8,15 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOpti
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
-/// The broker the tests use: `AMQP_URL`, else the local default.
+/// The machine's shared broker: `AMQP_URL`, else the local default.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// Messages ready and consumers attached on `queue` (which must exist).
-pub async fn queue_stats(queue: &str) -> (u32, u32) {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connecting to RabbitMQ");
+/// Messages ready and consumers attached on `queue` (which must exist) of the broker at `url`.
+pub async fn queue_stats(url: &str, queue: &str) -> (u32, u32) {
+    let connection =
+        Connection::connect(url, ConnectionProperties::default()).await.expect("connecting to RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");
     let options = QueueDeclareOptions { passive: true, ..Default::default() };
     let queue =
@@ -25,11 +25,11 @@ pub async fn queue_stats(queue: &str) -> (u32, u32) {
     (queue.message_count(), queue.consumer_count())
 }
 
-/// Waits until `queue` has `consumers` consumers.
-pub async fn wait_for_consumers(queue: &str, consumers: u32, timeout: Duration) {
+/// Waits until `queue` of the broker at `url` has `consumers` consumers.
+pub async fn wait_for_consumers(url: &str, queue: &str, consumers: u32, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await;
+        let connection = Connection::connect(url, ConnectionProperties::default()).await;
         if let Ok(connection) = connection {
             let channel = connection.create_channel().await.expect("channel");
             let options = QueueDeclareOptions { passive: true, ..Default::default() };
@@ -49,9 +49,9 @@ pub async fn wait_for_consumers(queue: &str, consumers: u32, timeout: Duration) 
     }
 }
 
-/// Deletes the exchanges and queues of a test's topology.
-pub async fn delete_topology(topology: &Topology, models: &[&str]) {
-    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else {
+/// Deletes the exchanges and queues of a test's topology on the broker at `url`.
+pub async fn delete_topology(url: &str, topology: &Topology, models: &[&str]) {
+    let Ok(connection) = Connection::connect(url, ConnectionProperties::default()).await else {
         return;
     };
     let Ok(channel) = connection.create_channel().await else {
@@ -68,13 +68,12 @@ pub async fn delete_topology(topology: &Topology, models: &[&str]) {
     let _ = connection.close(200, "done".into()).await;
 }
 
-/// Publishes `body` straight to the task exchange, as a buggy or hostile publisher
-/// that skipped the api's validation might.
-pub async fn publish_raw(topology: &Topology, model: &str, body: &[u8]) {
+/// Publishes `body` straight to the task exchange of the broker at `url`, as a buggy or
+/// hostile publisher that skipped the api's validation might.
+pub async fn publish_raw(url: &str, topology: &Topology, model: &str, body: &[u8]) {
     use lapin::BasicProperties;
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let connection =
-        Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("connecting");
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("connecting");
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let properties = BasicProperties::default().with_delivery_mode(2);

@@ -1,14 +1,16 @@
 //! Helpers for inferpush's end-to-end tests: start the real Soketi, api and worker as
 //! child processes on free ports, talk to them with a real Pusher WebSocket client, and
-//! look at the real RabbitMQ queues.
+//! look at the real RabbitMQ queues; or, in the container mode, with Soketi, RabbitMQ
+//! and Redis in containers.
 
 pub mod accounting;
 pub mod broker;
 pub mod burst;
+pub mod containers;
 pub mod listener;
 pub mod node;
 pub mod process;
 pub mod stack;
 
 pub use inferpush_client::pusher::{PusherClient, PusherMessage};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Services, Stack, StackOptions};

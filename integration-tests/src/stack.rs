@@ -1,5 +1,7 @@
 //! A whole inferpush stack for one test: Soketi, api and worker on free ports, with
-//! its own exchange and queue names on the shared RabbitMQ, all stopped on drop.
+//! its own exchange and queue names on the shared RabbitMQ, all stopped on drop. In the
+//! container mode ([`Services::Containers`]) Soketi, RabbitMQ and Redis are the stack's
+//! own containers instead ([`crate::containers`]).
 
 use std::time::Duration;
 
@@ -7,7 +9,8 @@ use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, ListQuer
 use inferpush_protocol::{TaskRecord, Topology};
 use serde_json::{Value, json};
 
-use crate::broker::{amqp_url, delete_topology, wait_for_consumers};
+use crate::broker::{amqp_url, delete_topology, publish_raw, queue_stats, wait_for_consumers};
+use crate::containers::{self, ServiceContainer};
 use crate::process::{Service, bin_dir, free_port, wait_http_ok, workspace_root};
 use inferpush_client::pusher::PusherClient;
 
@@ -45,6 +48,17 @@ pub struct StackOptions {
     pub own_redis: bool,
     /// Development mode on the api (dev keys, demo page, demo tokens).
     pub dev_mode: bool,
+    /// Where Soketi, RabbitMQ and Redis come from.
+    pub services: Services,
+}
+
+/// Where a stack's Soketi, RabbitMQ and Redis run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    /// Soketi as a host process, the machine's RabbitMQ and Redis (the fast default).
+    Processes,
+    /// Each as the stack's own container, through testcontainers and Podman.
+    Containers,
 }
 
 impl Default for StackOptions {
@@ -57,6 +71,7 @@ impl Default for StackOptions {
             own_redis: false,
             dev_mode: true,
             models: "echo".into(),
+            services: Services::Processes,
         }
     }
 }
@@ -71,7 +86,11 @@ pub struct Stack {
     pub soketi_port: u16,
     /// The stack's RabbitMQ names.
     pub topology: Topology,
+    /// The broker the stack uses.
+    pub amqp_url: String,
     options: StackOptions,
+    containers: Vec<ServiceContainer>,
+    soketi_container: Option<ServiceContainer>,
     redis_url: String,
     redis: Option<Service>,
     redis_dir: Option<std::path::PathBuf>,
@@ -97,6 +116,9 @@ impl Stack {
             api_url: String::new(),
             soketi_port,
             topology: Topology::new(&name),
+            amqp_url: amqp_url(),
+            containers: Vec::new(),
+            soketi_container: None,
             name,
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             redis: None,
@@ -108,7 +130,18 @@ impl Stack {
             workers_started: 0,
             http: reqwest::Client::new(),
         };
-        if stack.options.own_redis {
+        if stack.options.services == Services::Containers {
+            let (redis, rabbitmq, soketi) = tokio::join!(
+                containers::redis(),
+                containers::rabbitmq(),
+                containers::soketi(APP_ID, APP_KEY, APP_SECRET)
+            );
+            stack.redis_url = format!("redis://127.0.0.1:{}", redis.port);
+            stack.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbitmq.port);
+            stack.soketi_port = soketi.port;
+            stack.containers = vec![redis, rabbitmq];
+            stack.soketi_container = Some(soketi);
+        } else if stack.options.own_redis {
             let port = free_port();
             stack.redis_url = format!("redis://127.0.0.1:{port}");
             let dir = crate::process::log_dir().join(format!("{}-redis", stack.name));
@@ -116,7 +149,9 @@ impl Stack {
             stack.redis_dir = Some(dir);
             stack.start_redis().await;
         }
-        stack.start_soketi().await;
+        if stack.soketi_container.is_none() {
+            stack.start_soketi().await;
+        }
         let mut api = Service::start(
             "inferpush-api",
             &format!("{}-api", stack.name),
@@ -146,7 +181,7 @@ impl Stack {
 
     fn common_env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AMQP_URL", amqp_url()),
+            ("AMQP_URL", self.amqp_url.clone()),
             ("INFERPUSH_AMQP_PREFIX", self.name.clone()),
             ("INFERPUSH_DELIVERY_LIMIT", self.options.delivery_limit.to_string()),
             ("REDIS_URL", self.redis_url.clone()),
@@ -203,8 +238,14 @@ impl Stack {
         }
     }
 
-    /// Starts Soketi on the stack's port and waits for `/ready`.
+    /// Starts Soketi on the stack's port (again, after [`Self::stop_soketi`]) and waits for `/ready`.
     pub async fn start_soketi(&mut self) {
+        if let Some(container) = &self.soketi_container {
+            container.restart().await;
+            let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
+            wait_http_ok(&url, Duration::from_secs(60), "the soketi container").await;
+            return;
+        }
         let soketi = Service::start(
             "soketi",
             &format!("{}-soketi", self.name),
@@ -227,6 +268,10 @@ impl Stack {
 
     /// Kills Soketi (its clients are disconnected).
     pub async fn stop_soketi(&mut self) {
+        if let Some(container) = &self.soketi_container {
+            container.kill().await;
+            return;
+        }
         if let Some(mut soketi) = self.soketi.take() {
             soketi.signal("KILL");
             soketi.wait_exit(Duration::from_secs(10)).await;
@@ -247,6 +292,7 @@ impl Stack {
                 vec![
                     ("INFERPUSH_PREFETCH", self.options.prefetch.to_string()),
                     ("INFERPUSH_SHUTDOWN_GRACE", self.options.shutdown_grace.clone()),
+                    ("INFERPUSH_METRICS_ADDR", "127.0.0.1:0".into()),
                     ("INFERPUSH_MODELS", self.options.models.clone()),
                     ("INFERPUSH_MODEL_DIR", workspace_root().join("models").display().to_string()),
                 ],
@@ -255,7 +301,18 @@ impl Stack {
         );
         self.worker = Some(worker);
         let first_model = self.options.models.split(',').next().unwrap_or("echo").to_owned();
-        wait_for_consumers(&self.topology.queue(&first_model), 1, Duration::from_secs(60)).await;
+        wait_for_consumers(&self.amqp_url, &self.topology.queue(&first_model), 1, Duration::from_secs(60))
+            .await;
+    }
+
+    /// Messages ready and consumers attached on one of the stack's queues.
+    pub async fn queue_stats(&self, queue: &str) -> (u32, u32) {
+        queue_stats(&self.amqp_url, queue).await
+    }
+
+    /// Publishes `body` straight to the stack's task exchange for `model`, skipping the api.
+    pub async fn publish_raw(&self, model: &str, body: &[u8]) {
+        publish_raw(&self.amqp_url, &self.topology, model, body).await
     }
 
     /// `GET /v1/inference/{task_id}` as `api_key`'s user: (status, body).
@@ -385,12 +442,16 @@ impl Drop for Stack {
         if let Some(dir) = self.redis_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        let topology = self.topology.clone();
+        if self.options.services == Services::Containers {
+            // The broker goes with its container.
+            return;
+        }
+        let (url, topology) = (self.amqp_url.clone(), self.topology.clone());
         let cleanup = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 let models: Vec<&str> =
                     inferpush_protocol::catalogue::MODELS.iter().map(|m| m.name).collect();
-                runtime.block_on(delete_topology(&topology, &models));
+                runtime.block_on(delete_topology(&url, &topology, &models));
             }
         });
         let _ = cleanup.join();

@@ -6,12 +6,19 @@ use std::time::Duration;
 
 use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
 use inferpush_integration_tests::process::{bin_dir, workspace_root};
-use inferpush_integration_tests::{Stack, StackOptions};
+use inferpush_integration_tests::{Services, Stack, StackOptions};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn pusher_js_in_node_subscribes_submits_and_receives() {
     let stack = Stack::start().await;
+    run_node_tests(&stack, "integration-tests/node/pusher-js.test.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn in_containers_pusher_js_in_node_subscribes_submits_and_receives() {
+    let stack =
+        Stack::start_with(StackOptions { services: Services::Containers, ..Default::default() }).await;
     run_node_tests(&stack, "integration-tests/node/pusher-js.test.mjs", &[]).await;
 }
 

@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::join_all;
-use inferpush_integration_tests::broker::{publish_raw, queue_stats};
 use inferpush_integration_tests::stack::{APP_ID, APP_KEY};
-use inferpush_integration_tests::{PusherClient, Stack, StackOptions};
+use inferpush_integration_tests::{PusherClient, Services, Stack, StackOptions};
 use inferpush_protocol::AppCredentials;
 use serde_json::{Value, json};
 
@@ -42,7 +41,16 @@ async fn collect_results(
 
 #[tokio::test]
 async fn rust_pusher_client_receives_its_result_with_the_same_task_id() {
-    let stack = Stack::start().await;
+    round_trip_with_the_rust_client(Services::Processes).await;
+}
+
+#[tokio::test]
+async fn in_containers_the_rust_pusher_client_receives_its_result_with_the_same_task_id() {
+    round_trip_with_the_rust_client(Services::Containers).await;
+}
+
+async fn round_trip_with_the_rust_client(services: Services) {
+    let stack = Stack::start_with(StackOptions { services, ..Default::default() }).await;
     let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
 
     // Echo waits 300 ms, so `inference.started` goes out well before the result.
@@ -120,7 +128,16 @@ async fn laravel_echo_style_json_auth_on_broadcasting_path_subscribes() {
 
 #[tokio::test]
 async fn alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_one() {
-    let stack = Stack::start().await;
+    channels_are_isolated(Services::Processes).await;
+}
+
+#[tokio::test]
+async fn in_containers_alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_one() {
+    channels_are_isolated(Services::Containers).await;
+}
+
+async fn channels_are_isolated(services: Services) {
+    let stack = Stack::start_with(StackOptions { services, ..Default::default() }).await;
     let mut client = stack.pusher_client().await;
     let socket = client.socket_id.clone();
 
@@ -190,7 +207,7 @@ async fn five_hundred_concurrent_tasks_from_two_users_each_arrive_once_at_their_
     assert_eq!(alice_keys, alice_ids, "alice got {} of 250\n{}", alice_keys.len(), stack.logs());
     assert_eq!(bob_keys, bob_ids, "bob got {} of 250", bob_keys.len());
     assert!(alice_got.values().chain(bob_got.values()).all(|n| *n == 1), "a result arrived twice");
-    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, 0, "tasks left behind");
+    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, 0, "tasks left behind");
 }
 
 #[tokio::test]
@@ -217,7 +234,7 @@ async fn sigterm_mid_burst_loses_nothing_and_a_new_worker_finishes_the_rest() {
     assert_eq!(code, Some(0), "worker did not stop cleanly:\n{}", worker.log_text());
     assert!(worker.log_text().contains("all tasks in hand settled"), "{}", worker.log_text());
 
-    let (left, consumers) = queue_stats(&stack.topology.queue("echo")).await;
+    let (left, consumers) = stack.queue_stats(&stack.topology.queue("echo")).await;
     assert_eq!(consumers, 0);
     assert!(left > 0, "the burst finished before the stop; the test proves nothing");
     stack.start_worker().await;
@@ -285,11 +302,11 @@ async fn rejected_requests_publish_nothing_and_answer_problem_json() {
         assert_eq!(problem["status"], expected, "case {index}");
         assert!(!problem["detail"].as_str().unwrap_or_default().is_empty(), "case {index}: {problem}");
     }
-    assert_eq!(queue_stats(&queue).await.0, 0, "a rejected request was published");
+    assert_eq!(stack.queue_stats(&queue).await.0, 0, "a rejected request was published");
 
     let (status, _) = stack.submit("dev-alice", "echo", json!({})).await;
     assert_eq!(status, 202);
-    assert_eq!(queue_stats(&queue).await.0, 1, "an accepted task is in the queue");
+    assert_eq!(stack.queue_stats(&queue).await.0, 1, "an accepted task is in the queue");
     let health = http.get(format!("{}/healthz", stack.api_url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
@@ -396,7 +413,7 @@ async fn the_same_idempotency_key_gives_the_same_task_and_queues_nothing_new() {
     assert_eq!(second.status(), 202);
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["task_id"], second["task_id"]);
-    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, 1, "one task queued");
+    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, 1, "one task queued");
     let bobs: Value = submit("order-42", "dev-bob").await.unwrap().json().await.unwrap();
     assert_ne!(bobs["task_id"], first["task_id"], "keys belong to their user");
     let bad = stack
@@ -423,15 +440,15 @@ async fn a_task_whose_input_can_never_work_fails_at_once_and_its_owner_is_told()
         inferpush_protocol::InferenceChannel::private("alice").unwrap(),
         0,
     );
-    publish_raw(&stack.topology, "echo", &task.to_bytes()).await;
+    stack.publish_raw("echo", &task.to_bytes()).await;
     let event = alice.next_event("inference.failed", RESULT_WAIT).await.expect("failed event");
     assert_eq!(event.json()["task_id"], task.task_id.to_string());
     assert_eq!(event.json()["error"]["code"], "invalid_input");
     let (_, record) = stack.task("dev-alice", &task.task_id.to_string()).await;
     assert_eq!(record["status"], "failed");
-    let (left, _) = queue_stats(&stack.topology.queue("echo")).await;
+    let (left, _) = stack.queue_stats(&stack.topology.queue("echo")).await;
     assert_eq!(left, 0, "no retry loop for a hopeless task");
-    assert_eq!(queue_stats(&stack.topology.dead_letter_queue()).await.0, 0);
+    assert_eq!(stack.queue_stats(&stack.topology.dead_letter_queue()).await.0, 0);
 }
 
 #[tokio::test]

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use inferpush_integration_tests::accounting::{Accounting, account};
-use inferpush_integration_tests::broker::{RabbitOutage, queue_stats};
+use inferpush_integration_tests::broker::RabbitOutage;
 use inferpush_integration_tests::burst::{BurstReport, spawn_burst};
 use inferpush_integration_tests::listener::{Listener, ListenerTarget, Seen};
 use inferpush_integration_tests::stack::APP_KEY;
-use inferpush_integration_tests::{Stack, StackOptions};
+use inferpush_integration_tests::{Services, Stack, StackOptions};
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -97,14 +97,22 @@ async fn sigkill_of_a_worker_mid_burst_loses_nothing() {
 
 #[tokio::test]
 async fn soketi_stopped_for_seconds_mid_burst_loses_nothing() {
+    soketi_outage_mid_burst(Services::Processes, "soketi-outage").await;
+}
+
+#[tokio::test]
+async fn in_containers_the_soketi_container_killed_mid_burst_loses_nothing() {
+    soketi_outage_mid_burst(Services::Containers, "soketi-container-outage").await;
+}
+
+async fn soketi_outage_mid_burst(services: Services, name: &str) {
     let _serial = SERIAL.lock().await;
-    let options = StackOptions { prefetch: 16, ..Default::default() };
+    let options = StackOptions { prefetch: 16, services, ..Default::default() };
     let mut scenario = Scenario::start(options, 200, 16, Duration::ZERO, 100, 40).await;
     scenario.stack.stop_soketi().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     scenario.stack.start_soketi().await;
-    let (_, _, accounting, seen) =
-        scenario.account("soketi-outage", "Soketi killed for 4 s after 40 results").await;
+    let (_, _, accounting, seen) = scenario.account(name, "Soketi killed for 4 s after 40 results").await;
     assert_eq!(accounting.accepted, 200);
     assert!(seen.subscriptions >= 2, "the listener never reconnected");
     // Results produced during the outage waited in the worker and went out once Soketi
@@ -128,7 +136,7 @@ async fn rabbitmq_restart_mid_burst_loses_nothing_and_everyone_reconnects() {
     assert_eq!(accounting.delivered_live, accounting.accepted, "{accounting}");
     assert!(burst.unavailable > 0, "no submit met the outage; the test proves little");
     // The worker came back by itself: nothing is left in the queue.
-    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, 0);
+    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, 0);
 }
 
 #[tokio::test]
@@ -186,7 +194,11 @@ async fn a_task_that_keeps_killing_workers_is_dead_lettered_and_its_user_told() 
     assert_eq!(record["error"]["code"], "delivery_limit", "{record}");
     let seen = listener.wait_for(std::slice::from_ref(&id), Duration::from_secs(10)).await;
     assert_eq!(seen.last[&id]["error"]["code"], "delivery_limit");
-    assert_eq!(queue_stats(&stack.topology.dead_letter_queue()).await.0, 0, "the dead letter was handled");
+    assert_eq!(
+        stack.queue_stats(&stack.topology.dead_letter_queue()).await.0,
+        0,
+        "the dead letter was handled"
+    );
     println!(
         "ACCOUNTING poison: fault=SIGKILL worker while the task runs, {kills} times; dead-lettered, user told"
     );

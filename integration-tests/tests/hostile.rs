@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use inferpush_integration_tests::broker::queue_stats;
 use inferpush_integration_tests::stack::{JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET};
 use inferpush_integration_tests::{Stack, StackOptions};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -102,7 +101,7 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
     let bearer = |token: String| format!("Bearer {token}");
     let (_, bobs) = stack.submit("dev-bob", "echo", json!({"mine": true})).await;
     let bobs_task = format!("/v1/inference/{}", bobs["task_id"].as_str().unwrap());
-    let (depth_before, _) = queue_stats(&stack.topology.queue("echo")).await;
+    let (depth_before, _) = stack.queue_stats(&stack.topology.queue("echo")).await;
 
     // Past serde_json's recursion limit inside an otherwise valid submit.
     let nested = format!(r#"{{"model":"echo","input":{{"a":{}"#, "[".repeat(5000));
@@ -320,8 +319,8 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
     }
 
     // Nothing was published, and the api is fine.
-    assert_eq!(queue_stats(&stack.topology.queue("echo")).await.0, depth_before);
-    assert_eq!(queue_stats(&stack.topology.queue("all-minilm-l6-v2")).await.0, 0);
+    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, depth_before);
+    assert_eq!(stack.queue_stats(&stack.topology.queue("all-minilm-l6-v2")).await.0, 0);
     assert_eq!(http.get(format!("{}/readyz", stack.api_url)).send().await.unwrap().status(), 200);
     // And a valid JWT still works, for its own user only.
     let accepted = http

@@ -47,6 +47,9 @@ impl Default for Liveness {
     }
 }
 
+/// Longest wait for the TCP and WebSocket handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connected client.
 pub struct PusherClient {
     /// The id the server gave this connection; channel signatures cover it.
@@ -79,7 +82,12 @@ impl PusherClient {
     /// [`Self::connect`] with its own dead-connection timing.
     pub async fn connect_with(ws_base: &str, app_key: &str, liveness: Liveness) -> anyhow::Result<Self> {
         let url = format!("{ws_base}/app/{app_key}?protocol=7&client=inferpush-rust&version=0.1.0");
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        // A SYN lost to a server that is coming back would otherwise wait out the kernel's
+        // retries (minutes): give up and let the caller try again.
+        let (socket, _) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url)).await.map_err(
+                |_| anyhow::anyhow!("the WebSocket handshake took longer than {HANDSHAKE_TIMEOUT:?}"),
+            )??;
         let (mut sink, mut stream) = socket.split();
         let (outgoing, mut to_send) = mpsc::unbounded_channel::<Message>();
         let (deliver, mut incoming) = mpsc::unbounded_channel();

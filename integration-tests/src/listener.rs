@@ -74,9 +74,9 @@ impl Listener {
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
-                let mut client = match connect(&target).await {
-                    Ok(client) => client,
-                    Err(_) => {
+                let mut client = match tokio::time::timeout(Duration::from_secs(5), connect(&target)).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(_)) | Err(_) => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

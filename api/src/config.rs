@@ -60,6 +60,10 @@ pub struct ApiConfig {
     /// Lifetime of the demo page's tokens (development mode).
     #[arg(long, env = "INFERPUSH_DEV_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
     pub dev_token_ttl: Duration,
+    /// Key of the demo page's tokens (development mode), shared by api replicas behind one
+    /// balancer; random per process when unset.
+    #[arg(long, env = "INFERPUSH_DEV_TOKEN_SECRET", hide_env_values = true)]
+    pub dev_token_secret: Option<String>,
     /// Soketi's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
     #[arg(long, env = "INFERPUSH_PUBLIC_WS_HOST")]
     pub public_ws_host: Option<String>,

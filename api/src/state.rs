@@ -141,7 +141,10 @@ fn dev_mode(config: &ApiConfig) -> DevMode {
         );
     }
     DevMode {
-        tokens: DevTokens::new(config.dev_token_ttl),
+        tokens: match config.dev_token_secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) => DevTokens::with_secret(secret, config.dev_token_ttl),
+            None => DevTokens::new(config.dev_token_ttl),
+        },
         web_demo_dir: config.web_demo_dir.clone(),
         pusher: PusherPublic {
             key: config.pusher.key.clone(),

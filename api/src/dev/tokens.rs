@@ -1,6 +1,8 @@
 //! `POST /dev/token`: signs a visitor in as a demo user with a short-lived HS256 JWT.
-//! The key is random per process, so a token never outlives the api that issued it, and
-//! the tokens are verified by the same code as configured JWTs, with their own issuer.
+//! The key is random per process, so a token never outlives the api that issued it,
+//! unless replicas behind one balancer are given a shared one
+//! (`INFERPUSH_DEV_TOKEN_SECRET`); the tokens are verified by the same code as configured
+//! JWTs, with their own issuer.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +42,12 @@ impl DevTokens {
     /// Tokens signed with a fresh random key, valid for `lifetime`.
     pub fn new(lifetime: Duration) -> Self {
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let verifier = JwtVerifier::from_config(Some(&secret), None, Some(ISSUER), Some(ISSUER))
+        Self::with_secret(&secret, lifetime)
+    }
+
+    /// Tokens signed with `secret`, which api replicas behind one balancer share.
+    pub fn with_secret(secret: &str, lifetime: Duration) -> Self {
+        let verifier = JwtVerifier::from_config(Some(secret), None, Some(ISSUER), Some(ISSUER))
             .expect("an HS256 secret alone is a valid configuration")
             .expect("a secret was given");
         Self { key: EncodingKey::from_secret(secret.as_bytes()), verifier, lifetime }
@@ -118,5 +125,10 @@ mod tests {
         assert_eq!(tokens.verify(&tokens.issue("demo-1")), Ok("demo-1".into()));
         let other = DevTokens::new(Duration::from_secs(60));
         assert_eq!(tokens.verify(&other.issue("demo-1")), Err(JwtError::BadSignature));
+        let (a, b) = (
+            DevTokens::with_secret("shared", Duration::from_secs(60)),
+            DevTokens::with_secret("shared", Duration::from_secs(60)),
+        );
+        assert_eq!(b.verify(&a.issue("demo-2")), Ok("demo-2".into()), "replicas with one secret agree");
     }
 }

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images
+.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images cluster-up cluster-down
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
@@ -60,6 +60,14 @@ chromium:
 ## inferpush-api, -worker, -soketi, -rabbitmq, -redis. Rebuilt only when their content changed.
 images: deps models build-release
 	scripts/build-images.sh
+
+## The cluster of deploy/compose.yaml (3 RabbitMQ nodes, Redis, 2 Soketi on the Redis adapter,
+## 2 api, 2 workers, HAProxy) on 127.0.0.1:8080 (api) and :6001 (Soketi), like `make run`.
+cluster-up: images
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
 
 ## The images the container-mode tests start (Soketi, RabbitMQ, Redis); no Rust build needed.
 service-images: deps

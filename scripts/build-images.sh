@@ -44,7 +44,7 @@ fi
 base_id=$(podman image inspect --format '{{.Id}}' "$base")
 
 images=("$@")
-((${#images[@]})) || images=(api worker soketi rabbitmq redis)
+((${#images[@]})) || images=(api worker soketi rabbitmq redis haproxy)
 release="$target_dir/release"
 
 # Stages the context of image $1 (files after it: SOURCE:DEST pairs), then builds it
@@ -96,7 +96,7 @@ for image in "${images[@]}"; do
       "models/all-minilm-l6-v2:models/all-minilm-l6-v2" "models/onnxruntime:models/onnxruntime" ;;
     soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
       "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;
-    rabbitmq | redis) build "$image" ;;
+    rabbitmq | redis | haproxy) build "$image" ;;
     *) echo "unknown image $image" >&2; exit 1 ;;
   esac
 done

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make cluster-up` / `make cluster-down`: deploy/compose.yaml with podman-compose (from
+# PyPI, installed when missing), or `docker compose` where a Docker engine answers.
+#   scripts/cluster.sh up     start it and wait until the api answers /readyz on 127.0.0.1:8080
+#   scripts/cluster.sh down   stop and remove every container of it
+#   scripts/cluster.sh ps     list them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if docker info > /dev/null 2>&1 && docker compose version > /dev/null 2>&1; then
+  compose=(docker compose -f deploy/compose.yaml)
+else
+  command -v podman-compose > /dev/null || python3 -m pip install -q podman-compose
+  compose=(podman-compose -f deploy/compose.yaml)
+fi
+
+case "${1:-}" in
+  up)
+    # RabbitMQ first, until all three nodes are one cluster: a queue declared before that
+    # would get members only on the nodes already joined.
+    "${compose[@]}" up -d rabbitmq-1 rabbitmq-2 rabbitmq-3
+    echo "waiting for the three RabbitMQ nodes to form one cluster"
+    for _ in $(seq 60); do
+      "${compose[@]}" exec -T rabbitmq-1 rabbitmqctl -q await_online_nodes 3 --timeout 120 > /dev/null 2>&1 && break
+      sleep 2
+    done
+    "${compose[@]}" up -d
+    # Queues that exist from before (a node replaced, a restart) get a member on every node.
+    for node in 1 2 3; do
+      "${compose[@]}" exec -T rabbitmq-1 rabbitmq-queues -q grow "rabbit@rabbitmq-$node" all > /dev/null 2>&1 || true
+    done
+    echo "waiting for the cluster's api on http://127.0.0.1:8080/readyz"
+    for _ in $(seq 180); do
+      if [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/readyz)" == 200 ]]; then
+        echo "the cluster is up: api http://127.0.0.1:8080 (demo page at /), Soketi ws://127.0.0.1:6001"
+        exit 0
+      fi
+      sleep 1
+    done
+    echo "the cluster's api did not become ready; \`scripts/cluster.sh ps\` and \`podman logs NAME\` tell why" >&2
+    exit 1
+    ;;
+  down) "${compose[@]}" down -t 5 ;;
+  ps) "${compose[@]}" ps ;;
+  *)
+    echo "usage: $0 up|down|ps" >&2
+    exit 2
+    ;;
+esac

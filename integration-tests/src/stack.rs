@@ -89,7 +89,9 @@ pub struct Stack {
     /// The broker the stack uses.
     pub amqp_url: String,
     options: StackOptions,
+    /// Container mode: Redis and RabbitMQ, held so they live as long as the stack.
     containers: Vec<ServiceContainer>,
+    /// Container mode: Soketi, which tests kill and restart.
     soketi_container: Option<ServiceContainer>,
     redis_url: String,
     redis: Option<Service>,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use inferpush_protocol::catalogue::echo;
 use serde_json::Value;
 
@@ -11,16 +11,15 @@ use super::{Model, ModelError};
 /// The echo model.
 pub struct Echo;
 
+#[async_trait]
 impl Model for Echo {
-    fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
-        Box::pin(async move {
-            echo::validate(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
-            let delay = echo::delay_ms(input);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
-            Ok(input.clone())
-        })
+    async fn infer(&self, input: &Value) -> Result<Value, ModelError> {
+        echo::validate(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+        let delay = echo::delay_ms(input);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        Ok(input.clone())
     }
 }
 

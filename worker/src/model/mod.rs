@@ -7,7 +7,7 @@ pub mod embedding;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use inferpush_protocol::catalogue::{self, ModelId};
 use serde_json::Value;
 
@@ -36,9 +36,10 @@ impl ModelError {
 }
 
 /// A model backend: turns one task's input into its output.
+#[async_trait]
 pub trait Model: Send + Sync + 'static {
     /// Runs the model on `input`.
-    fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>>;
+    async fn infer(&self, input: &Value) -> Result<Value, ModelError>;
 }
 
 /// Why a registry could not be built.

@@ -11,7 +11,7 @@ mod tokenize;
 
 use std::path::{Path, PathBuf};
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use inferpush_protocol::catalogue::minilm;
 use serde_json::{Value, json};
 
@@ -189,13 +189,12 @@ impl EmbeddingModel {
     }
 }
 
+#[async_trait]
 impl Model for EmbeddingModel {
-    fn infer<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, ModelError>> {
-        Box::pin(async move {
-            let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
-            let texts = texts.into_iter().map(str::to_owned).collect();
-            let embeddings = self.batcher.embed(texts).await.map_err(ModelError::Failed)?;
-            Ok(json!({"embeddings": embeddings, "dimensions": minilm::DIMENSIONS}))
-        })
+    async fn infer(&self, input: &Value) -> Result<Value, ModelError> {
+        let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+        let texts = texts.into_iter().map(str::to_owned).collect();
+        let embeddings = self.batcher.embed(texts).await.map_err(ModelError::Failed)?;
+        Ok(json!({"embeddings": embeddings, "dimensions": minilm::DIMENSIONS}))
     }
 }

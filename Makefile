@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images cluster-up cluster-down
+.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images cluster-up cluster-down test-cluster
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
@@ -68,6 +68,12 @@ cluster-up: images
 
 cluster-down:
 	scripts/cluster.sh down
+
+## The cluster under faults: a worker, a Soketi node and the RabbitMQ queue leader killed
+## mid-burst, and the cross-node check; accounting per run. Starts and removes the cluster.
+test-cluster: images
+	$(CARGO) build --workspace --all-targets
+	scripts/test-cluster.sh
 
 ## The images the container-mode tests start (Soketi, RabbitMQ, Redis); no Rust build needed.
 service-images: deps

@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up     start it and wait until the api answers /readyz on 127.0.0.1:8080
 #   scripts/cluster.sh down   stop and remove every container of it
 #   scripts/cluster.sh ps     list them
+#   scripts/cluster.sh kill SERVICE | start SERVICE | exec SERVICE CMD…   (the fault tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +43,14 @@ case "${1:-}" in
     ;;
   down) "${compose[@]}" down -t 5 ;;
   ps) "${compose[@]}" ps ;;
+  kill) "${compose[@]}" kill "$2" ;;
+  start) "${compose[@]}" start "$2" ;;
+  exec)
+    shift
+    "${compose[@]}" exec -T "$@"
+    ;;
   *)
-    echo "usage: $0 up|down|ps" >&2
+    echo "usage: $0 up|down|ps|kill SERVICE|start SERVICE|exec SERVICE CMD…" >&2
     exit 2
     ;;
 esac

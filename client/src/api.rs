@@ -3,7 +3,9 @@
 //! `detail` of the api's problem+json answer.
 
 use inferpush_protocol::TaskRecord;
-use inferpush_protocol::http::{Accepted, ChannelAuthRequest, ChannelAuthResponse, Problem, SubmitRequest};
+use inferpush_protocol::http::{
+    Accepted, ChannelAuthRequest, ChannelAuthResponse, ListQuery, Problem, SubmitRequest, TaskList,
+};
 
 /// What went wrong talking to the api.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,28 @@ impl ApiClient {
     pub async fn task(&self, status_url: &str) -> Result<TaskRecord, ApiError> {
         let url = if status_url.starts_with("http") { status_url.to_owned() } else { self.url(status_url) };
         Ok(answer(self.http.get(url).bearer_auth(&self.token).send().await?).await?.json().await?)
+    }
+
+    /// `GET /v1/inference?since=…&limit=…`: one page of the caller's tasks.
+    pub async fn list(&self, query: &ListQuery) -> Result<TaskList, ApiError> {
+        let query = serde_urlencoded::to_string(query).expect("a list query always encodes");
+        let url = format!("{}?{query}", self.url(inferpush_protocol::lifecycle::TASKS_PATH));
+        let request = self.http.get(url);
+        Ok(answer(request.bearer_auth(&self.token).send().await?).await?.json().await?)
+    }
+
+    /// Every task of the caller after `since` (Unix ms or a task id), following `next_since`.
+    pub async fn list_all(&self, since: &str) -> Result<Vec<TaskRecord>, ApiError> {
+        let mut query = ListQuery { since: Some(since.to_owned()), limit: Some(500) };
+        let mut tasks = Vec::new();
+        loop {
+            let page = self.list(&query).await?;
+            tasks.extend(page.tasks);
+            match page.next_since {
+                Some(next) => query.since = Some(next.to_string()),
+                None => return Ok(tasks),
+            }
+        }
     }
 
     /// `POST /pusher/auth`: the signature for subscribing `socket_id` to `channel`.

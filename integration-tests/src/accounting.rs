@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use inferpush_client::api::ApiClient;
+
 use crate::listener::Seen;
-use crate::stack::Stack;
 
 /// What happened to a set of accepted tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,33 +42,34 @@ impl std::fmt::Display for Accounting {
     }
 }
 
-/// Waits (up to `timeout`) for every accepted task to be final, then counts.
-pub async fn account(
-    stack: &Stack,
-    api_key: &str,
-    accepted: &[String],
-    seen: &Seen,
-    timeout: Duration,
-) -> Accounting {
+/// Waits (up to `timeout`) until every task of `ids` is final as its owner reads it
+/// through `api`; answers those that are.
+pub async fn wait_final(api: &ApiClient, ids: &[String], timeout: Duration) -> HashSet<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut finals: HashSet<String> = HashSet::new();
     loop {
-        let pending: Vec<&String> = accepted.iter().filter(|id| !finals.contains(*id)).collect();
+        let pending: Vec<&String> = ids.iter().filter(|id| !finals.contains(*id)).collect();
         for id in pending {
-            let (status, record) = stack.task(api_key, id).await;
-            let state = serde_json::from_value::<inferpush_protocol::TaskStatus>(record["status"].clone());
-            if status == 200 && state.is_ok_and(|s| s.is_final()) {
+            let url = inferpush_protocol::lifecycle::status_url("", id.parse().expect("a task id"));
+            if api.task(&url).await.is_ok_and(|record| record.status.is_final()) {
                 finals.insert(id.clone());
             }
         }
-        if finals.len() == accepted.len() || tokio::time::Instant::now() >= deadline {
-            break;
+        if finals.len() == ids.len() || tokio::time::Instant::now() >= deadline {
+            return finals;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let listed: HashSet<String> = stack
-        .tasks_since(api_key, 0, 200)
+}
+
+/// Waits (up to `timeout`) for every accepted task to be final, then counts, reading the
+/// tasks as their owner through `api` (a stack's api, or a cluster's balancer).
+pub async fn account(api: &ApiClient, accepted: &[String], seen: &Seen, timeout: Duration) -> Accounting {
+    let finals = wait_final(api, accepted, timeout).await;
+    let listed: HashSet<String> = api
+        .list_all("0")
         .await
+        .unwrap_or_default()
         .iter()
         .filter(|t| t.status.is_final())
         .map(|t| t.task_id.to_string())

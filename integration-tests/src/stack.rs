@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, ListQuery, SubmitRequest, TaskList};
+use inferpush_client::api::ApiClient;
+use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, ListQuery, SubmitRequest};
 use inferpush_protocol::{TaskRecord, Topology};
 use serde_json::{Value, json};
 
@@ -330,30 +331,25 @@ impl Stack {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Every task of `api_key`'s user since `since` (Unix ms), following `next_since`.
+    /// Every task of `api_key`'s user since `since` (Unix ms), following `next_since`
+    /// (`page` at a time).
     pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<TaskRecord> {
-        let mut tasks = Vec::new();
+        let api = self.api_client(api_key);
         let mut query = ListQuery { since: Some(since.to_string()), limit: Some(page) };
+        let mut tasks = Vec::new();
         loop {
-            let response = self
-                .http
-                .get(format!(
-                    "{}/v1/inference?{}",
-                    self.api_url,
-                    serde_urlencoded::to_string(&query).unwrap()
-                ))
-                .bearer_auth(api_key)
-                .send()
-                .await
-                .expect("api answers");
-            assert_eq!(response.status(), 200, "listing tasks");
-            let page: TaskList = response.json().await.expect("a task list");
+            let page = api.list(&query).await.expect("listing tasks");
             tasks.extend(page.tasks);
             match page.next_since {
                 Some(next) => query.since = Some(next.to_string()),
                 None => return tasks,
             }
         }
+    }
+
+    /// The typed api client of `api_key`'s user.
+    pub fn api_client(&self, api_key: &str) -> ApiClient {
+        ApiClient::new(&self.api_url, api_key)
     }
 
     /// `ws://127.0.0.1:{soketi}`.

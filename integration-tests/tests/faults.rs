@@ -73,7 +73,7 @@ impl Scenario {
     async fn account(self, name: &str, fault: &str) -> (Stack, BurstReport, Accounting, Seen) {
         let burst = self.burst.await.unwrap();
         let seen = self.listener.wait_for(&burst.accepted, SETTLE).await;
-        let accounting = account(&self.stack, "dev-alice", &burst.accepted, &seen, SETTLE).await;
+        let accounting = account(&self.stack.api_client("dev-alice"), &burst.accepted, &seen, SETTLE).await;
         report(name, fault, &accounting, burst.unavailable);
         assert_eq!(burst.gave_up, 0, "some submits never got a 202");
         assert_eq!(accounting.lost, 0, "{accounting}\n{}", self.stack.logs());

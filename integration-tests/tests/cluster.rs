@@ -1,0 +1,202 @@
+//! The cluster of `deploy/compose.yaml` under faults: `make test-cluster` starts it, runs
+//! these one at a time (they are ignored by a plain `cargo test`), and removes it. Each
+//! fault run drives a burst of 300 echo tasks from the api's balancer while real Pusher
+//! clients listen through Soketi's balancer, breaks one piece mid-burst, brings it back,
+//! and ends with the accounting of the process-mode fault tests plus two times: recovered
+//! (from the fault until results reach a listener again) and settled (until every accepted
+//! task was final). Lost must be 0.
+
+use std::time::{Duration, Instant};
+
+use inferpush_client::api::ApiClient;
+use inferpush_integration_tests::PusherClient;
+use inferpush_integration_tests::accounting::{Accounting, account, wait_final};
+use inferpush_integration_tests::burst::spawn_burst;
+use inferpush_integration_tests::listener::{Listener, ListenerTarget};
+use inferpush_integration_tests::process::workspace_root;
+use inferpush_protocol::event::{BatchEvent, BatchEvents};
+use inferpush_protocol::{AppCredentials, Clock, RestRequest, SystemClock};
+use serde_json::json;
+
+const API: &str = "http://127.0.0.1:8080";
+const SOKETI: &str = "ws://127.0.0.1:6001";
+const SOKETI_1: &str = "127.0.0.1:6011";
+const SOKETI_2: &str = "127.0.0.1:6012";
+const APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// `scripts/cluster.sh ARGS…`; its output, or a panic naming what failed.
+fn cluster(args: &[&str]) -> String {
+    let output = std::process::Command::new(workspace_root().join("scripts/cluster.sh"))
+        .args(args)
+        .output()
+        .expect("running scripts/cluster.sh");
+    assert!(output.status.success(), "cluster.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn listener() -> Listener {
+    Listener::start(ListenerTarget {
+        ws_base: SOKETI.into(),
+        app_key: APP.1.into(),
+        api_url: API.into(),
+        api_key: "dev-alice".into(),
+        channel: "private-inference.alice".into(),
+    })
+    .await
+}
+
+fn results(listeners: &[Listener]) -> usize {
+    listeners.iter().map(|l| l.seen().results.len()).sum()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A burst with two listeners (the balancer puts them on different Soketi nodes); after 50
+/// results `fault` runs; then everything is counted, once per listener.
+async fn burst_with_fault<F, Fut>(name: &str, description: &str, fault: F) -> Vec<Accounting>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let listeners = vec![listener().await, listener().await];
+    let burst = spawn_burst(
+        API.into(),
+        "dev-alice",
+        300,
+        16,
+        Duration::from_millis(20),
+        |i| json!({"i": i, "delay_ms": 20}),
+    );
+    wait_until("50 results at each listener", Duration::from_secs(60), || results(&listeners) >= 100).await;
+
+    // Recovery: from the fault until results flow again, watched while the fault runs.
+    let before = results(&listeners);
+    let started = Instant::now();
+    let flowing = async {
+        wait_until("a result after the fault", SETTLE, || results(&listeners) > before).await;
+        started.elapsed().as_millis()
+    };
+    let ((), recovered_ms) = tokio::join!(fault(), flowing);
+
+    let burst = burst.await.expect("the burst");
+    assert_eq!(burst.gave_up, 0, "some submits never got a 202");
+    let api = ApiClient::new(API, "dev-alice");
+    wait_final(&api, &burst.accepted, SETTLE).await;
+    let settled_ms = started.elapsed().as_millis();
+    let mut accountings = Vec::new();
+    for (n, listener) in listeners.iter().enumerate() {
+        // Every task is final: give events in flight a moment, then count. A listener that
+        // was away catches up through the status API, as a real client does.
+        let seen = listener.wait_for(&burst.accepted, Duration::from_secs(5)).await;
+        let accounting = account(&api, &burst.accepted, &seen, SETTLE).await;
+        println!(
+            "ACCOUNTING cluster-{name} listener {n}: fault={description} {accounting} http_503_retried={} \
+             recovered_ms={recovered_ms} settled_ms={settled_ms} subscriptions={}",
+            burst.unavailable, seen.subscriptions
+        );
+        assert_eq!(accounting.accepted, 300);
+        assert_eq!(accounting.lost, 0, "{accounting}");
+        accountings.push(accounting);
+    }
+    accountings
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn a_client_on_one_soketi_node_receives_what_is_pushed_through_the_other() {
+    let api = ApiClient::new(API, "dev-alice");
+    let mut on_first = PusherClient::connect(&format!("ws://{SOKETI_1}"), APP.1).await.expect("soketi-1");
+    let auth = api.channel_auth(&on_first.socket_id, "private-inference.alice").await.unwrap();
+    on_first.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
+
+    // An event through the second node's REST API reaches the client on the first.
+    let credentials = AppCredentials::new(APP.0, APP.1, APP.2);
+    let event = BatchEvent {
+        channel: "private-inference.alice".into(),
+        name: "inference.completed".into(),
+        data: json!({"task_id": "cross-node"}).to_string(),
+    };
+    let body = serde_json::to_vec(&BatchEvents { batch: vec![event] }).unwrap();
+    let path = format!("/apps/{}/batch_events", APP.0);
+    let query = credentials.sign_rest(&RestRequest {
+        method: "POST",
+        path: &path,
+        body: &body,
+        timestamp: SystemClock.now_secs(),
+        params: &[],
+    });
+    let pushed = reqwest::Client::new()
+        .post(format!("http://{SOKETI_2}{path}?{query}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(pushed.status().is_success(), "{}", pushed.status());
+    let received = on_first.next_event("inference.completed", Duration::from_secs(10)).await;
+    assert_eq!(received.expect("the event crossed nodes").json()["task_id"], "cross-node");
+
+    // And a real task, pushed by whichever worker through the balancer, reaches clients on
+    // both nodes.
+    let mut on_second = PusherClient::connect(&format!("ws://{SOKETI_2}"), APP.1).await.expect("soketi-2");
+    let auth = api.channel_auth(&on_second.socket_id, "private-inference.alice").await.unwrap();
+    on_second.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
+    let accepted = api
+        .submit(&inferpush_protocol::http::SubmitRequest::new("echo", json!({"cross": "node"})))
+        .await
+        .unwrap();
+    for client in [&mut on_first, &mut on_second] {
+        let event =
+            client.next_event("inference.completed", Duration::from_secs(30)).await.expect("the result");
+        assert_eq!(event.json()["task_id"], accepted.task_id.to_string());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn a_worker_killed_mid_burst_loses_nothing() {
+    let accountings = burst_with_fault("worker", "SIGKILL worker-1 for 3 s", || async {
+        cluster(&["kill", "worker-1"]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster(&["start", "worker-1"]);
+    })
+    .await;
+    assert!(accountings.iter().all(|a| a.delivered_live + a.caught_up == 300));
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn a_soketi_node_killed_mid_burst_loses_nothing() {
+    burst_with_fault("soketi-node", "SIGKILL soketi-1 for 4 s", || async {
+        cluster(&["kill", "soketi-1"]);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        cluster(&["start", "soketi-1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn the_rabbitmq_node_leading_the_task_queue_killed_mid_burst_loses_nothing() {
+    let leaders = cluster(&["exec", "rabbitmq-1", "rabbitmqctl", "-q", "list_queues", "name", "leader"]);
+    let leader = leaders
+        .lines()
+        .find_map(|line| line.strip_prefix("inferpush.tasks.echo"))
+        .and_then(|rest| rest.trim().strip_prefix("rabbit@"))
+        .unwrap_or_else(|| panic!("no leader for the echo queue in {leaders}"))
+        .to_owned();
+    let description = format!("SIGKILL {leader} (the echo queue's leader) for 5 s");
+    burst_with_fault("rabbitmq-leader", &description, || async {
+        cluster(&["kill", &leader]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        cluster(&["start", &leader]);
+    })
+    .await;
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make test-cluster`: starts the cluster of deploy/compose.yaml, runs the cluster fault
+# tests one at a time (integration-tests/tests/cluster.rs), prints their accounting lines,
+# and removes the cluster again, whatever happened.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/cluster.sh up
+trap 'scripts/cluster.sh down > /dev/null 2>&1 || true' EXIT
+log=$(mktemp)
+status=0
+cargo test -p inferpush-integration-tests --test cluster -- --ignored --test-threads=1 --nocapture 2>&1 |
+  tee "$log" || status=$?
+echo "== accounting =="
+grep -o 'ACCOUNTING.*' "$log" | sort -u || true
+rm -f "$log"
+exit "$status"

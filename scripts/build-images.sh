@@ -82,10 +82,12 @@ build() {
     --label "inferpush.content=$hash" -t "$image" -f "$containerfile" "$context" > /dev/null
 }
 
-binary() {
-  [[ -x "$release/$1" ]] || { echo "missing $release/$1: run make build-release" >&2; exit 1; }
-  echo "$release/$1:$1"
-}
+for image in "${images[@]}"; do
+  case "$image" in api | worker)
+    [[ -x "$release/inferpush-$image" ]] || { echo "missing $release/inferpush-$image: run make build-release" >&2; exit 1; }
+  esac
+done
+binary() { echo "$release/$1:$1"; }
 
 probe=deploy/images/http-probe:http-probe
 pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js

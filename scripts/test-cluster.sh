@@ -13,5 +13,7 @@ cargo test -p inferpush-integration-tests --test cluster -- --ignored --test-thr
   tee "$log" || status=$?
 echo "== accounting =="
 grep -o 'ACCOUNTING.*' "$log" | sort -u || true
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ncluster: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
 exit "$status"

@@ -8,7 +8,13 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 socket_dir=$(mktemp -d)
 podman_pid=
+# Every container the container mode starts carries this run's label (see
+# integration-tests/src/containers.rs); whatever is left of them goes on exit, by id.
+export INFERPUSH_TEST_RUN="run-$$-$(date +%s)"
 cleanup() {
+  if command -v podman > /dev/null; then
+    podman ps -aq --filter "label=inferpush.test-run=$INFERPUSH_TEST_RUN" | xargs -r podman rm -f > /dev/null 2>&1 || true
+  fi
   [[ -n "$podman_pid" ]] && kill "$podman_pid" 2> /dev/null || true
   rm -rf "$log" "$socket_dir"
 }

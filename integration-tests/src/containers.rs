@@ -15,10 +15,8 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::process::free_port;
 
-/// True when the tests should run in the container mode (`INFERPUSH_TEST_CONTAINERS=1`).
-pub fn enabled() -> bool {
-    std::env::var("INFERPUSH_TEST_CONTAINERS").is_ok_and(|v| v == "1" || v == "true")
-}
+/// The label naming the test run a container belongs to (`INFERPUSH_TEST_RUN`).
+pub const RUN_LABEL: &str = "inferpush.test-run";
 
 /// One service container, published on `127.0.0.1:{port}`.
 pub struct ServiceContainer {
@@ -38,6 +36,9 @@ impl ServiceContainer {
             .with_exposed_port(container_port.tcp())
             .with_wait_for(ready)
             .with_startup_timeout(Duration::from_secs(90))
+            // scripts/test.sh removes whatever carries its run's label when it exits, so a
+            // test process that dies before dropping its containers leaves none behind.
+            .with_label(RUN_LABEL, std::env::var("INFERPUSH_TEST_RUN").unwrap_or_default())
             .with_host_config_modifier(move |config: &mut HostConfig| {
                 config.port_bindings = Some(bindings.clone());
             });

@@ -61,9 +61,10 @@ impl ApiClient {
         Ok(answer(request.bearer_auth(&self.token).send().await?).await?.json().await?)
     }
 
-    /// Every task of the caller after `since` (Unix ms or a task id), following `next_since`.
-    pub async fn list_all(&self, since: &str) -> Result<Vec<TaskRecord>, ApiError> {
-        let mut query = ListQuery { since: Some(since.to_owned()), limit: Some(500) };
+    /// Every task of the caller after `since` (Unix ms or a task id), `page` at a time,
+    /// following `next_since`.
+    pub async fn list_all(&self, since: &str, page: usize) -> Result<Vec<TaskRecord>, ApiError> {
+        let mut query = ListQuery { since: Some(since.to_owned()), limit: Some(page) };
         let mut tasks = Vec::new();
         loop {
             let page = self.list(&query).await?;

@@ -67,7 +67,7 @@ pub async fn wait_final(api: &ApiClient, ids: &[String], timeout: Duration) -> H
 pub async fn account(api: &ApiClient, accepted: &[String], seen: &Seen, timeout: Duration) -> Accounting {
     let finals = wait_final(api, accepted, timeout).await;
     let listed: HashSet<String> = api
-        .list_all("0")
+        .list_all("0", 500)
         .await
         .unwrap_or_default()
         .iter()

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use inferpush_client::api::ApiClient;
-use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, ListQuery, SubmitRequest};
+use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, SubmitRequest};
 use inferpush_protocol::{TaskRecord, Topology};
 use serde_json::{Value, json};
 
@@ -334,17 +334,7 @@ impl Stack {
     /// Every task of `api_key`'s user since `since` (Unix ms), following `next_since`
     /// (`page` at a time).
     pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<TaskRecord> {
-        let api = self.api_client(api_key);
-        let mut query = ListQuery { since: Some(since.to_string()), limit: Some(page) };
-        let mut tasks = Vec::new();
-        loop {
-            let page = api.list(&query).await.expect("listing tasks");
-            tasks.extend(page.tasks);
-            match page.next_since {
-                Some(next) => query.since = Some(next.to_string()),
-                None => return tasks,
-            }
-        }
+        self.api_client(api_key).list_all(&since.to_string(), page).await.expect("listing tasks")
     }
 
     /// The typed api client of `api_key`'s user.

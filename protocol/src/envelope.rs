@@ -52,16 +52,16 @@ impl TaskEnvelope {
     /// A new task (fresh id) of `user_id` for `model`, accepted at `submitted_at_ms`, whose
     /// events go to `channel`.
     pub fn new(
-        user_id: &str,
-        model: &str,
+        user_id: impl Into<String>,
+        model: impl Into<String>,
         input: serde_json::Value,
         channel: InferenceChannel,
         submitted_at_ms: u64,
     ) -> Self {
         Self {
             task_id: TaskId::new_v7(),
-            user_id: user_id.to_owned(),
-            model: model.to_owned(),
+            user_id: user_id.into(),
+            model: model.into(),
             input,
             channel,
             submitted_at_ms,

@@ -76,7 +76,7 @@ async fn submit(
     let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
     let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
-    let task = TaskEnvelope::new(&user.id, &request.model, request.input, channel, state.clock.now_ms());
+    let task = TaskEnvelope::new(user.id, request.model, request.input, channel, state.clock.now_ms());
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);

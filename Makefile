@@ -69,7 +69,7 @@ cluster-up: images
 cluster-down:
 	scripts/cluster.sh down
 
-## The cluster under faults: a worker, a Soketi node and the RabbitMQ queue leader killed
+## The cluster under faults: a worker, an api replica, a Soketi node and the RabbitMQ queue leader killed
 ## mid-burst, and the cross-node check; accounting per run. Starts and removes the cluster.
 test-cluster: images
 	$(CARGO) build --workspace --all-targets

@@ -48,6 +48,10 @@ pub enum AppError {
         /// The `Retry-After` value.
         seconds: u64,
     },
+    /// 409: an earlier request with the same `Idempotency-Key` is still being handled;
+    /// retry after a second.
+    #[error("{0}")]
+    InProgress(String),
     /// 503: a service we depend on is unreachable; nothing was written.
     #[error("{0}")]
     Unavailable(String),
@@ -90,7 +94,7 @@ impl AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::InProgress(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -107,6 +111,7 @@ impl IntoResponse for AppError {
         let retry_after = match &self {
             AppError::TooManyRequests { seconds, .. } => Some(seconds.to_string()),
             AppError::Unavailable(_) => Some(RETRY_AFTER_SECONDS.to_owned()),
+            AppError::InProgress(_) => Some("1".to_owned()),
             _ => None,
         };
         let detail = match &self {

@@ -4,7 +4,8 @@
 //! clients listen through Soketi's balancer, breaks one piece mid-burst, brings it back,
 //! and ends with the accounting of the process-mode fault tests plus two times: recovered
 //! (from the fault until results reach a listener again) and settled (until every accepted
-//! task was final). Lost must be 0.
+//! task was final). Lost must be 0, and every submit made exactly one task (the burst
+//! retries with one `Idempotency-Key` per submit).
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,7 @@ where
     Fut: Future<Output = ()>,
 {
     let listeners = vec![listener().await, listener().await];
+    let burst_started_ms = SystemClock.now_ms();
     let burst = spawn_burst(
         API.into(),
         "dev-alice",
@@ -90,6 +92,20 @@ where
     let api = ApiClient::new(API, "dev-alice");
     wait_final(&api, &burst.accepted, SETTLE).await;
     let settled_ms = started.elapsed().as_millis();
+    // One task per submit: every retry carried its submit's Idempotency-Key, so the user
+    // holds exactly the accepted tasks, none made twice.
+    let mut created: Vec<String> = api
+        .list_all(&burst_started_ms.to_string(), 200)
+        .await
+        .expect("listing the burst's tasks")
+        .into_iter()
+        .map(|t| t.task_id.to_string())
+        .collect();
+    created.sort();
+    let mut accepted = burst.accepted.clone();
+    accepted.sort();
+    accepted.dedup();
+    assert_eq!(created, accepted, "the tasks made are not one per submit");
     let mut accountings = Vec::new();
     for (n, listener) in listeners.iter().enumerate() {
         // Every task is final: give events in flight a moment, then count. A listener that
@@ -98,8 +114,11 @@ where
         let accounting = account(&api, &burst.accepted, &seen, SETTLE).await;
         println!(
             "ACCOUNTING cluster-{name} listener {n}: fault={description} {accounting} http_503_retried={} \
-             recovered_ms={recovered_ms} settled_ms={settled_ms} subscriptions={}",
-            burst.unavailable, seen.subscriptions
+             other_retried={} tasks_made={} recovered_ms={recovered_ms} settled_ms={settled_ms} subscriptions={}",
+            burst.unavailable,
+            burst.retried,
+            created.len(),
+            seen.subscriptions
         );
         assert_eq!(accounting.accepted, 300);
         assert_eq!(accounting.lost, 0, "{accounting}");
@@ -169,6 +188,17 @@ async fn a_worker_killed_mid_burst_loses_nothing() {
     })
     .await;
     assert!(accountings.iter().all(|a| a.delivered_live + a.caught_up == 300));
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn an_api_replica_killed_with_submits_in_flight_loses_nothing_and_makes_nothing_twice() {
+    burst_with_fault("api-replica", "SIGKILL api-1 for 3 s, submits in flight", || async {
+        cluster(&["kill", "api-1"]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster(&["start", "api-1"]);
+    })
+    .await;
 }
 
 #[tokio::test]

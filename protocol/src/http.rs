@@ -28,6 +28,14 @@ impl SubmitRequest {
     pub fn new(model: impl Into<String>, input: serde_json::Value) -> Self {
         Self { model: model.into(), input, encrypted: false }
     }
+
+    /// A digest of what the request asks for (hex SHA-256 of its JSON, object keys
+    /// sorted): a replay of an `Idempotency-Key` must carry the same request.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let canonical = serde_json::to_vec(self).expect("a request always serializes");
+        hex::encode(sha2::Sha256::digest(canonical))
+    }
 }
 
 /// Event names a client should listen for.
@@ -72,7 +80,7 @@ impl Accepted {
     pub fn of(record: &TaskRecord, public_url: &str) -> Self {
         Self {
             task_id: record.task_id,
-            status: TaskStatus::Queued,
+            status: record.status,
             channel: record.channel.clone(),
             events: EventNames::default(),
             status_url: status_url(public_url, record.task_id),

@@ -39,10 +39,29 @@ impl From<redis::RedisError> for StoreError {
 pub enum Created {
     /// A new queued task was recorded.
     New,
-    /// The idempotency key already named this task; nothing was written.
-    Existing(TaskId),
+    /// The idempotency key already named this task; nothing was written. `published` is
+    /// false until [`TaskStore::confirm_published`] ran for it: the request that created
+    /// it may still be publishing, or may have died before it could.
+    Existing {
+        /// The task the key names.
+        task_id: TaskId,
+        /// Whether the queue was known to hold it.
+        published: bool,
+        /// Whether the request that took the key had the same fingerprint as this one.
+        same_request: bool,
+    },
     /// The user already has the most unfinished tasks allowed; nothing was written.
     LimitReached,
+}
+
+/// An `Idempotency-Key` of a submit, with the fingerprint of the request that carries it
+/// (a replay of the key with another request is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency<'a> {
+    /// The key, as the client sent it.
+    pub key: &'a str,
+    /// A digest of what the request asks for; equal requests have equal fingerprints.
+    pub request: &'a str,
 }
 
 /// What `transition` found.
@@ -62,15 +81,24 @@ pub trait TaskStore: Send + Sync + 'static {
     /// True when the store answers.
     async fn is_ready(&self) -> bool;
 
-    /// Records a queued task, or, when `idempotency_key` was already used by this user,
+    /// Records a queued task, or, when the idempotency key was already used by this user,
     /// returns that task's id and writes nothing; refuses when the user already has
     /// `max_in_flight` unfinished tasks.
     async fn create(
         &self,
         record: &TaskRecord,
-        idempotency_key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
         max_in_flight: u64,
     ) -> Result<Created, StoreError>;
+
+    /// Marks the task that `idempotency_key` of `user_id` names as safely in the queue, so
+    /// a replay of the key answers it as it is instead of publishing it again.
+    async fn confirm_published(
+        &self,
+        user_id: &str,
+        idempotency_key: &str,
+        task_id: TaskId,
+    ) -> Result<(), StoreError>;
 
     /// Removes a queued task that was never published (the broker refused it), with its
     /// idempotency key and in-flight slot: nothing half-written remains.

@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 
-use crate::{Created, StoreError, TaskStore, Transition};
+use crate::{Created, Idempotency, StoreError, TaskStore, Transition};
 
 #[derive(Default)]
 struct State {
     records: HashMap<TaskId, TaskRecord>,
     /// (user, submitted ms, task id): each user's tasks in listing order.
     index: BTreeSet<(String, u64, TaskId)>,
-    idempotency: HashMap<(String, String), TaskId>,
+    /// (user, key) → (task, published, request fingerprint).
+    idempotency: HashMap<(String, String), (TaskId, bool, String)>,
     in_flight: HashMap<String, u64>,
 }
 
@@ -76,13 +77,14 @@ impl TaskStore for MemoryTaskStore {
     async fn create(
         &self,
         record: &TaskRecord,
-        idempotency_key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
         max_in_flight: u64,
     ) -> Result<Created, StoreError> {
         let mut state = self.state()?;
-        let idem = idempotency_key.map(|k| (record.user_id.clone(), k.to_owned()));
-        if let Some(existing) = idem.as_ref().and_then(|k| state.idempotency.get(k)) {
-            return Ok(Created::Existing(*existing));
+        let idem = idempotency.map(|i| (record.user_id.clone(), i.key.to_owned()));
+        if let Some((task_id, published, request)) = idem.as_ref().and_then(|k| state.idempotency.get(k)) {
+            let same_request = idempotency.is_some_and(|i| i.request == request);
+            return Ok(Created::Existing { task_id: *task_id, published: *published, same_request });
         }
         let in_flight = state.in_flight.entry(record.user_id.clone()).or_default();
         if *in_flight >= max_in_flight {
@@ -90,11 +92,27 @@ impl TaskStore for MemoryTaskStore {
         }
         *in_flight += 1;
         if let Some(idem) = idem {
-            state.idempotency.insert(idem, record.task_id);
+            let request = idempotency.map(|i| i.request.to_owned()).unwrap_or_default();
+            state.idempotency.insert(idem, (record.task_id, false, request));
         }
         state.index.insert((record.user_id.clone(), record.submitted_at_ms, record.task_id));
         state.records.insert(record.task_id, record.clone());
         Ok(Created::New)
+    }
+
+    async fn confirm_published(
+        &self,
+        user_id: &str,
+        idempotency_key: &str,
+        task_id: TaskId,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        if let Some((id, published, _)) = state.idempotency.get_mut(&(user_id.to_owned(), idempotency_key.to_owned()))
+            && *id == task_id
+        {
+            *published = true;
+        }
+        Ok(())
     }
 
     async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {
@@ -110,7 +128,7 @@ impl TaskStore for MemoryTaskStore {
         state.index.remove(&(record.user_id.clone(), record.submitted_at_ms, record.task_id));
         if let Some(key) = idempotency_key {
             let key = (record.user_id.clone(), key.to_owned());
-            if state.idempotency.get(&key) == Some(&record.task_id) {
+            if state.idempotency.get(&key).is_some_and(|(id, published, _)| *id == record.task_id && !published) {
                 state.idempotency.remove(&key);
             }
         }

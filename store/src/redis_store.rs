@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use crate::keys::Keys;
-use crate::{Created, StoreError, TaskStore, Transition, scripts};
+use crate::{Created, Idempotency, StoreError, TaskStore, Transition, scripts};
 
 /// Task state in Redis.
 #[derive(Clone)]
@@ -21,6 +21,7 @@ pub struct RedisTaskStore {
     clock: Arc<dyn Clock>,
     create: Arc<Script>,
     remove: Arc<Script>,
+    confirm_published: Arc<Script>,
     transition: Arc<Script>,
 }
 
@@ -42,6 +43,7 @@ impl RedisTaskStore {
             clock,
             create: Arc::new(scripts::create()),
             remove: Arc::new(scripts::remove()),
+            confirm_published: Arc::new(scripts::confirm_published()),
             transition: Arc::new(scripts::transition()),
         })
     }
@@ -66,10 +68,10 @@ impl TaskStore for RedisTaskStore {
     async fn create(
         &self,
         record: &TaskRecord,
-        idempotency_key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
         max_in_flight: u64,
     ) -> Result<Created, StoreError> {
-        let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k)).unwrap_or_default();
+        let idem = idempotency.map(|i| self.keys.idempotency(&record.user_id, i.key)).unwrap_or_default();
         let oldest = self.clock.now_ms().saturating_sub(self.ttl.as_millis() as u64);
         let existing: Option<String> = self
             .create
@@ -83,17 +85,42 @@ impl TaskStore for RedisTaskStore {
             .arg(self.ttl_secs())
             .arg(oldest)
             .arg(max_in_flight)
+            .arg(idempotency.map(|i| i.request).unwrap_or_default())
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {
             None => Ok(Created::New),
             Some("limit") => Ok(Created::LimitReached),
-            Some(id) => {
-                let id: TaskId =
-                    id.parse().map_err(|_| serde_json::Error::io(std::io::Error::other("bad task id")))?;
-                Ok(Created::Existing(id))
+            Some(held) => {
+                let corrupt = || {
+                    let error = std::io::Error::other(format!("an idempotency key holds `{held}`"));
+                    StoreError::Corrupt(serde_json::Error::io(error))
+                };
+                let mut fields = held.splitn(3, ' ');
+                let (id, published, request) =
+                    (fields.next().ok_or_else(corrupt)?, fields.next().ok_or_else(corrupt)?, fields.next());
+                Ok(Created::Existing {
+                    task_id: id.parse().map_err(|_| corrupt())?,
+                    published: published == "1",
+                    same_request: request == idempotency.map(|i| i.request),
+                })
             }
         }
+    }
+
+    async fn confirm_published(
+        &self,
+        user_id: &str,
+        idempotency_key: &str,
+        task_id: TaskId,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .confirm_published
+            .key(self.keys.idempotency(user_id, idempotency_key))
+            .arg(task_id.to_string())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
     }
 
     async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {

@@ -7,21 +7,32 @@ use inferpush_protocol::TaskStatus;
 use redis::Script;
 
 /// Creates a queued task unless the idempotency key already names one, or the user has
-/// too many unfinished tasks.
+/// too many unfinished tasks. The key is a hash: the task it names, whether the api
+/// confirmed the publish (`published`, 0 until then), and the fingerprint of the request
+/// that took it (`request`).
 ///
 /// KEYS: task, user index, idempotency key (or ""), user's in-flight counter
-/// ARGV: record JSON, task id, submitted ms, ttl seconds, oldest score to keep, in-flight cap
-/// Returns the existing task id when the idempotency key was taken, `limit` when the cap
-/// is reached, else nil.
+/// ARGV: record JSON, task id, submitted ms, ttl seconds, oldest score to keep, in-flight
+///       cap, request fingerprint
+/// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap is
+/// reached, else nil. A key written by an earlier version (a plain string) counts as
+/// published, for the request that took it.
 pub fn create() -> Script {
     Script::new(
         r#"
         if KEYS[3] ~= '' then
-            local existing = redis.call('GET', KEYS[3])
-            if existing then return existing end
+            local kind = redis.call('TYPE', KEYS[3]).ok
+            if kind == 'string' then return redis.call('GET', KEYS[3]) .. ' 1 ' .. ARGV[7] end
+            if kind == 'hash' then
+                local held = redis.call('HMGET', KEYS[3], 'task', 'published', 'request')
+                return held[1] .. ' ' .. held[2] .. ' ' .. held[3]
+            end
         end
         if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[6]) then return 'limit' end
-        if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4]) end
+        if KEYS[3] ~= '' then
+            redis.call('HSET', KEYS[3], 'task', ARGV[2], 'published', '0', 'request', ARGV[7])
+            redis.call('EXPIRE', KEYS[3], ARGV[4])
+        end
         redis.call('INCR', KEYS[4])
         redis.call('EXPIRE', KEYS[4], ARGV[4])
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
@@ -33,7 +44,8 @@ pub fn create() -> Script {
     )
 }
 
-/// Undoes `create` after the broker refused the task; only a task still queued goes.
+/// Undoes `create` after the broker refused the task; only a task still queued goes, and
+/// its idempotency key only while it names that task, unpublished.
 ///
 /// KEYS: task, user index, idempotency key (or ""), user's in-flight counter
 /// ARGV: task id
@@ -45,11 +57,30 @@ pub fn remove() -> Script {
         if record and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
         redis.call('DEL', KEYS[1])
         redis.call('ZREM', KEYS[2], ARGV[1])
-        if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+        if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash'
+            and redis.call('HGET', KEYS[3], 'task') == ARGV[1]
+            and redis.call('HGET', KEYS[3], 'published') == '0' then
+            redis.call('DEL', KEYS[3])
+        end
         return 1
         "#,
         queued = TaskStatus::Queued.as_str()
     ))
+}
+
+/// Marks an idempotency key's task as published, if the key still names it.
+///
+/// KEYS: idempotency key
+/// ARGV: task id
+pub fn confirm_published() -> Script {
+    Script::new(
+        r#"
+        if redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'task') == ARGV[1] then
+            redis.call('HSET', KEYS[1], 'published', '1')
+        end
+        return 1
+        "#,
+    )
 }
 
 /// Moves a task to a new state if the lifecycle allows. Returns `applied`, or when

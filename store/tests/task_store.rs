@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inferpush_protocol::{InferenceChannel, SystemClock, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
-use inferpush_store::{Created, MemoryTaskStore, RedisTaskStore, TaskStore, Transition};
+use inferpush_store::{Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition};
 
 fn redis() -> RedisTaskStore {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -81,24 +81,40 @@ async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) 
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(done));
 }
 
+fn key<'a>(key: &'a str, request: &'a str) -> Option<Idempotency<'a>> {
+    Some(Idempotency { key, request })
+}
+
 async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &dyn TaskStore) {
     let first = record("alice", 1);
     let second = record("alice", 2);
-    assert_eq!(store.create(&first, Some("k1"), 1000).await.unwrap(), Created::New);
-    assert_eq!(store.create(&second, Some("k1"), 1000).await.unwrap(), Created::Existing(first.task_id));
+    assert_eq!(store.create(&first, key("k1", "req-a"), 1000).await.unwrap(), Created::New);
+    let pending = Created::Existing { task_id: first.task_id, published: false, same_request: true };
+    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), pending);
     assert_eq!(store.get(second.task_id).await.unwrap(), None);
+    let other_request = Created::Existing { task_id: first.task_id, published: false, same_request: false };
+    assert_eq!(store.create(&second, key("k1", "req-b"), 1000).await.unwrap(), other_request);
+    // Confirming another task's publish changes nothing; confirming this one's marks it.
+    store.confirm_published("alice", "k1", second.task_id).await.unwrap();
+    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), pending);
+    store.confirm_published("alice", "k1", first.task_id).await.unwrap();
+    let published = Created::Existing { task_id: first.task_id, published: true, same_request: true };
+    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), published);
+    // A published task's key is never freed by a late cleanup.
+    store.remove(&second, Some("k1")).await.unwrap();
+    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), published);
     // Keys are per user.
     let bobs = record("bob", 3);
-    assert_eq!(store.create(&bobs, Some("k1"), 1000).await.unwrap(), Created::New);
+    assert_eq!(store.create(&bobs, key("k1", "req-a"), 1000).await.unwrap(), Created::New);
 }
 
 async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn TaskStore) {
     let first = record("alice", 1);
-    store.create(&first, Some("k"), 1000).await.unwrap();
+    store.create(&first, key("k", "r"), 1000).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
     assert_eq!(store.get(first.task_id).await.unwrap(), None);
     assert!(store.list_since("alice", 0, None, 10).await.unwrap().is_empty());
-    assert_eq!(store.create(&record("alice", 2), Some("k"), 1000).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 2), key("k", "r"), 1000).await.unwrap(), Created::New);
 }
 
 async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {

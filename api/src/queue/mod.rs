@@ -3,8 +3,26 @@
 
 pub mod amqp;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use inferpush_protocol::TaskEnvelope;
+
+/// The longest the api waits for a publish (connecting included) before it answers 503.
+/// A submit's record whose idempotency key is still unconfirmed well past this belongs
+/// to a request that died between recording and publishing.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// [`TaskQueue::publish`] bounded by [`PUBLISH_TIMEOUT`].
+pub async fn publish_within_timeout(
+    queue: &dyn TaskQueue,
+    task: &TaskEnvelope,
+    traceparent: &str,
+) -> Result<(), QueueError> {
+    tokio::time::timeout(PUBLISH_TIMEOUT, queue.publish(task, traceparent))
+        .await
+        .unwrap_or_else(|_| Err(QueueError::Unreachable(format!("no publisher confirm within {PUBLISH_TIMEOUT:?}"))))
+}
 
 /// Why a task could not be handed to the queue.
 #[derive(Debug, thiserror::Error)]

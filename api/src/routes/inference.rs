@@ -1,4 +1,10 @@
 //! `POST /v1/inference`: validate, record `queued`, publish with confirm, answer 202.
+//!
+//! A submit with an `Idempotency-Key` that names an earlier task answers that task. The
+//! key stays *pending* until the publish is confirmed; a replay that finds it pending long
+//! after the first request must have finished belongs to a request that died between
+//! recording and publishing (an api replica killed mid-submit), and publishes the task
+//! then, under its own id: a client that retries with its key never loses a task.
 
 use axum::Router;
 use axum::extract::State;
@@ -8,13 +14,19 @@ use axum::routing::post;
 use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
-use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskId, TaskRecord, catalogue};
-use inferpush_store::Created;
+use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
+use inferpush_store::{Created, Idempotency};
 
 use crate::AppState;
 use crate::auth::User;
 use crate::body::Json;
 use crate::error::AppError;
+use crate::queue::{PUBLISH_TIMEOUT, publish_within_timeout};
+
+/// How long a pending idempotency key is left to the request that took it before a replay
+/// publishes its task: past [`PUBLISH_TIMEOUT`], that request has published, or removed
+/// the record, or died.
+const REPUBLISH_PENDING_AFTER: std::time::Duration = PUBLISH_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
@@ -66,6 +78,7 @@ async fn submit(
     catalogue::validate(&request.model, &request.input)
         .map_err(|e| AppError::Unprocessable(e.to_string()))?;
     let idempotency = idempotency_key(&headers)?;
+    let fingerprint = request.fingerprint();
     state.limits.submit.check(&user.id)?;
     if request.encrypted && state.master_key.is_none() {
         return Err(AppError::Unprocessable(
@@ -80,7 +93,8 @@ async fn submit(
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
-    match state.store.create(&record, idempotency.as_deref(), state.max_in_flight).await? {
+    let keyed = idempotency.as_deref().map(|key| Idempotency { key, request: &fingerprint });
+    match state.store.create(&record, keyed, state.max_in_flight).await? {
         Created::New => {}
         Created::LimitReached => {
             return Err(AppError::TooManyRequests {
@@ -91,22 +105,70 @@ async fn submit(
                 seconds: 5,
             });
         }
-        Created::Existing(task_id) => {
-            let existing = state.store.get(task_id).await?;
-            let existing = existing.unwrap_or(TaskRecord { task_id, ..record });
-            tracing::info!(task_id = %task_id, "idempotent replay of a submitted task");
-            return accepted(&state, &existing);
+        Created::Existing { same_request: false, .. } => {
+            return Err(AppError::Unprocessable(
+                "this Idempotency-Key was used for a different request; use a new key for a new task".into(),
+            ));
+        }
+        Created::Existing { task_id, published, same_request: true } => {
+            let key = idempotency.as_deref().expect("only a keyed submit finds an existing task");
+            let replay = Replay { task_id, published, key, traceparent: &traceparent(&headers, task_id) };
+            return replay.answer(&state, task).await;
         }
     }
-    if let Err(error) = state.queue.publish(&task, &traceparent(&headers, task.task_id)).await {
+    if let Err(error) = publish_within_timeout(state.queue.as_ref(), &task, &traceparent(&headers, task.task_id)).await {
         // Nothing half-written: the record (and its idempotency key) go too.
         if let Err(cleanup) = state.store.remove(&record, idempotency.as_deref()).await {
             tracing::error!(%cleanup, task_id = %task.task_id, "could not remove the record of an unpublished task");
         }
         return Err(error.into());
     }
+    confirm_published(&state, &task, idempotency.as_deref()).await;
     tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
     accepted(&state, &record)
+}
+
+/// Marks the key's task as published. On failure the key stays pending, and a late replay
+/// publishes the task a second time: the worker runs a task id once and announces it again.
+async fn confirm_published(state: &AppState, task: &TaskEnvelope, key: Option<&str>) {
+    let Some(key) = key else { return };
+    if let Err(error) = state.store.confirm_published(&task.user_id, key, task.task_id).await {
+        tracing::warn!(%error, task_id = %task.task_id, "could not mark the idempotency key published");
+    }
+}
+
+/// A submit whose idempotency key names an earlier task.
+struct Replay<'a> {
+    task_id: TaskId,
+    published: bool,
+    key: &'a str,
+    traceparent: &'a str,
+}
+
+impl Replay<'_> {
+    /// Answers the earlier task; publishes it first when the request that recorded it died
+    /// before publishing. `task` is the replayed request, unrecorded.
+    async fn answer(self, state: &AppState, task: TaskEnvelope) -> Result<Response, AppError> {
+        let Some(existing) = state.store.get(self.task_id).await? else {
+            // Its record expired: all that is left to say is its id.
+            return accepted(state, &TaskRecord { task_id: self.task_id, ..TaskRecord::queued(&task) });
+        };
+        if self.published || existing.status != TaskStatus::Queued {
+            tracing::info!(task_id = %self.task_id, "idempotent replay of a submitted task");
+            return accepted(state, &existing);
+        }
+        let age_ms = state.clock.now_ms().saturating_sub(existing.submitted_at_ms);
+        if age_ms < REPUBLISH_PENDING_AFTER.as_millis() as u64 {
+            return Err(AppError::InProgress(
+                "a request with this Idempotency-Key is still being accepted; retry shortly".into(),
+            ));
+        }
+        let orphan = TaskEnvelope { task_id: self.task_id, submitted_at_ms: existing.submitted_at_ms, ..task };
+        publish_within_timeout(state.queue.as_ref(), &orphan, self.traceparent).await?;
+        confirm_published(state, &orphan, Some(self.key)).await;
+        tracing::warn!(task_id = %self.task_id, "published a task whose first request died before publishing it");
+        accepted(state, &existing)
+    }
 }
 
 #[cfg(test)]

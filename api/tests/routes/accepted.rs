@@ -10,10 +10,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use inferpush_api::AppState;
 use inferpush_api::queue::{QueueError, TaskQueue};
-use inferpush_protocol::http::Accepted;
+use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::{ManualClock, TaskEnvelope, TaskRecord, TaskStatus};
-use inferpush_store::{MemoryTaskStore, TaskStore};
+use inferpush_store::{Idempotency, MemoryTaskStore, TaskStore};
 use serde_json::json;
+use tower::ServiceExt;
 
 /// A queue that keeps what it is handed, or refuses as an unreachable broker would.
 #[derive(Default)]
@@ -41,6 +42,7 @@ struct InProcess {
     state: AppState,
     queue: Arc<RecordingQueue>,
     store: Arc<MemoryTaskStore>,
+    clock: Arc<ManualClock>,
 }
 
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -48,13 +50,9 @@ const NOW_MS: u64 = 1_800_000_000_000;
 fn in_process() -> InProcess {
     let queue = Arc::new(RecordingQueue::default());
     let store = Arc::new(MemoryTaskStore::new());
-    let state = AppState {
-        queue: queue.clone(),
-        store: store.clone(),
-        clock: Arc::new(ManualClock::at(NOW_MS)),
-        ..super::state()
-    };
-    InProcess { state, queue, store }
+    let clock = Arc::new(ManualClock::at(NOW_MS));
+    let state = AppState { queue: queue.clone(), store: store.clone(), clock: clock.clone(), ..super::state() };
+    InProcess { state, queue, store, clock }
 }
 
 fn submit_with_key(idempotency_key: &str) -> Request<Body> {
@@ -106,6 +104,70 @@ async fn a_replayed_idempotency_key_answers_the_first_task_and_publishes_once() 
     assert_eq!(first["task_id"], again["task_id"]);
     assert_eq!(it.queue.published.lock().unwrap().len(), 1);
     assert_eq!(it.store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replay_publishes_a_task_whose_first_request_died_between_record_and_queue() {
+    let it = in_process();
+    // What a replica killed after recording and before publishing leaves behind.
+    let channel = inferpush_protocol::InferenceChannel::new(
+        inferpush_protocol::channel::ChannelKind::Private,
+        "alice",
+    )
+    .unwrap();
+    let orphan = TaskEnvelope::new("alice", "echo", json!({"n": 1}), channel, NOW_MS);
+    let request = SubmitRequest::new("echo", json!({"n": 1})).fingerprint();
+    let key = Idempotency { key: "died", request: &request };
+    it.store.create(&TaskRecord::queued(&orphan), Some(key), 100).await.unwrap();
+
+    // While the first request could still be publishing, a replay is told to come back.
+    it.clock.advance(1_000);
+    let response = inferpush_api::app(it.state.clone()).oneshot(submit_with_key("died")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    assert!(it.queue.published.lock().unwrap().is_empty());
+
+    // Past the longest a publish can take, the replay publishes it, under its own id, once.
+    it.clock.advance(30_000);
+    for _ in 0..2 {
+        let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("died")).await;
+        assert_eq!((status, body["task_id"].as_str()), (StatusCode::ACCEPTED, Some(&*orphan.task_id.to_string())));
+    }
+    let published = it.queue.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1, "published once, then the key is confirmed");
+    assert_eq!((published[0].0.task_id, published[0].0.submitted_at_ms), (orphan.task_id, NOW_MS));
+    assert_eq!(it.store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replayed_key_with_another_request_is_refused_and_a_replay_reports_the_current_status() {
+    let it = in_process();
+    super::send_to(it.state.clone(), submit_with_key("k")).await;
+    let other = Request::post("/v1/inference")
+        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "k")
+        .body(Body::from(json!({"model": "all-minilm-l6-v2", "input": {"texts": ["hello"]}}).to_string()))
+        .unwrap();
+    let (status, _, body, _) = super::send_to(it.state.clone(), other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    let other_input = Request::post("/v1/inference")
+        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "k")
+        .body(Body::from(json!({"model": "echo", "input": {"n": 2}}).to_string()))
+        .unwrap();
+    let (status, _, _, _) = super::send_to(it.state.clone(), other_input).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "same model, another input");
+    assert_eq!(it.queue.published.lock().unwrap().len(), 1);
+
+    // The task moves on; a replay says where it stands now.
+    let (task, _) = it.queue.published.lock().unwrap()[0].clone();
+    let clock = it.clock.as_ref();
+    it.store.transition(&TaskRecord::queued(&task).started(clock)).await.unwrap();
+    let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use inferpush_service::settings::UnsafeSetting;
 use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
@@ -26,12 +27,16 @@ pub struct ApiConfig {
     /// Accept RS256 JWTs verified with the public key in this PEM file.
     #[arg(long, env = "INFERPUSH_JWT_RS256_PUBLIC_KEY")]
     pub jwt_rs256_public_key: Option<std::path::PathBuf>,
-    /// Required `iss` of JWTs, when set.
+    /// Required `iss` of JWTs; must be set when JWTs are accepted.
     #[arg(long, env = "INFERPUSH_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` of JWTs, when set.
+    /// Required `aud` of JWTs; must be set when JWTs are accepted.
     #[arg(long, env = "INFERPUSH_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Accept JWTs without checking `iss` and `aud` (any token the key signed, for any
+    /// service, passes). Unsafe: only for a key used by inferpush alone.
+    #[arg(long, env = "INFERPUSH_JWT_UNSAFE_SKIP_ISSUER_AUDIENCE", default_value_t = false)]
+    pub jwt_unsafe_skip_issuer_audience: bool,
     /// Submits per second per user (token bucket refill).
     #[arg(long, env = "INFERPUSH_SUBMIT_RATE", default_value_t = 50)]
     pub submit_rate: u32,
@@ -54,6 +59,10 @@ pub struct ApiConfig {
     /// Never turn this on where strangers can reach the api.
     #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
     pub dev_mode: bool,
+    /// Let development mode listen on a non-loopback address (a cluster on one machine
+    /// whose balancer publishes it on loopback only). Unsafe anywhere strangers can reach.
+    #[arg(long, env = "INFERPUSH_UNSAFE_DEV_MODE_ANY_ADDRESS", default_value_t = false)]
+    pub unsafe_dev_mode_any_address: bool,
     /// The demo page's folder, served at `/` in development mode.
     #[arg(long, env = "INFERPUSH_WEB_DEMO_DIR", default_value = "web-demo")]
     pub web_demo_dir: std::path::PathBuf,
@@ -80,6 +89,38 @@ pub struct ApiConfig {
     pub pusher: PusherArgs,
 }
 
+impl ApiConfig {
+    /// Refuses settings that would leave a deployment open, naming the variable.
+    pub fn ensure_safe(&self) -> Result<(), UnsafeSetting> {
+        if !self.dev_mode {
+            self.pusher.ensure_own_app()?;
+        } else if !self.listen.ip().is_loopback() && !self.unsafe_dev_mode_any_address {
+            return Err(UnsafeSetting(format!(
+                "INFERPUSH_DEV_MODE=true accepts well-known keys and mints tokens for anyone, so it listens on \
+                 loopback only; INFERPUSH_API_ADDR={} is not (set INFERPUSH_UNSAFE_DEV_MODE_ANY_ADDRESS=true \
+                 only behind a balancer that publishes it on loopback)",
+                self.listen
+            )));
+        }
+        let jwts = self.jwt_hs256_secret.as_deref().is_some_and(|s| !s.is_empty())
+            || self.jwt_rs256_public_key.is_some();
+        let unset = |value: &Option<String>| value.as_deref().is_none_or(str::is_empty);
+        if jwts && !self.jwt_unsafe_skip_issuer_audience {
+            for (variable, value) in
+                [("INFERPUSH_JWT_ISSUER", &self.jwt_issuer), ("INFERPUSH_JWT_AUDIENCE", &self.jwt_audience)]
+            {
+                if unset(value) {
+                    return Err(UnsafeSetting(format!(
+                        "JWTs are accepted but {variable} is not set: a token the key signed for another \
+                         service would pass; set it (or INFERPUSH_JWT_UNSAFE_SKIP_ISSUER_AUDIENCE=true)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +139,40 @@ mod tests {
         assert_eq!(config.pusher.key, "app-key");
         assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
         assert_eq!(config.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    }
+
+    fn refusal(args: &[&str]) -> Option<String> {
+        let config = ApiConfig::try_parse_from([&["inferpush-api"], args].concat()).unwrap();
+        config.ensure_safe().err().map(|e| e.0)
+    }
+
+    const OWN_APP: [&str; 6] =
+        ["--pusher-app-id", "shop", "--pusher-app-key", "shop-key", "--pusher-app-secret", "0123456789abcdef0123"];
+
+    #[test]
+    fn development_mode_is_the_only_place_for_default_credentials_and_it_stays_on_loopback() {
+        assert!(refusal(&[]).unwrap().starts_with("PUSHER_APP_SECRET"));
+        assert_eq!(refusal(&OWN_APP), None);
+        assert_eq!(refusal(&["--dev-mode"]), None, "make run's settings");
+        let public = refusal(&["--dev-mode", "--listen", "0.0.0.0:8080"]).unwrap();
+        assert!(public.contains("INFERPUSH_API_ADDR=0.0.0.0:8080"), "{public}");
+        assert_eq!(refusal(&["--dev-mode", "--listen", "[::1]:8080"]), None);
+        assert_eq!(
+            refusal(&["--dev-mode", "--listen", "0.0.0.0:8080", "--unsafe-dev-mode-any-address"]),
+            None
+        );
+    }
+
+    #[test]
+    fn jwts_need_issuer_and_audience_unless_explicitly_unsafe() {
+        let hs = [&OWN_APP[..], &["--jwt-hs256-secret", "s3cret-s3cret-s3cret"]].concat();
+        assert!(refusal(&hs).unwrap().contains("INFERPUSH_JWT_ISSUER is not set"));
+        let with_issuer = [&hs[..], &["--jwt-issuer", "https://id.example"]].concat();
+        assert!(refusal(&with_issuer).unwrap().contains("INFERPUSH_JWT_AUDIENCE is not set"));
+        assert_eq!(refusal(&[&with_issuer[..], &["--jwt-audience", "inferpush"]].concat()), None);
+        assert_eq!(refusal(&[&hs[..], &["--jwt-unsafe-skip-issuer-audience"]].concat()), None);
+        let rs = [&OWN_APP[..], &["--jwt-rs256-public-key", "/k.pem"]].concat();
+        assert!(refusal(&rs).unwrap().contains("INFERPUSH_JWT_ISSUER"));
     }
 
     #[test]

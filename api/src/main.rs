@@ -9,6 +9,7 @@ use inferpush_api::{AppState, serve};
 async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
     let config = ApiConfig::parse();
+    config.ensure_safe()?;
     tracing::info!(
         listen = %config.listen,
         amqp = config.amqp.redacted_url(),

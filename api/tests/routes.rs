@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use inferpush_api::auth::jwt::JwtVerifier;
 use inferpush_api::auth::keys::ApiKeys;
 use inferpush_api::dev::{DevMode, DevTokens, PusherPublic};
 use inferpush_api::limits::{Limits, UserLimit};
@@ -357,6 +358,36 @@ async fn dev_mode_signs_visitors_in_with_tokens_that_open_only_their_own_channel
     let (status, content_type, _, _) = send_to(state(), token_request("{}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn dev_mode_never_mints_a_token_for_a_real_user() {
+    use sha2::Digest;
+    let carol_key = hex::encode(sha2::Sha256::digest(b"carols-real-key"));
+    let keys = ApiKeys::parse(&format!("carol:{carol_key}"), true).unwrap();
+    let jwt = JwtVerifier::from_config(Some("issuer-secret-issuer-secret"), None, Some("idp"), Some("inferpush"))
+        .unwrap()
+        .unwrap();
+    let dev = AppState { keys: Arc::new(keys), ..dev_state() };
+    let (status, _, body, _) = send_to(dev.clone(), token_request(r#"{"user_id": "carol"}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a user with a configured key: {body}");
+    let (status, _, _, _) = send_to(dev.clone(), token_request(r#"{"user_id": "alice"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "the development users stay available");
+
+    // With a JWT issuer, whose users could have any name, only demo users get tokens…
+    let with_issuer = AppState { jwt: Some(Arc::new(jwt)), ..dev };
+    let (status, _, body, _) = send_to(with_issuer.clone(), token_request(r#"{"user_id": "dave"}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, _, _) = send_to(with_issuer.clone(), token_request(r#"{"user_id": "demo-1234"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    // …and the issuer's own tokens for demo users are refused, so the two never meet.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": "demo-1234", "iss": "idp", "aud": "inferpush", "exp": now + 60});
+    let key = jsonwebtoken::EncodingKey::from_secret(b"issuer-secret-issuer-secret");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let (status, _, body, _) = send_to(with_issuer, submit(Some(&token), r#"{"model":"echo","input":{}}"#)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("reserved for demo tokens"), "{body}");
 }
 
 #[tokio::test]

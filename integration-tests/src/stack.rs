@@ -20,7 +20,7 @@ pub const APP_ID: &str = "itest-app";
 /// Its key.
 pub const APP_KEY: &str = "itest-key";
 /// Its secret.
-pub const APP_SECRET: &str = "itest-secret";
+pub const APP_SECRET: &str = "itest-secret-0123456789abcdef";
 
 /// The encryption master key of every test stack: base64 of 32 bytes of 9.
 pub const MASTER_KEY_BASE64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";

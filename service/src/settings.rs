@@ -45,7 +45,45 @@ pub struct PusherArgs {
     pub encryption_master_key: Option<String>,
 }
 
+/// Soketi's default app (`app-id`, `app-key`, `app-secret`): every copy of Soketi and
+/// every tutorial knows it, so only development mode accepts it.
+pub const SOKETI_DEFAULT_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
+
+/// The shortest app secret accepted outside development mode.
+pub const MIN_APP_SECRET_LEN: usize = 16;
+
+/// A setting that would make a deployment unsafe; the message names the variable and
+/// never shows a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsafeSetting(pub String);
+
 impl PusherArgs {
+    /// Outside development mode: refuses Soketi's well-known default app and a secret too
+    /// short to be one.
+    pub fn ensure_own_app(&self) -> Result<(), UnsafeSetting> {
+        let (default_id, default_key, default_secret) = SOKETI_DEFAULT_APP;
+        if self.secret == default_secret {
+            return Err(UnsafeSetting(format!(
+                "PUSHER_APP_SECRET is Soketi's well-known default; set the app's own secret \
+                 (at least {MIN_APP_SECRET_LEN} characters), or INFERPUSH_DEV_MODE=true on a development machine"
+            )));
+        }
+        if self.secret.chars().count() < MIN_APP_SECRET_LEN {
+            return Err(UnsafeSetting(format!(
+                "PUSHER_APP_SECRET is too short to be a secret: use at least {MIN_APP_SECRET_LEN} random characters"
+            )));
+        }
+        if self.key == default_key || self.app_id == default_id {
+            let variable = if self.key == default_key { "PUSHER_APP_KEY" } else { "PUSHER_APP_ID" };
+            return Err(UnsafeSetting(format!(
+                "{variable} is Soketi's well-known default; give the app its own id and key, \
+                 or set INFERPUSH_DEV_MODE=true on a development machine"
+            )));
+        }
+        Ok(())
+    }
+
     /// The app id, key and secret.
     pub fn credentials(&self) -> AppCredentials {
         AppCredentials::new(&self.app_id, &self.key, &self.secret)
@@ -176,19 +214,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 30s or 15m: {e}"))
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`; the user info ends
-/// at the last `@`, so a password that holds `@` or `:` is hidden whole.
+/// Replaces the password of `scheme://user:password@host` with `***`. The user info ends
+/// at the last `@` of the URL, so a password written raw with `@`, `:`, `/`, `?` or `#`
+/// in it is hidden whole (an `@` in the path hides a little more than needed, never less).
 pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+    let Some((userinfo, host_and_path)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+        Some((user, _)) => format!("{scheme}://{user}:***@{host_and_path}"),
         None => url.to_owned(),
     }
 }
@@ -245,10 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn outside_development_mode_the_default_app_and_short_secrets_are_refused() {
+        let refusal = |args: &[&str]| {
+            let both = Both::try_parse_from([&["x"], args].concat()).unwrap();
+            both.pusher.ensure_own_app().err().map(|e| e.0)
+        };
+        let own = ["--pusher-app-id", "shop", "--pusher-app-key", "shop-key"];
+        let long_secret = "0123456789abcdef0123";
+        assert!(refusal(&[]).unwrap().starts_with("PUSHER_APP_SECRET is Soketi's well-known default"));
+        let short = refusal(&[&own[..], &["--pusher-app-secret", "hunter2"]].concat()).unwrap();
+        assert!(short.starts_with("PUSHER_APP_SECRET is too short"), "{short}");
+        assert!(!short.contains("hunter2"), "the message never shows the secret");
+        let key = refusal(&["--pusher-app-secret", long_secret]).unwrap();
+        assert!(key.starts_with("PUSHER_APP_KEY"), "{key}");
+        assert_eq!(refusal(&[&own[..], &["--pusher-app-secret", long_secret]].concat()), None);
+    }
+
+    #[test]
     fn passwords_are_redacted_from_urls() {
         assert_eq!(redact_url_password("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
         assert_eq!(redact_url_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url_password("redis://u:p@ss:w@rd@h:6379/0"), "redis://u:***@h:6379/0");
         assert_eq!(redact_url_password("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact_url_password("amqp://u:pa/ss?w#d@h/vhost"), "amqp://u:***@h/vhost");
     }
 }

@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
+    /// Development mode (`make run`): Soketi's well-known default app credentials are
+    /// accepted. Outside it the worker refuses them, and secrets too short to be one.
+    #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
+    pub dev_mode: bool,
     /// The worker's own listener (`/healthz`, `/readyz`); when taken, a free port instead.
     #[arg(long, env = "INFERPUSH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,

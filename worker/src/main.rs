@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
     }
+    if !config.dev_mode {
+        config.pusher.ensure_own_app()?;
+    }
     // A device that cannot be had is an error now, not on the first task: the embedding
     // model opens it when it loads; without that model, check it here.
     if !config.models.iter().any(|m| m == minilm::NAME) {

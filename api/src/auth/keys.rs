@@ -61,6 +61,13 @@ impl ApiKeys {
         found
     }
 
+    /// True when `user_id` holds a configured (not development) key: such a user is real,
+    /// and development mode must never mint a token in their name.
+    pub fn has_configured_user(&self, user_id: &str) -> bool {
+        let dev_digests: Vec<[u8; 32]> = DEV_KEYS.iter().map(|(key, _)| digest(key)).collect();
+        self.entries.iter().any(|(hash, user)| user == user_id && !dev_digests.contains(hash))
+    }
+
     /// How many keys are configured.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 
 use crate::AppState;
 use crate::error::AppError;
+use crate::dev::tokens::DEMO_USER_PREFIX;
 use jwt::looks_like_jwt;
 
 /// A caller whose bearer credential we recognised.
@@ -52,11 +53,14 @@ impl FromRequestParts<AppState> for User {
 /// A JWT is checked against the configured key, then (in development mode) against the
 /// demo tokens' key; when both refuse it, the configured key's reason is the one reported.
 fn verify_jwt(state: &AppState, token: &str) -> Result<String, AppError> {
-    let verdicts = state
-        .jwt
-        .iter()
-        .map(|jwt| jwt.verify(token))
-        .chain(state.dev.iter().map(|dev| dev.tokens.verify(token)));
+    let configured = state.jwt.as_ref().map(|jwt| jwt.verify(token));
+    if let Some(Ok(id)) = &configured
+        && state.dev.is_some()
+        && id.starts_with(DEMO_USER_PREFIX)
+    {
+        return Err(unauthorized("in development mode, `demo-…` users are reserved for demo tokens"));
+    }
+    let verdicts = configured.into_iter().chain(state.dev.iter().map(|dev| dev.tokens.verify(token)));
     let mut first_error = None;
     for verdict in verdicts {
         match verdict {

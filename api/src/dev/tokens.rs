@@ -22,6 +22,11 @@ use crate::error::AppError;
 /// The `iss` and `aud` of development tokens.
 const ISSUER: &str = "inferpush-dev";
 
+/// Demo users' ids start with this. With a JWT issuer configured, demo tokens are minted
+/// only for such ids, and the issuer's own tokens for such ids are refused in development
+/// mode, so the two never name the same user.
+pub const DEMO_USER_PREFIX: &str = "demo-";
+
 /// Issues and verifies development tokens.
 pub struct DevTokens {
     key: EncodingKey,
@@ -100,9 +105,24 @@ async fn issue(
     Json(request): Json<TokenRequest>,
 ) -> Result<JsonResponse<TokenResponse>, AppError> {
     let dev = state.dev.as_ref().ok_or_else(|| AppError::NotFound("no such endpoint".into()))?;
+    // A demo token never speaks for a real user: not one with a configured API key, and,
+    // when a JWT issuer is configured (its users could have any name), nobody chosen by
+    // the caller at all.
+    if let Some(wanted) = &request.user_id {
+        if state.keys.has_configured_user(wanted) {
+            return Err(AppError::Forbidden(format!(
+                "`{wanted}` is a user with a configured API key; demo tokens are only for demo users"
+            )));
+        }
+        if state.jwt.is_some() && !wanted.starts_with(DEMO_USER_PREFIX) {
+            return Err(AppError::Forbidden(format!(
+                "users come from the configured JWT issuer here; demo tokens are only for `{DEMO_USER_PREFIX}…` users"
+            )));
+        }
+    }
     let user_id = request
         .user_id
-        .unwrap_or_else(|| format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        .unwrap_or_else(|| format!("{DEMO_USER_PREFIX}{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let channel = InferenceChannel::private(&user_id)
         .map_err(|e| AppError::Unprocessable(format!("`user_id` cannot name a channel: {e}")))?;
     Ok(JsonResponse(TokenResponse {

@@ -53,7 +53,8 @@ pub struct ApiConfig {
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
     /// Browser origins allowed to call the api (CORS), comma-separated.
-    #[arg(long, env = "INFERPUSH_CORS_ORIGINS", value_delimiter = ',')]
+    /// Each is `*` (any origin) or `scheme://host[:port]`.
+    #[arg(long, env = "INFERPUSH_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
     /// Development mode: the keys `dev-alice` and `dev-bob` belong to users `alice` and `bob`.
     /// Never turn this on where strangers can reach the api.
@@ -76,6 +77,15 @@ pub struct ApiConfig {
     /// Soketi's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
     #[arg(long, env = "INFERPUSH_PUBLIC_WS_HOST")]
     pub public_ws_host: Option<String>,
+    /// Longest a client may take to send a request's head (slow-header clients are cut off).
+    #[arg(long, env = "INFERPUSH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Longest time to answer one request, body included (then 408).
+    #[arg(long, env = "INFERPUSH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Most client connections held at once; past it new ones wait in the kernel's queue.
+    #[arg(long, env = "INFERPUSH_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERPUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -89,7 +99,38 @@ pub struct ApiConfig {
     pub pusher: PusherArgs,
 }
 
+/// A CORS origin: `*`, or `scheme://host[:port]` with nothing after it (blank entries of
+/// a comma-separated list are dropped later).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim();
+    if origin.is_empty() || origin == "*" {
+        return Ok(origin.to_owned());
+    }
+    let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+            && !rest.is_empty()
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    if valid {
+        Ok(origin.to_owned())
+    } else {
+        Err(format!(
+            "`{origin}` is not an origin: write `*` or `scheme://host[:port]`, e.g. https://app.example"
+        ))
+    }
+}
+
 impl ApiConfig {
+    /// The HTTP server's bounds.
+    pub fn server_limits(&self) -> crate::ServerLimits {
+        crate::ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
     /// Refuses settings that would leave a deployment open, naming the variable.
     pub fn ensure_safe(&self) -> Result<(), UnsafeSetting> {
         if !self.dev_mode {
@@ -146,8 +187,14 @@ mod tests {
         config.ensure_safe().err().map(|e| e.0)
     }
 
-    const OWN_APP: [&str; 6] =
-        ["--pusher-app-id", "shop", "--pusher-app-key", "shop-key", "--pusher-app-secret", "0123456789abcdef0123"];
+    const OWN_APP: [&str; 6] = [
+        "--pusher-app-id",
+        "shop",
+        "--pusher-app-key",
+        "shop-key",
+        "--pusher-app-secret",
+        "0123456789abcdef0123",
+    ];
 
     #[test]
     fn development_mode_is_the_only_place_for_default_credentials_and_it_stays_on_loopback() {
@@ -173,6 +220,18 @@ mod tests {
         assert_eq!(refusal(&[&hs[..], &["--jwt-unsafe-skip-issuer-audience"]].concat()), None);
         let rs = [&OWN_APP[..], &["--jwt-rs256-public-key", "/k.pem"]].concat();
         assert!(refusal(&rs).unwrap().contains("INFERPUSH_JWT_ISSUER"));
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_star() {
+        let parse = |value: &str| ApiConfig::try_parse_from(["inferpush-api", "--cors-origins", value]);
+        assert_eq!(parse("*").unwrap().cors_origins, ["*"]);
+        let list = parse("https://app.example, http://localhost:3000").unwrap().cors_origins;
+        assert_eq!(list, ["https://app.example", "http://localhost:3000"]);
+        for bad in ["app.example", "https://app.example/path", "https://a b"] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("is not an origin"), "{bad}: {error}");
+        }
     }
 
     #[test]

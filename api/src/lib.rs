@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod queue;
 pub mod routes;
+pub mod server;
 pub mod state;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+pub use server::ServerLimits;
 pub use state::AppState;
 
 /// The whole service.
@@ -45,11 +47,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// CORS for browser apps on the configured origins (none: same-origin only).
+/// CORS for browser apps on the configured origins (none: same-origin only; `*`: any,
+/// which is safe here because credentials are bearer tokens, never cookies).
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
@@ -64,21 +71,22 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains requests.
-/// Meanwhile the rate limits forget idle users once a minute.
+/// Serves `app(state)` on `listener` within `limits` until `shutdown` resolves, then
+/// drains requests. Meanwhile the rate limits forget idle users once a minute.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.limits.clone();
+    let rate_limits = state.limits.clone();
     let pruning = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            limits.shrink();
+            rate_limits.shrink();
         }
     });
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let served = server::serve_bounded(listener, app(state), limits, shutdown).await;
     pruning.abort();
     served
 }

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         inferpush_service::shutdown_signal().await;
         tracing::info!("shutdown signal received, draining requests");
     };
-    serve(listener, state, shutdown).await.context("serving HTTP")?;
+    serve(listener, state, config.server_limits(), shutdown).await.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
 }

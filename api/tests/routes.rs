@@ -244,6 +244,9 @@ async fn cors_allows_only_configured_origins() {
     assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
     let refused = app(state()).oneshot(preflight("https://evil.example")).await.unwrap();
     assert!(!refused.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let any = AppState { cors_origins: vec!["*".into()], ..state() };
+    let allowed = app(any).oneshot(preflight("https://evil.example")).await.unwrap();
+    assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
 }
 
 #[tokio::test]
@@ -365,9 +368,10 @@ async fn dev_mode_never_mints_a_token_for_a_real_user() {
     use sha2::Digest;
     let carol_key = hex::encode(sha2::Sha256::digest(b"carols-real-key"));
     let keys = ApiKeys::parse(&format!("carol:{carol_key}"), true).unwrap();
-    let jwt = JwtVerifier::from_config(Some("issuer-secret-issuer-secret"), None, Some("idp"), Some("inferpush"))
-        .unwrap()
-        .unwrap();
+    let jwt =
+        JwtVerifier::from_config(Some("issuer-secret-issuer-secret"), None, Some("idp"), Some("inferpush"))
+            .unwrap()
+            .unwrap();
     let dev = AppState { keys: Arc::new(keys), ..dev_state() };
     let (status, _, body, _) = send_to(dev.clone(), token_request(r#"{"user_id": "carol"}"#)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a user with a configured key: {body}");
@@ -385,9 +389,23 @@ async fn dev_mode_never_mints_a_token_for_a_real_user() {
     let claims = json!({"sub": "demo-1234", "iss": "idp", "aud": "inferpush", "exp": now + 60});
     let key = jsonwebtoken::EncodingKey::from_secret(b"issuer-secret-issuer-secret");
     let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
-    let (status, _, body, _) = send_to(with_issuer, submit(Some(&token), r#"{"model":"echo","input":{}}"#)).await;
+    let (status, _, body, _) =
+        send_to(with_issuer, submit(Some(&token), r#"{"model":"echo","input":{}}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("reserved for demo tokens"), "{body}");
+}
+
+#[tokio::test]
+async fn an_api_key_that_looks_like_a_jwt_still_authenticates() {
+    use sha2::Digest;
+    let dotted = "live.key.with-two-dots";
+    let keys = ApiKeys::parse(&format!("erin:{}", hex::encode(sha2::Sha256::digest(dotted))), false).unwrap();
+    let state = AppState { keys: Arc::new(keys), ..state() };
+    let form = "socket_id=1234.5678&channel_name=private-inference.erin";
+    let (status, _, body, _) = send_to(state.clone(), auth_form(dotted, form)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _, _) = send_to(state, auth_form("not.a.key", form)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

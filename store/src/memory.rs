@@ -107,7 +107,8 @@ impl TaskStore for MemoryTaskStore {
         task_id: TaskId,
     ) -> Result<(), StoreError> {
         let mut state = self.state()?;
-        if let Some((id, published, _)) = state.idempotency.get_mut(&(user_id.to_owned(), idempotency_key.to_owned()))
+        if let Some((id, published, _)) =
+            state.idempotency.get_mut(&(user_id.to_owned(), idempotency_key.to_owned()))
             && *id == task_id
         {
             *published = true;
@@ -128,7 +129,11 @@ impl TaskStore for MemoryTaskStore {
         state.index.remove(&(record.user_id.clone(), record.submitted_at_ms, record.task_id));
         if let Some(key) = idempotency_key {
             let key = (record.user_id.clone(), key.to_owned());
-            if state.idempotency.get(&key).is_some_and(|(id, published, _)| *id == record.task_id && !published) {
+            if state
+                .idempotency
+                .get(&key)
+                .is_some_and(|(id, published, _)| *id == record.task_id && !published)
+            {
                 state.idempotency.remove(&key);
             }
         }

@@ -10,8 +10,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::AppState;
-use crate::error::AppError;
 use crate::dev::tokens::DEMO_USER_PREFIX;
+use crate::error::AppError;
 use jwt::looks_like_jwt;
 
 /// A caller whose bearer credential we recognised.
@@ -42,11 +42,15 @@ impl FromRequestParts<AppState> for User {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
             return Err(unauthorized("expected `Authorization: Bearer <api key or token>`"));
         }
+        let key_user = || state.keys.user_for(token).map(|id| User { id: id.to_owned() });
         if looks_like_jwt(token) {
-            return verify_jwt(state, token).map(|id| User { id });
+            // An API key may happen to have two dots: when no JWT key accepts it, it is
+            // looked up as a key, and the JWT's refusal is reported only if that fails too.
+            return verify_jwt(state, token)
+                .map(|id| User { id })
+                .or_else(|refusal| key_user().ok_or(refusal));
         }
-        let id = state.keys.user_for(token).ok_or_else(|| unauthorized("unknown API key"))?;
-        Ok(User { id: id.to_owned() })
+        key_user().ok_or_else(|| unauthorized("unknown API key"))
     }
 }
 

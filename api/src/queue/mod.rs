@@ -19,9 +19,9 @@ pub async fn publish_within_timeout(
     task: &TaskEnvelope,
     traceparent: &str,
 ) -> Result<(), QueueError> {
-    tokio::time::timeout(PUBLISH_TIMEOUT, queue.publish(task, traceparent))
-        .await
-        .unwrap_or_else(|_| Err(QueueError::Unreachable(format!("no publisher confirm within {PUBLISH_TIMEOUT:?}"))))
+    tokio::time::timeout(PUBLISH_TIMEOUT, queue.publish(task, traceparent)).await.unwrap_or_else(|_| {
+        Err(QueueError::Unreachable(format!("no publisher confirm within {PUBLISH_TIMEOUT:?}")))
+    })
 }
 
 /// Why a task could not be handed to the queue.

@@ -26,7 +26,8 @@ use crate::queue::{PUBLISH_TIMEOUT, publish_within_timeout};
 /// How long a pending idempotency key is left to the request that took it before a replay
 /// publishes its task: past [`PUBLISH_TIMEOUT`], that request has published, or removed
 /// the record, or died.
-const REPUBLISH_PENDING_AFTER: std::time::Duration = PUBLISH_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
+const REPUBLISH_PENDING_AFTER: std::time::Duration =
+    PUBLISH_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
@@ -116,7 +117,9 @@ async fn submit(
             return replay.answer(&state, task).await;
         }
     }
-    if let Err(error) = publish_within_timeout(state.queue.as_ref(), &task, &traceparent(&headers, task.task_id)).await {
+    if let Err(error) =
+        publish_within_timeout(state.queue.as_ref(), &task, &traceparent(&headers, task.task_id)).await
+    {
         // Nothing half-written: the record (and its idempotency key) go too.
         if let Err(cleanup) = state.store.remove(&record, idempotency.as_deref()).await {
             tracing::error!(%cleanup, task_id = %task.task_id, "could not remove the record of an unpublished task");
@@ -163,7 +166,8 @@ impl Replay<'_> {
                 "a request with this Idempotency-Key is still being accepted; retry shortly".into(),
             ));
         }
-        let orphan = TaskEnvelope { task_id: self.task_id, submitted_at_ms: existing.submitted_at_ms, ..task };
+        let orphan =
+            TaskEnvelope { task_id: self.task_id, submitted_at_ms: existing.submitted_at_ms, ..task };
         publish_within_timeout(state.queue.as_ref(), &orphan, self.traceparent).await?;
         confirm_published(state, &orphan, Some(self.key)).await;
         tracing::warn!(task_id = %self.task_id, "published a task whose first request died before publishing it");

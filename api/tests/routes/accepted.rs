@@ -51,7 +51,8 @@ fn in_process() -> InProcess {
     let queue = Arc::new(RecordingQueue::default());
     let store = Arc::new(MemoryTaskStore::new());
     let clock = Arc::new(ManualClock::at(NOW_MS));
-    let state = AppState { queue: queue.clone(), store: store.clone(), clock: clock.clone(), ..super::state() };
+    let state =
+        AppState { queue: queue.clone(), store: store.clone(), clock: clock.clone(), ..super::state() };
     InProcess { state, queue, store, clock }
 }
 
@@ -110,11 +111,9 @@ async fn a_replayed_idempotency_key_answers_the_first_task_and_publishes_once() 
 async fn a_replay_publishes_a_task_whose_first_request_died_between_record_and_queue() {
     let it = in_process();
     // What a replica killed after recording and before publishing leaves behind.
-    let channel = inferpush_protocol::InferenceChannel::new(
-        inferpush_protocol::channel::ChannelKind::Private,
-        "alice",
-    )
-    .unwrap();
+    let channel =
+        inferpush_protocol::InferenceChannel::new(inferpush_protocol::channel::ChannelKind::Private, "alice")
+            .unwrap();
     let orphan = TaskEnvelope::new("alice", "echo", json!({"n": 1}), channel, NOW_MS);
     let request = SubmitRequest::new("echo", json!({"n": 1})).fingerprint();
     let key = Idempotency { key: "died", request: &request };
@@ -131,7 +130,10 @@ async fn a_replay_publishes_a_task_whose_first_request_died_between_record_and_q
     it.clock.advance(30_000);
     for _ in 0..2 {
         let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("died")).await;
-        assert_eq!((status, body["task_id"].as_str()), (StatusCode::ACCEPTED, Some(&*orphan.task_id.to_string())));
+        assert_eq!(
+            (status, body["task_id"].as_str()),
+            (StatusCode::ACCEPTED, Some(&*orphan.task_id.to_string()))
+        );
     }
     let published = it.queue.published.lock().unwrap().clone();
     assert_eq!(published.len(), 1, "published once, then the key is confirmed");

@@ -8,7 +8,7 @@ use clap::Parser;
 use inferpush_protocol::catalogue::minilm;
 use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
-use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
+use inferpush_worker::delivery::publisher::{CredentialsError, Publisher, SoketiTarget, verify_credentials};
 use inferpush_worker::delivery::pusher::PusherSink;
 use inferpush_worker::health::Readiness;
 use inferpush_worker::model::Registry;
@@ -53,6 +53,15 @@ async fn main() -> anyhow::Result<()> {
         credentials: config.pusher.credentials(),
         clock: clock.clone(),
     };
+    match verify_credentials(&target).await {
+        Ok(()) => {
+            tracing::info!(soketi = target.base_url, "the Pusher server accepted this app's credentials")
+        }
+        Err(refused @ CredentialsError::Refused { .. }) => return Err(refused.into()),
+        Err(error) => {
+            tracing::warn!(%error, "could not check the Pusher credentials now; pushes wait for the server")
+        }
+    }
     let sink = PusherSink {
         publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
         max_event_bytes: config.max_event_bytes,

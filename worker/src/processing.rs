@@ -52,9 +52,7 @@ pub enum Settlement {
 
 /// Runs `task` and announces its result, returning how to settle its message.
 pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
-    // Defence in depth: a task may only ever be pushed to its own user's channel.
-    if !task.channel.carries_results_of(&task.user_id) {
-        tracing::error!(task_id = %task.task_id, channel = %task.channel, "task names a channel its user does not own");
+    if !owns_its_channel(&task) {
         return Settlement::DeadLetter;
     }
     let clock = context.clock.as_ref();
@@ -85,8 +83,21 @@ pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
     finish(finished, context).await
 }
 
-/// A dead-lettered task failed for good: record that and tell its user.
+/// Defence in depth: a task may only ever be pushed to its own user's channel.
+fn owns_its_channel(task: &TaskEnvelope) -> bool {
+    let owned = task.channel.carries_results_of(&task.user_id);
+    if !owned {
+        tracing::error!(task_id = %task.task_id, channel = %task.channel, "task names a channel its user does not own");
+    }
+    owned
+}
+
+/// A dead-lettered task failed for good: record that and tell its user. One that names a
+/// channel its user does not own is dropped (acked) untold: it was never a real task.
 pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> Settlement {
+    if !owns_its_channel(&task) {
+        return Settlement::Ack;
+    }
     tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
     finish(TaskRecord::queued(&task).dead_lettered(context.clock.as_ref()), context).await
 }

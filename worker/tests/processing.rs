@@ -184,6 +184,22 @@ async fn a_dead_letter_fails_the_task_for_good_and_tells_its_owner() {
 }
 
 #[tokio::test]
+async fn a_task_for_a_channel_its_user_does_not_own_is_never_run_nor_announced_even_dead_lettered() {
+    let h = harness();
+    let forged = TaskEnvelope::new(
+        "mallory",
+        "echo",
+        json!({}),
+        InferenceChannel::private("alice").unwrap(),
+        SUBMITTED_MS,
+    );
+    assert_eq!(process(forged.clone(), &h.context).await, Settlement::DeadLetter);
+    assert_eq!(process_dead_letter(forged.clone(), &h.context).await, Settlement::Ack, "dropped");
+    assert_eq!(h.store.get(forged.task_id).await.unwrap(), None, "nothing stored");
+    assert!(h.sink.finals().is_empty(), "nothing pushed to alice");
+}
+
+#[tokio::test]
 async fn a_refused_push_still_acks_since_the_result_is_stored() {
     let h = harness();
     h.sink.refuse.store(true, Ordering::SeqCst);

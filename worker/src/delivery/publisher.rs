@@ -115,14 +115,16 @@ impl Actor {
     /// one bad event cannot sink the others.
     async fn deliver(&self, batch: Vec<Pending>) {
         let events: Vec<BatchEvent> = batch.iter().map(|p| p.event.clone()).collect();
-        match self.send_until_done(&events).await {
+        let abandoned = || batch.iter().all(|p| p.done.is_closed());
+        match self.send_until_done(&events, abandoned).await {
             Ok(()) => batch.into_iter().for_each(|p| {
                 let _ = p.done.send(Ok(()));
             }),
             Err(PushError::Rejected(reason)) if batch.len() > 1 => {
                 tracing::warn!(reason, events = batch.len(), "batch refused; pushing its events one by one");
                 for pending in batch {
-                    let result = self.send_until_done(std::slice::from_ref(&pending.event)).await;
+                    let abandoned = || pending.done.is_closed();
+                    let result = self.send_until_done(std::slice::from_ref(&pending.event), abandoned).await;
                     let _ = pending.done.send(result);
                 }
             }
@@ -132,12 +134,22 @@ impl Actor {
         }
     }
 
-    async fn send_until_done(&self, events: &[BatchEvent]) -> Result<(), PushError> {
+    /// Sends until delivered or refused; gives up when the worker aborts, or when every
+    /// caller stopped waiting (its push deadline passed), so no retry loop outlives its task.
+    async fn send_until_done(
+        &self,
+        events: &[BatchEvent],
+        abandoned: impl Fn() -> bool,
+    ) -> Result<(), PushError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.send_once(events).await {
                 Outcome::Delivered => return Ok(()),
                 Outcome::Rejected(reason) => return Err(PushError::Rejected(reason)),
+                Outcome::Retry(_) if abandoned() => {
+                    tracing::warn!(events = events.len(), "push abandoned: nobody waits for it any more");
+                    return Err(PushError::Aborted);
+                }
                 Outcome::Retry(reason) => {
                     let wait = jittered(backoff);
                     tracing::warn!(reason, retry_in_ms = wait.as_millis() as u64, "push to Soketi failed");
@@ -174,19 +186,87 @@ impl Actor {
         match response {
             Err(error) => Outcome::Retry(error.to_string()),
             Ok(response) => {
-                let status = response.status();
-                if status.is_success() {
-                    return Outcome::Delivered;
-                }
-                let text = response.text().await.unwrap_or_default();
-                let reason = format!("{status}: {}", text.chars().take(300).collect::<String>());
-                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    Outcome::Retry(reason)
-                } else {
-                    Outcome::Rejected(reason)
+                let status = response.status().as_u16();
+                match response.text().await {
+                    Ok(body) => classify(status, &body),
+                    Err(error) => Outcome::Retry(format!("{status}, body unreadable: {error}")),
                 }
             }
         }
+    }
+}
+
+/// What a Pusher server's answer means. The status alone does not say: Soketi 1.6 answers
+/// errors with `200 {"error": "…", "code": 401}`, so a body with an `error` is a refusal
+/// whatever the status, judged by its `code` (5xx and 429 pass, anything else is final).
+fn classify(status: u16, body: &str) -> Outcome {
+    let reported = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|answer| {
+        let error = answer.get("error")?;
+        let message = error.as_str().map(str::to_owned).unwrap_or_else(|| error.to_string());
+        let code = answer.get("code").and_then(serde_json::Value::as_u64).map(|c| c as u16);
+        Some((code.unwrap_or(status), message))
+    });
+    let (code, reason) = match reported {
+        Some((code, message)) => (code, format!("{code}: {message}")),
+        None if (200..300).contains(&status) => return Outcome::Delivered,
+        None => (status, format!("{status}: {}", body.chars().take(300).collect::<String>())),
+    };
+    if code >= 500 || code == 429 || (200..300).contains(&code) {
+        Outcome::Retry(reason)
+    } else {
+        Outcome::Rejected(reason)
+    }
+}
+
+/// Why [`verify_credentials`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The server answered and refused the app's signature or id.
+    #[error(
+        "the Pusher server at {url} refused this app ({reason}): check PUSHER_APP_ID, PUSHER_APP_KEY and \
+         PUSHER_APP_SECRET against the server's app"
+    )]
+    Refused {
+        /// The server's base URL.
+        url: String,
+        /// What it said.
+        reason: String,
+    },
+    /// The server could not be asked (down, or not a Pusher server).
+    #[error("the Pusher server at {url} could not be asked: {reason}")]
+    Unreachable {
+        /// The server's base URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Proves the app's credentials with one signed read (`GET /apps/{id}/channels`), so a
+/// worker with a wrong secret refuses to start instead of counting refused pushes as done.
+pub async fn verify_credentials(target: &SoketiTarget) -> Result<(), CredentialsError> {
+    let path = format!("/apps/{}/channels", target.credentials.app_id);
+    let query = target.credentials.sign_rest(&RestRequest {
+        method: "GET",
+        path: &path,
+        body: b"",
+        timestamp: target.clock.now_secs(),
+        params: &[],
+    });
+    let url = target.base_url.clone();
+    let unreachable = |reason: String| CredentialsError::Unreachable { url: url.clone(), reason };
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let response =
+        client.get(format!("{url}{path}?{query}")).send().await.map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| unreachable(e.to_string()))?;
+    match classify(status, &body) {
+        Outcome::Delivered => Ok(()),
+        Outcome::Rejected(reason) => Err(CredentialsError::Refused { url, reason }),
+        Outcome::Retry(reason) => Err(unreachable(reason)),
     }
 }
 
@@ -198,6 +278,34 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verdict(status: u16, body: &str) -> &'static str {
+        match classify(status, body) {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retry",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+
+    #[test]
+    fn an_error_body_is_a_refusal_whatever_the_status() {
+        assert_eq!(verdict(200, "{}"), "delivered");
+        assert_eq!(verdict(200, r#"{"batch":[{}]}"#), "delivered");
+        // What Soketi 1.6.1 answers to a wrong secret and to an oversize event.
+        assert_eq!(verdict(200, r#"{"error":"The secret authentication failed","code":401}"#), "rejected");
+        assert_eq!(
+            verdict(200, r#"{"error":"The event data should be less than 100 KB.","code":413}"#),
+            "rejected"
+        );
+        assert_eq!(verdict(200, r#"{"error":"Too many","code":429}"#), "retry");
+        assert_eq!(verdict(200, r#"{"error":"busy","code":503}"#), "retry");
+        assert_eq!(verdict(200, r#"{"error":"no code"}"#), "retry", "an error in a 2xx with no code");
+        // Servers that use real statuses (Sockudo), with or without a JSON body.
+        assert_eq!(verdict(401, r#"{"error":"Invalid signature"}"#), "rejected");
+        assert_eq!(verdict(413, "too large"), "rejected");
+        assert_eq!(verdict(503, "down"), "retry");
+        assert_eq!(verdict(429, ""), "retry");
+    }
 
     #[test]
     fn jitter_stays_within_half_to_one_and_a_half() {

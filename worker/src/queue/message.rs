@@ -1,6 +1,9 @@
 //! One AMQP message: decode it, hand it to [`processing`](crate::processing), settle it
 //! with the broker as the processing says (ack, requeue, or dead-letter).
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use inferpush_protocol::TaskEnvelope;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -11,7 +14,7 @@ use crate::processing::{Settlement, TaskContext, process, process_dead_letter};
 /// one naming a channel that is not an inference channel) is dead-lettered.
 pub async fn handle(delivery: Delivery, context: TaskContext) {
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
-        Ok(task) => process(task, &context).await,
+        Ok(task) => guarded(process(task, &context)).await,
         Err(error) => {
             tracing::error!(%error, "undecodable task message; dead-lettering it");
             Settlement::DeadLetter
@@ -23,7 +26,7 @@ pub async fn handle(delivery: Delivery, context: TaskContext) {
 /// Runs one dead-lettered message: the task failed for good.
 pub async fn handle_dead_letter(delivery: Delivery, context: TaskContext) {
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
-        Ok(task) => process_dead_letter(task, &context).await,
+        Ok(task) => guarded(process_dead_letter(task, &context)).await,
         Err(error) => {
             // Garbage with no user to tell: it stays visible in the logs, not in the queue.
             tracing::error!(%error, bytes = delivery.data.len(), "dropping an undecodable dead letter");
@@ -31,6 +34,24 @@ pub async fn handle_dead_letter(delivery: Delivery, context: TaskContext) {
         }
     };
     settle(&delivery, settlement).await;
+}
+
+/// Runs a task's processing; a panic in it gives the message back to the queue (the
+/// quorum queue's delivery limit dead-letters one that always panics) instead of leaving
+/// it unsettled, holding a prefetch slot until the connection closes.
+async fn guarded(processing: impl Future<Output = Settlement>) -> Settlement {
+    match AssertUnwindSafe(processing).catch_unwind().await {
+        Ok(settlement) => settlement,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = message, "processing a task panicked; giving it back to the queue");
+            Settlement::Requeue
+        }
+    }
 }
 
 /// Settles `delivery` with the broker as `settlement` says.
@@ -47,5 +68,22 @@ async fn settle(delivery: &Delivery, settlement: Settlement) {
     if let Err(error) = result {
         // The channel is gone; the broker will redeliver the task, which is safe.
         tracing::warn!(%error, ?settlement, "could not settle a delivery; it will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_processing_gives_the_task_back() {
+        assert_eq!(guarded(async { Settlement::Ack }).await, Settlement::Ack);
+        let panicking = async {
+            if std::hint::black_box(true) {
+                panic!("a bug in a model");
+            }
+            Settlement::Ack
+        };
+        assert_eq!(guarded(panicking).await, Settlement::Requeue);
     }
 }

@@ -49,6 +49,12 @@ pub struct ApiConfig {
     /// Channel authorisations a user may make at once.
     #[arg(long, env = "INFERPUSH_AUTH_BURST", default_value_t = 50)]
     pub auth_burst: u32,
+    /// Task listings (`GET /v1/inference?since=…`) per second per user.
+    #[arg(long, env = "INFERPUSH_LIST_RATE", default_value_t = 10)]
+    pub list_rate: u32,
+    /// Task listings a user may make at once.
+    #[arg(long, env = "INFERPUSH_LIST_BURST", default_value_t = 50)]
+    pub list_burst: u32,
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,

@@ -47,6 +47,8 @@ pub struct Limits {
     pub submit: UserLimit,
     /// `POST /pusher/auth`, `POST /broadcasting/auth`.
     pub auth: UserLimit,
+    /// `GET /v1/inference?since=…`.
+    pub list: UserLimit,
 }
 
 impl Limits {
@@ -54,6 +56,7 @@ impl Limits {
     pub fn shrink(&self) {
         self.submit.shrink();
         self.auth.shrink();
+        self.list.shrink();
     }
 }
 

@@ -81,6 +81,7 @@ impl AppState {
             limits: Arc::new(Limits {
                 submit: UserLimit::new("submit", config.submit_rate, config.submit_burst),
                 auth: UserLimit::new("channel auth", config.auth_rate, config.auth_burst),
+                list: UserLimit::new("task listing", config.list_rate, config.list_burst),
             }),
             max_in_flight: config.max_in_flight,
             master_key: master_key.map(Arc::new),

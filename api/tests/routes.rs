@@ -39,6 +39,7 @@ fn state() -> AppState {
         limits: Arc::new(Limits {
             submit: UserLimit::new("submit", 100, 100),
             auth: UserLimit::new("channel auth", 100, 100),
+            list: UserLimit::new("task listing", 100, 100),
         }),
         max_in_flight: 100,
         master_key: None,
@@ -393,6 +394,31 @@ async fn dev_mode_never_mints_a_token_for_a_real_user() {
         send_to(with_issuer, submit(Some(&token), r#"{"model":"echo","input":{}}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("reserved for demo tokens"), "{body}");
+}
+
+#[tokio::test]
+async fn listing_is_rate_limited_per_user_like_submits() {
+    let limits = Limits {
+        submit: UserLimit::new("submit", 100, 100),
+        auth: UserLimit::new("channel auth", 100, 100),
+        list: UserLimit::new("task listing", 1, 2),
+    };
+    let state = AppState { limits: Arc::new(limits), ..state() };
+    let list = |key: &str| {
+        Request::get("/v1/inference?since=0")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let (status, _, _, _) = send_to(state.clone(), list("dev-alice")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "within the burst (the store is down here)");
+    }
+    let response = app(state.clone()).oneshot(list("dev-alice")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let (status, _, _, _) = send_to(state, list("dev-bob")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "another user is not limited");
 }
 
 #[tokio::test]

@@ -107,6 +107,11 @@ pub struct TaskList {
     /// Pass as `since` to get the next page; absent when this page is the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_since: Option<TaskId>,
+    /// True when more tasks follow this page (then `next_since` is set). A page may hold
+    /// fewer than `limit` tasks and still have more: it is also bounded in bytes, and
+    /// tasks whose results expired are skipped.
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// `POST /pusher/auth` and `POST /broadcasting/auth` (form-encoded or JSON), as pusher-js

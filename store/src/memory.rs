@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 
-use crate::{Created, Idempotency, StoreError, TaskStore, Transition};
+use crate::{Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition};
 
 #[derive(Default)]
 struct State {
@@ -150,17 +150,23 @@ impl TaskStore for MemoryTaskStore {
         since_ms: u64,
         after: Option<TaskId>,
         limit: usize,
-    ) -> Result<Vec<TaskRecord>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<Page, StoreError> {
         let state = self.state()?;
         let from = (user_id.to_owned(), since_ms, TaskId(uuid::Uuid::nil()));
-        Ok(state
+        let mut page = PageBuilder::new(user_id, limit, max_bytes);
+        let entries = state
             .index
             .range(from..)
             .take_while(|(user, _, _)| user == user_id)
-            .filter(|(_, _, id)| after.is_none_or(|after| *id > after))
-            .filter_map(|(_, _, id)| state.records.get(id).cloned())
-            .take(limit)
-            .collect())
+            .filter(|(_, _, id)| after.is_none_or(|after| *id > after));
+        for (_, _, id) in entries {
+            let json = state.records.get(id).map(serde_json::to_string).transpose()?;
+            if !page.offer(*id, json.as_deref())? {
+                break;
+            }
+        }
+        Ok(page.finish())
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use crate::keys::Keys;
-use crate::{Created, Idempotency, StoreError, TaskStore, Transition, scripts};
+use crate::{Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts};
 
 /// Task state in Redis.
 #[derive(Clone)]
@@ -148,29 +148,51 @@ impl TaskStore for RedisTaskStore {
         since_ms: u64,
         after: Option<TaskId>,
         limit: usize,
-    ) -> Result<Vec<TaskRecord>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<Page, StoreError> {
         let mut connection = self.connection.clone();
-        // Ask for a few extra to make up for ids at `since_ms` that are not after `after`.
-        let ids: Vec<String> = connection
-            .zrangebyscore_limit(self.keys.user_tasks(user_id), since_ms, "+inf", 0, (limit + 64) as isize)
-            .await?;
-        let ids: Vec<TaskId> = ids
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .filter(|id| after.is_none_or(|after| *id > after))
-            .take(limit)
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let index = self.keys.user_tasks(user_id);
+        let mut page = PageBuilder::new(user_id, limit, max_bytes);
+        let mut expired: Vec<String> = Vec::new();
+        // The index in chunks (a few extra for ids at `since_ms` that are not after
+        // `after`, and for entries whose records expired), until the page is full.
+        let chunk = (limit + 64).min(1000);
+        let mut offset = 0;
+        'index: loop {
+            let ids: Vec<String> = connection
+                .zrangebyscore_limit(&index, since_ms, "+inf", offset as isize, chunk as isize)
+                .await?;
+            offset += ids.len();
+            let exhausted = ids.len() < chunk;
+            let ids: Vec<TaskId> = ids
+                .iter()
+                .filter_map(|id| id.parse().ok())
+                .filter(|id| after.is_none_or(|after| *id > after))
+                .collect();
+            if !ids.is_empty() {
+                let keys: Vec<String> = ids.iter().map(|id| self.keys.task(*id)).collect();
+                let records: Vec<Option<String>> = connection.mget(keys).await?;
+                for (id, json) in ids.iter().zip(records) {
+                    if json.is_none() {
+                        expired.push(id.to_string());
+                    }
+                    if !page.offer(*id, json.as_deref())? {
+                        break 'index;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.keys.task(*id)).collect();
-        let records: Vec<Option<String>> = connection.mget(keys).await?;
-        records
-            .into_iter()
-            .flatten()
-            .map(|json| serde_json::from_str::<TaskRecord>(&json).map_err(StoreError::from))
-            .filter(|r| !matches!(r, Ok(record) if record.user_id != user_id))
-            .collect()
+        if !expired.is_empty() {
+            // Their records are gone: later listings need not look at them again.
+            let pruned: Result<i64, _> = connection.zrem(&index, expired).await;
+            if let Err(error) = pruned {
+                tracing::debug!(%error, "could not prune expired entries from a task index");
+            }
+        }
+        Ok(page.finish())
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {

@@ -113,7 +113,7 @@ async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn Task
     store.create(&first, key("k", "r"), 1000).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
     assert_eq!(store.get(first.task_id).await.unwrap(), None);
-    assert!(store.list_since("alice", 0, None, 10).await.unwrap().is_empty());
+    assert!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.is_empty());
     assert_eq!(store.create(&record("alice", 2), key("k", "r"), 1000).await.unwrap(), Created::New);
 }
 
@@ -147,15 +147,64 @@ async fn list_since_returns_only_the_users_later_tasks_in_order(store: &dyn Task
         store.create(task, None, 1000).await.unwrap();
     }
     store.create(&record("bob", base + 2), None, 1000).await.unwrap();
-    let all = store.list_since("alice", 0, None, 100).await.unwrap();
-    assert_eq!(
-        all.iter().map(|r| r.task_id).collect::<Vec<_>>(),
-        tasks.iter().map(|r| r.task_id).collect::<Vec<_>>()
-    );
-    let later = store.list_since("alice", 1002, Some(tasks[2].task_id), 100).await.unwrap();
-    assert_eq!(later.len(), 2);
-    assert_eq!(later[0].task_id, tasks[3].task_id);
-    assert_eq!(store.list_since("alice", 0, None, 2).await.unwrap().len(), 2);
+    let all = store.list_since("alice", 0, None, 100, BIG).await.unwrap();
+    assert_eq!(ids(&all.tasks), ids(&tasks));
+    assert!(!all.more);
+    let later = store.list_since("alice", base + 2, Some(tasks[2].task_id), 100, BIG).await.unwrap();
+    assert_eq!(ids(&later.tasks), ids(&tasks[3..]));
+    let two = store.list_since("alice", 0, None, 2, BIG).await.unwrap();
+    assert_eq!((two.tasks.len(), two.more, two.cursor), (2, true, Some(tasks[1].task_id)));
+    // A byte budget ends a page early (never before its first task) and says so.
+    let one_record = serde_json::to_string(&tasks[0]).unwrap().len();
+    let by_bytes = store.list_since("alice", 0, None, 100, one_record * 2 + 1).await.unwrap();
+    assert_eq!((by_bytes.tasks.len(), by_bytes.more), (2, true));
+    let tiny = store.list_since("alice", 0, None, 100, 1).await.unwrap();
+    assert_eq!((tiny.tasks.len(), tiny.more), (1, true));
+}
+
+const BIG: usize = usize::MAX;
+
+fn ids(records: &[TaskRecord]) -> Vec<TaskId> {
+    records.iter().map(|r| r.task_id).collect()
+}
+
+/// Old tasks whose records expired (written with a short TTL) and newer live ones: every
+/// page skips the expired entries, never counts them, and says whether more follow, so
+/// paging from the start finds every live task.
+#[tokio::test]
+async fn listing_skips_expired_tasks_and_never_hides_newer_ones() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("storetest-{}", uuid::Uuid::now_v7().simple());
+    let short = RedisTaskStore::new(&url, &prefix, Duration::from_secs(1), Arc::new(SystemClock)).unwrap();
+    let long = RedisTaskStore::new(&url, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap();
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for i in 0..30 {
+        short.create(&record("alice", base + i), None, 1000).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let live: Vec<TaskRecord> = (0..5).map(|i| record("alice", base + 100 + i)).collect();
+    for task in &live {
+        long.create(task, None, 1000).await.unwrap();
+    }
+
+    let first = long.list_since("alice", 0, None, 10, BIG).await.unwrap();
+    assert_eq!(ids(&first.tasks), ids(&live), "the expired 30 are skipped, not counted");
+    assert!(!first.more);
+
+    let mut paged = Vec::new();
+    let (mut since, mut after) = (0, None);
+    loop {
+        let page = long.list_since("alice", since, after, 2, BIG).await.unwrap();
+        paged.extend(page.tasks.clone());
+        if !page.more {
+            break;
+        }
+        let cursor = page.cursor.unwrap();
+        let cursor_ms =
+            paged.iter().find(|t| t.task_id == cursor).map(|t| t.submitted_at_ms).unwrap_or(since);
+        (since, after) = (cursor_ms, Some(cursor));
+    }
+    assert_eq!(ids(&paged), ids(&live));
 }
 
 async fn a_worker_can_record_a_task_whose_queued_record_was_lost(store: &dyn TaskStore) {
@@ -165,7 +214,7 @@ async fn a_worker_can_record_a_task_whose_queued_record_was_lost(store: &dyn Tas
         store.transition(&with_status(&task, TaskStatus::Running)).await.unwrap(),
         Transition::Applied
     );
-    assert_eq!(store.list_since("alice", 0, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.len(), 1);
 }
 
 async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes(store: &dyn TaskStore) {

@@ -17,6 +17,9 @@ use crate::error::AppError;
 /// Most tasks one list call returns.
 const MAX_LIMIT: usize = 500;
 
+/// Most bytes of task records one list call returns (at least one task always).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
     Router::new().route(TASKS_PATH, get(list)).route(TASK_ROUTE, get(status).delete(cancel))
@@ -91,9 +94,10 @@ async fn list(
         return Err(AppError::Unprocessable(format!("`limit` must be from 1 to {MAX_LIMIT}")));
     }
     let (since_ms, after) = parse_since(query.since.as_deref())?;
-    let tasks = state.store.list_since(&user.id, since_ms, after, limit).await?;
-    let next_since = (tasks.len() == limit).then(|| tasks.last().map(|t| t.task_id)).flatten();
-    Ok(Json(TaskList { tasks, next_since }))
+    state.limits.list.check(&user.id)?;
+    let page = state.store.list_since(&user.id, since_ms, after, limit, MAX_PAGE_BYTES).await?;
+    let next_since = if page.more { page.cursor } else { None };
+    Ok(Json(TaskList { tasks: page.tasks, has_more: next_since.is_some(), next_since }))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images service-images cluster-up cluster-down test-cluster
+.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
@@ -60,6 +60,11 @@ chromium:
 ## inferpush-api, -worker, -soketi, -rabbitmq, -redis. Rebuilt only when their content changed.
 images: deps models build-release
 	scripts/build-images.sh
+
+## inferpush-worker-cuda: the GPU worker (make build-gpu, ~30 min on 2 cores) with the CUDA
+## 13.0 runtime libraries from PyPI. Not part of `make images`; it cannot run here (no GPU).
+images-gpu: models build-gpu
+	scripts/build-images.sh worker-cuda
 
 ## The cluster of deploy/compose.yaml (3 RabbitMQ nodes, Redis, 2 Soketi on the Redis adapter,
 ## 2 api, 2 workers, HAProxy) on 127.0.0.1:8080 (api) and :6001 (Soketi), like `make run`.

@@ -5,12 +5,14 @@
 #
 #   scripts/build-images.sh                       every image
 #   scripts/build-images.sh soketi rabbitmq redis  only these (what the container tests use)
+#   scripts/build-images.sh worker-cuda            the GPU worker (after `make build-gpu`)
 #
 # An image is rebuilt only when what goes into it changed: each carries the SHA-256 of its
 # staged context, Containerfile and base image as a label, compared before building.
 #
 # Caches outside the clone, so CI and later sessions reuse them:
-#   $INFERPUSH_CACHE (default /var/cache/inferpush): the debootstrap tarball;
+#   $INFERPUSH_CACHE (default /var/cache/inferpush): the debootstrap tarball, and the CUDA
+#     runtime wheels of the GPU worker image;
 #   Podman's own store: the images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +91,22 @@ for image in "${images[@]}"; do
 done
 binary() { echo "$release/$1:$1"; }
 
+# The CUDA 13.0 libraries the GPU worker links (the driver's libcuda aside), from NVIDIA's
+# wheels on PyPI, unpacked once into the cache; prints the folder.
+cuda_runtime() {
+  local dir="$cache/cuda-13.0-runtime"
+  if [[ ! -e "$dir/.complete" ]]; then
+    rm -rf "$dir" && mkdir -p "$dir/wheels" "$dir/unpacked" "$dir/lib"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$dir/wheels" \
+      nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96 >&2
+    for wheel in "$dir"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$dir/unpacked/"; done
+    find "$dir/unpacked" -name 'lib*.so*' -exec cp -a {} "$dir/lib/" \;
+    rm -rf "$dir/wheels" "$dir/unpacked"
+    touch "$dir/.complete"
+  fi
+  echo "$dir/lib"
+}
+
 probe=deploy/images/http-probe:http-probe
 pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js
 for image in "${images[@]}"; do
@@ -96,6 +114,11 @@ for image in "${images[@]}"; do
     api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" ;;
     worker) build worker "$(binary inferpush-worker)" "$probe" \
       "models/all-minilm-l6-v2:models/all-minilm-l6-v2" "models/onnxruntime:models/onnxruntime" ;;
+    worker-cuda)
+      gpu=target/gpu-dist/inferpush-worker
+      [[ -x "$gpu" ]] || { echo "missing $gpu: run make build-gpu" >&2; exit 1; }
+      build worker-cuda "$gpu:inferpush-worker" "$probe" "$(cuda_runtime):cuda" \
+        "models/all-minilm-l6-v2:models/all-minilm-l6-v2" ;;
     soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
       "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;
     rabbitmq | redis | haproxy) build "$image" ;;

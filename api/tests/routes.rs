@@ -318,6 +318,64 @@ mod properties {
             // 503 would mean it got as far as the (absent) broker: only a valid task may.
             prop_assert!(matches!(status.as_u16(), 400 | 413 | 415 | 422 | 503), "{status}");
         }
+
+        /// Well-formed JSON of any shape, with any `Idempotency-Key`, is answered with a
+        /// clear client error or gets as far as the (absent) store: never a 5xx of its own.
+        #[test]
+        fn submit_answers_any_json_and_any_idempotency_key_cleanly(
+            model in prop_oneof![Just("echo".to_owned()), Just("all-minilm-l6-v2".to_owned()), "[ -~]{0,20}"],
+            input in json_value(),
+            encrypted in any::<bool>(),
+            key in proptest::option::of(prop_oneof!["[ -~]{0,300}", "[\\x00-\\x7f]{0,10}"]),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (status, body) = runtime.block_on(async {
+                let mut request = Request::post("/v1/inference")
+                    .header(header::AUTHORIZATION, "Bearer dev-alice")
+                    .header(header::CONTENT_TYPE, "application/json");
+                if let Some(key) = key.as_deref().and_then(|k| axum::http::HeaderValue::from_str(k).ok()) {
+                    request = request.header("idempotency-key", key);
+                }
+                let body = serde_json::json!({"model": model, "input": input, "encrypted": encrypted});
+                let (status, _, body) = send(request.body(Body::from(body.to_string())).unwrap()).await;
+                (status, body)
+            });
+            prop_assert!(matches!(status.as_u16(), 400 | 413 | 422 | 503), "{status}: {body}");
+            prop_assert!(body["detail"].is_string(), "{body}");
+        }
+
+        /// Any `since` and `limit` is a clear 422 or reaches the (absent) store.
+        #[test]
+        fn listing_answers_any_query_cleanly(since in "[ -~]{0,40}", limit in "[ -~]{0,8}") {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let status = runtime.block_on(async {
+                let query = serde_urlencoded::to_string([("since", &since), ("limit", &limit)]).unwrap();
+                let request = Request::get(format!("/v1/inference?{query}"))
+                    .header(header::AUTHORIZATION, "Bearer dev-alice")
+                    .body(Body::empty())
+                    .unwrap();
+                send(request).await.0
+            });
+            prop_assert!(matches!(status.as_u16(), 400 | 422 | 503), "{status}");
+        }
+    }
+
+    /// JSON values of any shape, a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[ -~]{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! connection): with the key, a retry can never make a second task.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -44,6 +45,21 @@ pub fn spawn_burst(
     pause: Duration,
     input: impl Fn(usize) -> Value + Send + Sync + 'static,
 ) -> JoinHandle<BurstReport> {
+    let progress = Arc::new(AtomicUsize::new(0));
+    spawn_burst_counting(api_url, api_key, count, concurrency, pause, input, progress)
+}
+
+/// [`spawn_burst`], counting the submits accepted so far in `progress` (a fault can then
+/// strike while submits are surely in flight).
+pub fn spawn_burst_counting(
+    api_url: String,
+    api_key: &'static str,
+    count: usize,
+    concurrency: usize,
+    pause: Duration,
+    input: impl Fn(usize) -> Value + Send + Sync + 'static,
+    progress: Arc<AtomicUsize>,
+) -> JoinHandle<BurstReport> {
     tokio::spawn(async move {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client");
         let gate = Arc::new(Semaphore::new(concurrency));
@@ -52,7 +68,8 @@ pub fn spawn_burst(
         let mut handles = Vec::with_capacity(count);
         for i in 0..count {
             let permit = gate.clone().acquire_owned().await.expect("open");
-            let (http, url, input) = (http.clone(), api_url.clone(), input.clone());
+            let (http, url, input, progress) =
+                (http.clone(), api_url.clone(), input.clone(), progress.clone());
             let key = format!("burst-{run}-{i}");
             handles.push(tokio::spawn(async move {
                 let _permit = permit;
@@ -70,6 +87,7 @@ pub fn spawn_burst(
                     let (status, retry_after) = match sent {
                         Ok(response) if response.status() == 202 => {
                             let accepted: Value = response.json().await.expect("JSON");
+                            progress.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(pause).await;
                             let id = accepted["task_id"].as_str().expect("task_id").to_owned();
                             return (Some(id), attempts);

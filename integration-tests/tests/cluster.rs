@@ -7,12 +7,14 @@
 //! task was final). Lost must be 0, and every submit made exactly one task (the burst
 //! retries with one `Idempotency-Key` per submit).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use inferpush_client::api::ApiClient;
 use inferpush_integration_tests::PusherClient;
 use inferpush_integration_tests::accounting::{Accounting, account, wait_final};
-use inferpush_integration_tests::burst::spawn_burst;
+use inferpush_integration_tests::burst::spawn_burst_counting;
 use inferpush_integration_tests::listener::{Listener, ListenerTarget};
 use inferpush_integration_tests::process::workspace_root;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
@@ -59,24 +61,43 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
-/// A burst with two listeners (the balancer puts them on different Soketi nodes); after 50
-/// results `fault` runs; then everything is counted, once per listener.
-async fn burst_with_fault<F, Fut>(name: &str, description: &str, fault: F) -> Vec<Accounting>
+/// When a fault strikes.
+enum Strike {
+    /// Once 50 results reached each listener (the burst paced, 16 lanes).
+    AfterResults,
+    /// Once 100 submits were accepted, the burst unpaced on 32 lanes: submits are in
+    /// flight at every moment.
+    AmidSubmits,
+}
+
+/// A burst with two listeners (the balancer puts them on different Soketi nodes); `fault`
+/// runs when `strike` says; then everything is counted, once per listener.
+async fn burst_with_fault<F, Fut>(name: &str, description: &str, strike: Strike, fault: F) -> Vec<Accounting>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
     let listeners = vec![listener().await, listener().await];
     let burst_started_ms = SystemClock.now_ms();
-    let burst = spawn_burst(
-        API.into(),
-        "dev-alice",
-        300,
-        16,
-        Duration::from_millis(20),
-        |i| json!({"i": i, "delay_ms": 20}),
-    );
-    wait_until("50 results at each listener", Duration::from_secs(60), || results(&listeners) >= 100).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let (lanes, pause) = match strike {
+        Strike::AfterResults => (16, Duration::from_millis(20)),
+        Strike::AmidSubmits => (32, Duration::ZERO),
+    };
+    let input = |i| json!({"i": i, "delay_ms": 20});
+    let burst = spawn_burst_counting(API.into(), "dev-alice", 300, lanes, pause, input, progress.clone());
+    match strike {
+        Strike::AfterResults => {
+            wait_until("50 results at each listener", Duration::from_secs(60), || results(&listeners) >= 100)
+                .await
+        }
+        Strike::AmidSubmits => {
+            wait_until("100 accepted submits", Duration::from_secs(60), || {
+                progress.load(Ordering::SeqCst) >= 100
+            })
+            .await
+        }
+    }
 
     // Recovery: from the fault until results flow again, watched while the fault runs.
     let before = results(&listeners);
@@ -181,30 +202,36 @@ async fn a_client_on_one_soketi_node_receives_what_is_pushed_through_the_other()
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
 async fn a_worker_killed_mid_burst_loses_nothing() {
-    let accountings = burst_with_fault("worker", "SIGKILL worker-1 for 3 s", || async {
-        cluster(&["kill", "worker-1"]);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        cluster(&["start", "worker-1"]);
-    })
-    .await;
+    let accountings =
+        burst_with_fault("worker", "SIGKILL worker-1 for 3 s", Strike::AfterResults, || async {
+            cluster(&["kill", "worker-1"]);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster(&["start", "worker-1"]);
+        })
+        .await;
     assert!(accountings.iter().all(|a| a.delivered_live + a.caught_up == 300));
 }
 
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
 async fn an_api_replica_killed_with_submits_in_flight_loses_nothing_and_makes_nothing_twice() {
-    burst_with_fault("api-replica", "SIGKILL api-1 for 3 s, submits in flight", || async {
-        cluster(&["kill", "api-1"]);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        cluster(&["start", "api-1"]);
-    })
+    burst_with_fault(
+        "api-replica",
+        "SIGKILL api-1 for 3 s, submits in flight",
+        Strike::AmidSubmits,
+        || async {
+            cluster(&["kill", "api-1"]);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster(&["start", "api-1"]);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
 async fn a_soketi_node_killed_mid_burst_loses_nothing() {
-    burst_with_fault("soketi-node", "SIGKILL soketi-1 for 4 s", || async {
+    burst_with_fault("soketi-node", "SIGKILL soketi-1 for 4 s", Strike::AfterResults, || async {
         cluster(&["kill", "soketi-1"]);
         tokio::time::sleep(Duration::from_secs(4)).await;
         cluster(&["start", "soketi-1"]);
@@ -223,7 +250,7 @@ async fn the_rabbitmq_node_leading_the_task_queue_killed_mid_burst_loses_nothing
         .unwrap_or_else(|| panic!("no leader for the echo queue in {leaders}"))
         .to_owned();
     let description = format!("SIGKILL {leader} (the echo queue's leader) for 5 s");
-    burst_with_fault("rabbitmq-leader", &description, || async {
+    burst_with_fault("rabbitmq-leader", &description, Strike::AfterResults, || async {
         cluster(&["kill", &leader]);
         tokio::time::sleep(Duration::from_secs(5)).await;
         cluster(&["start", &leader]);

@@ -124,7 +124,9 @@ impl Broker {
             .map_err(|_| QueueError::Unreachable("no publisher confirm in time".into()))?
             .map_err(unreachable)?;
         if !confirmation.is_ack() {
-            return Err(QueueError::Refused("the broker nacked the message".into()));
+            // A nack says the broker could not take the message now (a quorum queue
+            // electing a new leader, say): passing, so the client is told to retry.
+            return Err(QueueError::Unreachable("the broker nacked the message".into()));
         }
         if confirmation.take_message().is_some() {
             return Err(QueueError::Refused(format!("no queue is bound for model `{}`", task.model)));

@@ -61,7 +61,7 @@ chromium:
 images: deps models build-release
 	scripts/build-images.sh
 
-## inferpush-worker-cuda: the GPU worker (make build-gpu, ~30 min on 2 cores) with the CUDA
+## inferpush-worker-cuda: the GPU worker (make build-gpu, ~10 min on 2 cores) with the CUDA
 ## 13.0 runtime libraries from PyPI. Not part of `make images`; it cannot run here (no GPU).
 images-gpu: models build-gpu
 	scripts/build-images.sh worker-cuda

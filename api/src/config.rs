@@ -58,6 +58,10 @@ pub struct ApiConfig {
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
+    /// Most result bytes one user may hold over one result TTL (each task counts an estimate
+    /// of its result when accepted); 0 turns the quota off.
+    #[arg(long, env = "INFERPUSH_RESULT_QUOTA_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub result_quota_bytes: u64,
     /// Browser origins allowed to call the api (CORS), comma-separated.
     /// Each is `*` (any origin) or `scheme://host[:port]`.
     #[arg(long, env = "INFERPUSH_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]

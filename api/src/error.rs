@@ -34,6 +34,9 @@ pub enum AppError {
     /// 413: the body is over the configured limit.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 413: the input is larger than its model takes.
+    #[error("{0}")]
+    InputTooLarge(String),
     /// 415: a content type we do not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -95,7 +98,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) | AppError::InProgress(_) => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge(_) | AppError::InputTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Most unfinished tasks one user may have.
     pub max_in_flight: u64,
+    /// Most result bytes one user may hold over one result TTL (0: no quota).
+    pub result_quota_bytes: u64,
     /// Key for end-to-end encrypted channels, when configured.
     pub master_key: Option<Arc<MasterKey>>,
     /// Origins allowed to call the api from a browser (CORS).
@@ -84,6 +86,7 @@ impl AppState {
                 list: UserLimit::new("task listing", config.list_rate, config.list_burst),
             }),
             max_in_flight: config.max_in_flight,
+            result_quota_bytes: config.result_quota_bytes,
             master_key: master_key.map(Arc::new),
             cors_origins: config
                 .cors_origins

@@ -42,6 +42,7 @@ fn state() -> AppState {
             list: UserLimit::new("task listing", 100, 100),
         }),
         max_in_flight: 100,
+        result_quota_bytes: 0,
         master_key: None,
         cors_origins: vec!["https://app.example".into()],
         pusher: Arc::new(AppCredentials::new("app-id", "app-key", "app-secret")),

@@ -51,6 +51,8 @@ pub struct StackOptions {
     pub dev_mode: bool,
     /// Where Soketi, RabbitMQ and Redis come from.
     pub services: Services,
+    /// More settings for the api (they win over the stack's own).
+    pub api_env: Vec<(&'static str, String)>,
 }
 
 /// Where a stack's Soketi, RabbitMQ and Redis run.
@@ -73,6 +75,7 @@ impl Default for StackOptions {
             dev_mode: true,
             models: "echo".into(),
             services: Services::Processes,
+            api_env: Vec::new(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl Stack {
                     ("INFERPUSH_DEV_MODE", stack.options.dev_mode.to_string()),
                     ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
                 ],
+                stack.options.api_env.clone(),
             ]
             .concat(),
         );
@@ -335,6 +339,11 @@ impl Stack {
     /// (`page` at a time).
     pub async fn tasks_since(&self, api_key: &str, since: u64, page: usize) -> Vec<TaskRecord> {
         self.api_client(api_key).list_all(&since.to_string(), page).await.expect("listing tasks")
+    }
+
+    /// The Redis this stack's api and worker use.
+    pub fn redis_url(&self) -> &str {
+        &self.redis_url
     }
 
     /// The typed api client of `api_key`'s user.

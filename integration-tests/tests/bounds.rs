@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use inferpush_integration_tests::process::{Service, bin_dir};
+use inferpush_integration_tests::{Stack, StackOptions};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,4 +79,66 @@ async fn slow_header_clients_are_cut_off_and_the_api_keeps_serving_others() {
     println!("slow clients: {SLOW_CLIENTS}, longest held {longest:?}, slowest normal request {slowest:?}");
     assert!(longest < Duration::from_secs(5), "a slow client kept its connection {longest:?}");
     assert!(api.is_running());
+}
+
+const QUOTA: u64 = 4 * 1024 * 1024;
+
+async fn redis_used_memory(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut connection).await.unwrap();
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+}
+
+/// One user submits the largest echo tasks allowed as fast as the rate limit lets them:
+/// Redis memory (the stack's own Redis) levels off at the result quota, and every refusal
+/// names the quota.
+#[tokio::test]
+async fn redis_memory_levels_off_at_one_users_result_quota() {
+    let stack = Stack::start_with(StackOptions {
+        own_redis: true,
+        api_env: vec![("INFERPUSH_RESULT_QUOTA_BYTES", QUOTA.to_string())],
+        ..Default::default()
+    })
+    .await;
+    let before = redis_used_memory(stack.redis_url()).await;
+    // The largest echo input: 64 KiB of JSON.
+    let input = json!({"text": "x".repeat(64 * 1024 - 20)});
+    let (mut accepted, mut quota_refusals, mut rate_refusals) = (Vec::new(), 0, 0);
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let (status, body) = stack.submit("dev-alice", "echo", input.clone()).await;
+        match status {
+            202 => accepted.push(body["task_id"].as_str().unwrap().to_owned()),
+            429 if body["detail"].as_str().unwrap_or_default().contains("result storage quota") => {
+                quota_refusals += 1
+            }
+            429 => {
+                rate_refusals += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("{other}: {body}"),
+        }
+        if samples.len() < started.elapsed().as_millis() as usize / 500 {
+            samples.push(redis_used_memory(stack.redis_url()).await.saturating_sub(before));
+        }
+    }
+    let api = stack.api_client("dev-alice");
+    inferpush_integration_tests::accounting::wait_final(&api, &accepted, Duration::from_secs(60)).await;
+    let after = redis_used_memory(stack.redis_url()).await.saturating_sub(before);
+    println!(
+        "quota {QUOTA} B: accepted {} tasks of 64 KiB, {quota_refusals} refused for the quota, {rate_refusals} for the rate; \
+         Redis grew {after} B ({:.2}× the quota); samples every 0.5 s: {samples:?}",
+        accepted.len(),
+        after as f64 / QUOTA as f64
+    );
+    assert!(quota_refusals > 0, "the quota was never reached");
+    let per_task = serde_json::to_vec(&input).unwrap().len() as u64 + 512;
+    assert_eq!(accepted.len() as u64, QUOTA / per_task, "tasks up to the quota, not one more");
+    // The stored results: the quota plus Redis' own overhead per key, never more.
+    assert!(after < QUOTA * 3 / 2, "Redis grew {after} B for a {QUOTA} B quota");
+    // Levelled off: once refusals began, no sample grew by more than a few tasks' worth.
+    let peak_before_end = samples.iter().copied().max().unwrap_or(0);
+    assert!(after <= peak_before_end + 4 * 64 * 1024 + 512 * 1024, "still growing: {samples:?} then {after}");
 }

@@ -148,6 +148,9 @@ pub struct ModelInfo {
     pub input: String,
     /// The shape of `output`.
     pub output: String,
+    /// The largest `input` accepted, as compact JSON bytes (larger: 413).
+    #[serde(default)]
+    pub max_input_bytes: usize,
 }
 
 impl From<&ModelSpec> for ModelInfo {
@@ -157,6 +160,7 @@ impl From<&ModelSpec> for ModelInfo {
             description: spec.description.into(),
             input: spec.input.into(),
             output: spec.output.into(),
+            max_input_bytes: spec.max_input_bytes,
         }
     }
 }

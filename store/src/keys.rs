@@ -30,6 +30,11 @@ impl Keys {
         format!("{}:user:{user_id}:inflight", self.prefix)
     }
 
+    /// Result bytes a user's tasks accepted in one time bucket count (see the create script).
+    pub fn held(&self, user_id: &str, bucket: u64) -> String {
+        format!("{}:user:{user_id}:held:{bucket}", self.prefix)
+    }
+
     /// An `Idempotency-Key` of a user, hashed so any header value makes a safe key.
     pub fn idempotency(&self, user_id: &str, key: &str) -> String {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));

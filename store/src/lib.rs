@@ -52,6 +52,32 @@ pub enum Created {
     },
     /// The user already has the most unfinished tasks allowed; nothing was written.
     LimitReached,
+    /// The user's results kept over the result TTL would pass their quota; nothing was
+    /// written.
+    QuotaReached {
+        /// About how many result bytes the user holds now.
+        held: u64,
+        /// When some of them will have expired, at the earliest.
+        retry_after_secs: u64,
+    },
+}
+
+/// What a new task may take of its user's allowances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Most unfinished (queued or running) tasks the user may have.
+    pub max_in_flight: u64,
+    /// About how many bytes this task's result will hold.
+    pub result_bytes: u64,
+    /// Most result bytes the user may hold over one result TTL (0: no quota).
+    pub result_quota: u64,
+}
+
+impl Admission {
+    /// Only the in-flight cap, no result quota.
+    pub fn in_flight(max_in_flight: u64) -> Self {
+        Self { max_in_flight, result_bytes: 0, result_quota: 0 }
+    }
 }
 
 /// An `Idempotency-Key` of a submit, with the fingerprint of the request that carries it
@@ -140,13 +166,14 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn is_ready(&self) -> bool;
 
     /// Records a queued task, or, when the idempotency key was already used by this user,
-    /// returns that task's id and writes nothing; refuses when the user already has
-    /// `max_in_flight` unfinished tasks.
+    /// returns that task's id and writes nothing; refuses when the user already has their
+    /// most unfinished tasks, or when this task's result would pass their quota of result
+    /// bytes held over one result TTL (each task counts its estimate when accepted).
     async fn create(
         &self,
         record: &TaskRecord,
         idempotency: Option<Idempotency<'_>>,
-        max_in_flight: u64,
+        admission: Admission,
     ) -> Result<Created, StoreError>;
 
     /// Marks the task that `idempotency_key` of `user_id` names as safely in the queue, so

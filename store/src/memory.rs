@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 
-use crate::{Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition};
+use crate::{Admission, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition};
 
 #[derive(Default)]
 struct State {
@@ -20,6 +20,8 @@ struct State {
     /// (user, key) → (task, published, request fingerprint).
     idempotency: HashMap<(String, String), (TaskId, bool, String)>,
     in_flight: HashMap<String, u64>,
+    /// Result bytes counted per user (records never expire here, so neither do these).
+    held: HashMap<String, u64>,
 }
 
 /// Task state in a `Mutex`ed map.
@@ -78,7 +80,7 @@ impl TaskStore for MemoryTaskStore {
         &self,
         record: &TaskRecord,
         idempotency: Option<Idempotency<'_>>,
-        max_in_flight: u64,
+        admission: Admission,
     ) -> Result<Created, StoreError> {
         let mut state = self.state()?;
         let idem = idempotency.map(|i| (record.user_id.clone(), i.key.to_owned()));
@@ -86,11 +88,17 @@ impl TaskStore for MemoryTaskStore {
             let same_request = idempotency.is_some_and(|i| i.request == request);
             return Ok(Created::Existing { task_id: *task_id, published: *published, same_request });
         }
-        let in_flight = state.in_flight.entry(record.user_id.clone()).or_default();
-        if *in_flight >= max_in_flight {
+        if state.in_flight.get(&record.user_id).copied().unwrap_or(0) >= admission.max_in_flight {
             return Ok(Created::LimitReached);
         }
-        *in_flight += 1;
+        let held = state.held.get(&record.user_id).copied().unwrap_or(0);
+        if admission.result_quota > 0 && held + admission.result_bytes > admission.result_quota {
+            return Ok(Created::QuotaReached { held, retry_after_secs: 60 });
+        }
+        *state.in_flight.entry(record.user_id.clone()).or_default() += 1;
+        if admission.result_quota > 0 {
+            *state.held.entry(record.user_id.clone()).or_default() += admission.result_bytes;
+        }
         if let Some(idem) = idem {
             let request = idempotency.map(|i| i.request.to_owned()).unwrap_or_default();
             state.idempotency.insert(idem, (record.task_id, false, request));

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use crate::keys::Keys;
-use crate::{Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts};
+use crate::{Admission, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts};
 
 /// Task state in Redis.
 #[derive(Clone)]
@@ -53,6 +53,12 @@ impl RedisTaskStore {
         &self.keys
     }
 
+    /// The width of one result-quota bucket: a 24th of the TTL, at least a second (so a
+    /// quota frees up gradually as the oldest bucket expires).
+    fn quota_bucket_ms(&self) -> u64 {
+        (self.ttl.as_millis() as u64 / 24).max(1000)
+    }
+
     fn ttl_secs(&self) -> u64 {
         self.ttl.as_secs().max(1)
     }
@@ -69,28 +75,43 @@ impl TaskStore for RedisTaskStore {
         &self,
         record: &TaskRecord,
         idempotency: Option<Idempotency<'_>>,
-        max_in_flight: u64,
+        admission: Admission,
     ) -> Result<Created, StoreError> {
         let idem = idempotency.map(|i| self.keys.idempotency(&record.user_id, i.key)).unwrap_or_default();
-        let oldest = self.clock.now_ms().saturating_sub(self.ttl.as_millis() as u64);
-        let existing: Option<String> = self
-            .create
+        let now_ms = self.clock.now_ms();
+        let oldest = now_ms.saturating_sub(self.ttl.as_millis() as u64);
+        let bucket_ms = self.quota_bucket_ms();
+        let current = now_ms / bucket_ms;
+        let buckets = self.ttl.as_millis() as u64 / bucket_ms + 1;
+        let mut script = self.create.prepare_invoke();
+        script
             .key(self.keys.task(record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
             .key(idem)
-            .key(self.keys.in_flight(&record.user_id))
+            .key(self.keys.in_flight(&record.user_id));
+        for bucket in (0..buckets).map(|back| current.saturating_sub(back)) {
+            script.key(self.keys.held(&record.user_id, bucket));
+        }
+        let existing: Option<String> = script
             .arg(serde_json::to_string(record)?)
             .arg(record.task_id.to_string())
             .arg(record.submitted_at_ms)
             .arg(self.ttl_secs())
             .arg(oldest)
-            .arg(max_in_flight)
+            .arg(admission.max_in_flight)
             .arg(idempotency.map(|i| i.request).unwrap_or_default())
+            .arg(admission.result_bytes)
+            .arg(admission.result_quota)
+            .arg(self.ttl_secs() + bucket_ms.div_ceil(1000))
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {
             None => Ok(Created::New),
             Some("limit") => Ok(Created::LimitReached),
+            Some(quota) if quota.starts_with("quota ") => Ok(Created::QuotaReached {
+                held: quota["quota ".len()..].parse().unwrap_or(0),
+                retry_after_secs: bucket_ms.div_ceil(1000),
+            }),
             Some(held) => {
                 let corrupt = || {
                     let error = std::io::Error::other(format!("an idempotency key holds `{held}`"));

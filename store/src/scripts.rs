@@ -11,11 +11,16 @@ use redis::Script;
 /// confirmed the publish (`published`, 0 until then), and the fingerprint of the request
 /// that took it (`request`).
 ///
-/// KEYS: task, user index, idempotency key (or ""), user's in-flight counter
+/// The result quota counts each accepted task's estimated result bytes in the user's
+/// current time bucket; the buckets of one result TTL together are what the user holds.
+///
+/// KEYS: task, user index, idempotency key (or ""), user's in-flight counter, then the
+///       user's result-byte buckets of one TTL, the current one first
 /// ARGV: record JSON, task id, submitted ms, ttl seconds, oldest score to keep, in-flight
-///       cap, request fingerprint
+///       cap, request fingerprint, this task's result bytes, result quota (0: none),
+///       bucket lifetime seconds
 /// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap is
-/// reached, else nil. A key written by an earlier version (a plain string) counts as
+/// reached, `quota HELD` when the quota would be passed, else nil. A key written by an earlier version (a plain string) counts as
 /// published, for the request that took it.
 pub fn create() -> Script {
     Script::new(
@@ -29,6 +34,14 @@ pub fn create() -> Script {
             end
         end
         if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[6]) then return 'limit' end
+        local quota = tonumber(ARGV[9])
+        if quota > 0 then
+            local held = 0
+            for i = 5, #KEYS do held = held + tonumber(redis.call('GET', KEYS[i]) or '0') end
+            if held + tonumber(ARGV[8]) > quota then return 'quota ' .. held end
+            redis.call('INCRBY', KEYS[5], ARGV[8])
+            redis.call('EXPIRE', KEYS[5], ARGV[10])
+        end
         if KEYS[3] ~= '' then
             redis.call('HSET', KEYS[3], 'task', ARGV[2], 'published', '0', 'request', ARGV[7])
             redis.call('EXPIRE', KEYS[3], ARGV[4])

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inferpush_protocol::{InferenceChannel, SystemClock, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
-use inferpush_store::{Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition};
+use inferpush_store::{
+    Admission, Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition,
+};
 
 fn redis() -> RedisTaskStore {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -41,6 +43,7 @@ on_both_stores!(
     list_since_returns_only_the_users_later_tasks_in_order,
     a_worker_can_record_a_task_whose_queued_record_was_lost,
     the_in_flight_cap_refuses_new_tasks_until_one_finishes,
+    the_result_quota_refuses_a_task_whose_result_would_pass_it,
     every_move_is_applied_exactly_when_the_lifecycle_allows_it,
 );
 
@@ -62,7 +65,7 @@ fn with_status(record: &TaskRecord, status: TaskStatus) -> TaskRecord {
 
 async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) {
     let queued = record("alice", 1);
-    assert_eq!(store.create(&queued, None, 1000).await.unwrap(), Created::New);
+    assert_eq!(store.create(&queued, None, Admission::in_flight(1000)).await.unwrap(), Created::New);
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(queued.clone()));
 
     let running = with_status(&queued, TaskStatus::Running);
@@ -88,38 +91,56 @@ fn key<'a>(key: &'a str, request: &'a str) -> Option<Idempotency<'a>> {
 async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &dyn TaskStore) {
     let first = record("alice", 1);
     let second = record("alice", 2);
-    assert_eq!(store.create(&first, key("k1", "req-a"), 1000).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&first, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
+        Created::New
+    );
     let pending = Created::Existing { task_id: first.task_id, published: false, same_request: true };
-    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), pending);
+    assert_eq!(store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(), pending);
     assert_eq!(store.get(second.task_id).await.unwrap(), None);
     let other_request = Created::Existing { task_id: first.task_id, published: false, same_request: false };
-    assert_eq!(store.create(&second, key("k1", "req-b"), 1000).await.unwrap(), other_request);
+    assert_eq!(
+        store.create(&second, key("k1", "req-b"), Admission::in_flight(1000)).await.unwrap(),
+        other_request
+    );
     // Confirming another task's publish changes nothing; confirming this one's marks it.
     store.confirm_published("alice", "k1", second.task_id).await.unwrap();
-    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), pending);
+    assert_eq!(store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(), pending);
     store.confirm_published("alice", "k1", first.task_id).await.unwrap();
     let published = Created::Existing { task_id: first.task_id, published: true, same_request: true };
-    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), published);
+    assert_eq!(
+        store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
+        published
+    );
     // A published task's key is never freed by a late cleanup.
     store.remove(&second, Some("k1")).await.unwrap();
-    assert_eq!(store.create(&second, key("k1", "req-a"), 1000).await.unwrap(), published);
+    assert_eq!(
+        store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
+        published
+    );
     // Keys are per user.
     let bobs = record("bob", 3);
-    assert_eq!(store.create(&bobs, key("k1", "req-a"), 1000).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&bobs, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
+        Created::New
+    );
 }
 
 async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn TaskStore) {
     let first = record("alice", 1);
-    store.create(&first, key("k", "r"), 1000).await.unwrap();
+    store.create(&first, key("k", "r"), Admission::in_flight(1000)).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
     assert_eq!(store.get(first.task_id).await.unwrap(), None);
     assert!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.is_empty());
-    assert_eq!(store.create(&record("alice", 2), key("k", "r"), 1000).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 2), key("k", "r"), Admission::in_flight(1000)).await.unwrap(),
+        Created::New
+    );
 }
 
 async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {
     let waiting = record("alice", 1);
-    store.create(&waiting, None, 1000).await.unwrap();
+    store.create(&waiting, None, Admission::in_flight(1000)).await.unwrap();
     assert_eq!(store.transition(&waiting.cancelled(&SystemClock)).await.unwrap(), Transition::Applied);
     let stored = store.get(waiting.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Cancelled);
@@ -131,7 +152,7 @@ async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {
     ));
 
     let started = record("alice", 2);
-    store.create(&started, None, 1000).await.unwrap();
+    store.create(&started, None, Admission::in_flight(1000)).await.unwrap();
     store.transition(&with_status(&started, TaskStatus::Running)).await.unwrap();
     assert!(matches!(store.transition(&started.cancelled(&SystemClock)).await.unwrap(), Transition::Kept(_)));
     assert_eq!(
@@ -144,9 +165,9 @@ async fn list_since_returns_only_the_users_later_tasks_in_order(store: &dyn Task
     let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let tasks: Vec<TaskRecord> = (0..5).map(|i| record("alice", base + i)).collect();
     for task in &tasks {
-        store.create(task, None, 1000).await.unwrap();
+        store.create(task, None, Admission::in_flight(1000)).await.unwrap();
     }
-    store.create(&record("bob", base + 2), None, 1000).await.unwrap();
+    store.create(&record("bob", base + 2), None, Admission::in_flight(1000)).await.unwrap();
     let all = store.list_since("alice", 0, None, 100, BIG).await.unwrap();
     assert_eq!(ids(&all.tasks), ids(&tasks));
     assert!(!all.more);
@@ -179,12 +200,12 @@ async fn listing_skips_expired_tasks_and_never_hides_newer_ones() {
     let long = RedisTaskStore::new(&url, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap();
     let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     for i in 0..30 {
-        short.create(&record("alice", base + i), None, 1000).await.unwrap();
+        short.create(&record("alice", base + i), None, Admission::in_flight(1000)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let live: Vec<TaskRecord> = (0..5).map(|i| record("alice", base + 100 + i)).collect();
     for task in &live {
-        long.create(task, None, 1000).await.unwrap();
+        long.create(task, None, Admission::in_flight(1000)).await.unwrap();
     }
 
     let first = long.list_since("alice", 0, None, 10, BIG).await.unwrap();
@@ -217,23 +238,54 @@ async fn a_worker_can_record_a_task_whose_queued_record_was_lost(store: &dyn Tas
     assert_eq!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.len(), 1);
 }
 
+async fn the_result_quota_refuses_a_task_whose_result_would_pass_it(store: &dyn TaskStore) {
+    let admit = |bytes| Admission { max_in_flight: 1000, result_bytes: bytes, result_quota: 1000 };
+    assert_eq!(store.create(&record("alice", 1), None, admit(400)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 2), None, admit(600)).await.unwrap(),
+        Created::New,
+        "exactly full"
+    );
+    let third = record("alice", 3);
+    match store.create(&third, None, admit(1)).await.unwrap() {
+        Created::QuotaReached { held, retry_after_secs } => {
+            assert_eq!((held, retry_after_secs > 0), (1000, true))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get(third.task_id).await.unwrap(), None, "nothing written");
+    assert_eq!(store.create(&record("bob", 3), None, admit(1000)).await.unwrap(), Created::New, "per user");
+    let no_quota = Admission::in_flight(1000);
+    assert_eq!(store.create(&record("alice", 4), None, no_quota).await.unwrap(), Created::New);
+}
+
 async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes(store: &dyn TaskStore) {
     let first = record("alice", 1);
-    assert_eq!(store.create(&first, None, 2).await.unwrap(), Created::New);
-    assert_eq!(store.create(&record("alice", 2), None, 2).await.unwrap(), Created::New);
-    assert_eq!(store.create(&record("alice", 3), None, 2).await.unwrap(), Created::LimitReached);
-    assert_eq!(store.create(&record("bob", 3), None, 2).await.unwrap(), Created::New, "caps are per user");
+    assert_eq!(store.create(&first, None, Admission::in_flight(2)).await.unwrap(), Created::New);
+    assert_eq!(store.create(&record("alice", 2), None, Admission::in_flight(2)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 3), None, Admission::in_flight(2)).await.unwrap(),
+        Created::LimitReached
+    );
+    assert_eq!(
+        store.create(&record("bob", 3), None, Admission::in_flight(2)).await.unwrap(),
+        Created::New,
+        "caps are per user"
+    );
     store.transition(&with_status(&first, TaskStatus::Running)).await.unwrap();
     assert_eq!(
-        store.create(&record("alice", 4), None, 2).await.unwrap(),
+        store.create(&record("alice", 4), None, Admission::in_flight(2)).await.unwrap(),
         Created::LimitReached,
         "running still counts"
     );
     store.transition(&with_status(&first, TaskStatus::Succeeded)).await.unwrap();
     // A redelivery finishing it again frees nothing more.
     store.transition(&with_status(&first, TaskStatus::Failed)).await.unwrap();
-    assert_eq!(store.create(&record("alice", 5), None, 2).await.unwrap(), Created::New);
-    assert_eq!(store.create(&record("alice", 6), None, 2).await.unwrap(), Created::LimitReached);
+    assert_eq!(store.create(&record("alice", 5), None, Admission::in_flight(2)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 6), None, Admission::in_flight(2)).await.unwrap(),
+        Created::LimitReached
+    );
 }
 
 /// Puts a new task in `status` by the moves the lifecycle allows.
@@ -241,9 +293,11 @@ async fn task_in(store: &dyn TaskStore, status: Option<TaskStatus>) -> TaskRecor
     let task = record("alice", 1);
     match status {
         None => {}
-        Some(TaskStatus::Queued) => assert_eq!(store.create(&task, None, 1000).await.unwrap(), Created::New),
+        Some(TaskStatus::Queued) => {
+            assert_eq!(store.create(&task, None, Admission::in_flight(1000)).await.unwrap(), Created::New)
+        }
         Some(TaskStatus::Cancelled) => {
-            store.create(&task, None, 1000).await.unwrap();
+            store.create(&task, None, Admission::in_flight(1000)).await.unwrap();
             store.transition(&task.cancelled(&SystemClock)).await.unwrap();
         }
         Some(other) => {
@@ -272,7 +326,7 @@ async fn the_memory_store_fails_like_an_unreachable_redis_when_told() {
     let store = MemoryTaskStore::new();
     store.set_available(false);
     assert!(!store.is_ready().await);
-    assert!(store.create(&record("alice", 1), None, 10).await.is_err());
+    assert!(store.create(&record("alice", 1), None, Admission::in_flight(10)).await.is_err());
     store.set_available(true);
     assert!(store.is_ready().await);
 }

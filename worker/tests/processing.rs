@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use inferpush_protocol::{
     Clock, InferenceChannel, ManualClock, TaskEnvelope, TaskRecord, TaskStatus, Timings,
 };
-use inferpush_store::{Created, MemoryTaskStore, TaskStore};
+use inferpush_store::{Admission, Created, MemoryTaskStore, TaskStore};
 use inferpush_worker::delivery::{EventSink, PushError};
 use inferpush_worker::model::device::{DeviceChoice, Precision};
 use inferpush_worker::model::embedding::{BatchSettings, EngineChoice};
@@ -86,7 +86,10 @@ fn task(input: serde_json::Value) -> TaskEnvelope {
 }
 
 async fn queued(h: &Harness, task: &TaskEnvelope) {
-    assert_eq!(h.store.create(&TaskRecord::queued(task), None, 100).await.unwrap(), Created::New);
+    assert_eq!(
+        h.store.create(&TaskRecord::queued(task), None, Admission::in_flight(100)).await.unwrap(),
+        Created::New
+    );
 }
 
 #[tokio::test]

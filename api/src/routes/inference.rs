@@ -11,11 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use inferpush_protocol::catalogue::InputError;
 use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
 use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
-use inferpush_store::{Created, Idempotency};
+use inferpush_store::{Admission, Created, Idempotency};
 
 use crate::AppState;
 use crate::auth::User;
@@ -76,8 +77,10 @@ async fn submit(
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, AppError> {
-    catalogue::validate(&request.model, &request.input)
-        .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    catalogue::validate(&request.model, &request.input).map_err(|e| match e {
+        InputError::TooLarge { .. } => AppError::InputTooLarge(e.to_string()),
+        other => AppError::Unprocessable(other.to_string()),
+    })?;
     let idempotency = idempotency_key(&headers)?;
     let fingerprint = request.fingerprint();
     state.limits.submit.check(&user.id)?;
@@ -90,13 +93,24 @@ async fn submit(
     let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
     let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
+    let admission = admission(&state, &request)?;
     let task = TaskEnvelope::new(user.id, request.model, request.input, channel, state.clock.now_ms());
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
     let keyed = idempotency.as_deref().map(|key| Idempotency { key, request: &fingerprint });
-    match state.store.create(&record, keyed, state.max_in_flight).await? {
+    match state.store.create(&record, keyed, admission).await? {
         Created::New => {}
+        Created::QuotaReached { held, retry_after_secs } => {
+            return Err(AppError::TooManyRequests {
+                detail: format!(
+                    "result storage quota reached: your results kept for the result TTL come to about {held} \
+                     of {} bytes (INFERPUSH_RESULT_QUOTA_BYTES); this task's would add about {}",
+                    state.result_quota_bytes, admission.result_bytes
+                ),
+                seconds: retry_after_secs,
+            });
+        }
         Created::LimitReached => {
             return Err(AppError::TooManyRequests {
                 detail: format!(
@@ -129,6 +143,20 @@ async fn submit(
     confirm_published(&state, &task, idempotency.as_deref()).await;
     tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
     accepted(&state, &record)
+}
+
+/// What the task may take of its user's allowances; a result larger than the whole quota
+/// could never be accepted, so it is a 413 rather than a 429 to wait out.
+fn admission(state: &AppState, request: &SubmitRequest) -> Result<Admission, AppError> {
+    let spec = catalogue::find(&request.model).expect("validated above");
+    let result_bytes = (spec.result_bytes)(&request.input);
+    let quota = state.result_quota_bytes;
+    if quota > 0 && result_bytes > quota {
+        return Err(AppError::InputTooLarge(format!(
+            "this task's result would take about {result_bytes} bytes, more than the whole result quota of {quota}"
+        )));
+    }
+    Ok(Admission { max_in_flight: state.max_in_flight, result_bytes, result_quota: quota })
 }
 
 /// Marks the key's task as published. On failure the key stays pending, and a late replay

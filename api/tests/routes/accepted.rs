@@ -12,7 +12,7 @@ use inferpush_api::AppState;
 use inferpush_api::queue::{QueueError, TaskQueue};
 use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::{ManualClock, TaskEnvelope, TaskRecord, TaskStatus};
-use inferpush_store::{Idempotency, MemoryTaskStore, TaskStore};
+use inferpush_store::{Admission, Idempotency, MemoryTaskStore, TaskStore};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -117,7 +117,7 @@ async fn a_replay_publishes_a_task_whose_first_request_died_between_record_and_q
     let orphan = TaskEnvelope::new("alice", "echo", json!({"n": 1}), channel, NOW_MS);
     let request = SubmitRequest::new("echo", json!({"n": 1})).fingerprint();
     let key = Idempotency { key: "died", request: &request };
-    it.store.create(&TaskRecord::queued(&orphan), Some(key), 100).await.unwrap();
+    it.store.create(&TaskRecord::queued(&orphan), Some(key), Admission::in_flight(100)).await.unwrap();
 
     // While the first request could still be publishing, a replay is told to come back.
     it.clock.advance(1_000);
@@ -170,6 +170,40 @@ async fn a_replayed_key_with_another_request_is_refused_and_a_replay_reports_the
     it.store.transition(&TaskRecord::queued(&task).started(clock)).await.unwrap();
     let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+}
+
+fn submit_echo(input: serde_json::Value) -> Request<Body> {
+    Request::post("/v1/inference")
+        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"model": "echo", "input": input}).to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn what_one_user_may_store_is_bounded_by_input_size_and_result_quota() {
+    let it = in_process();
+    let state = AppState { result_quota_bytes: 3_200, max_body_bytes: 1 << 20, ..it.state.clone() };
+    let kilobyte = json!({"text": "x".repeat(1_000)});
+    for _ in 0..2 {
+        let (status, _, body, _) = super::send_to(state.clone(), submit_echo(kilobyte.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let response = inferpush_api::app(state.clone()).oneshot(submit_echo(kilobyte.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let (_, _, body, _) = super::send_to(state.clone(), submit_echo(kilobyte)).await;
+    assert!(body["detail"].as_str().unwrap().contains("result storage quota"), "{body}");
+    assert_eq!(it.queue.published.lock().unwrap().len(), 2);
+
+    // Over the model's own input limit: a 413 that names the model and both sizes.
+    let huge = json!({"text": "x".repeat(70_000)});
+    let (status, _, body, _) = super::send_to(state.clone(), submit_echo(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("model `echo` takes at most 65536"), "{body}");
+    // A result larger than the whole quota could never pass: 413, not 429.
+    let (status, _, body, _) = super::send_to(state, submit_echo(json!({"text": "x".repeat(5_000)}))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 }
 
 #[tokio::test]

@@ -9,6 +9,15 @@ pub const NAME: &str = "echo";
 /// Longest `delay_ms` the echo model accepts: one minute.
 pub const MAX_DELAY_MS: u64 = 60_000;
 
+/// The largest echo input, as compact JSON: it is stored and pushed back whole, so it must
+/// fit Soketi's 100 KB event limit with room to spare.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+
+/// The echo model stores its input as its output.
+pub fn result_bytes(input: &Value) -> u64 {
+    super::json_bytes(input) as u64 + super::RECORD_OVERHEAD_BYTES
+}
+
 /// Checks an echo input.
 pub fn validate(input: &Value) -> Result<(), InputError> {
     let object = input.as_object().ok_or_else(|| invalid("input", "must be a JSON object"))?;

@@ -13,6 +13,15 @@ pub const MAX_CHARS: usize = 10_000;
 /// Size of each embedding.
 pub const DIMENSIONS: usize = 384;
 
+/// The largest embedding input, as compact JSON (64 texts of 10 000 characters fit).
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// An embedding result: per text, 384 floats of at most about 12 characters of JSON.
+pub fn result_bytes(input: &Value) -> u64 {
+    let texts = input.get("texts").and_then(Value::as_array).map_or(1, Vec::len) as u64;
+    texts * DIMENSIONS as u64 * 12 + super::RECORD_OVERHEAD_BYTES
+}
+
 /// Checks an embedding input.
 pub fn validate(input: &Value) -> Result<(), InputError> {
     texts(input).map(|_| ())

@@ -48,7 +48,15 @@ pub struct ModelSpec {
     pub output: &'static str,
     /// Checks an input against this model's rules.
     pub validate: fn(&Value) -> Result<(), InputError>,
+    /// The largest input accepted, as compact JSON bytes.
+    pub max_input_bytes: usize,
+    /// About how many bytes the stored result of a valid input takes (what a task counts
+    /// against its user's result quota).
+    pub result_bytes: fn(&Value) -> u64,
 }
+
+/// Room for a record's fields besides its output (ids, status, times, channel).
+pub const RECORD_OVERHEAD_BYTES: u64 = 512;
 
 /// Every model in the catalogue.
 pub const MODELS: &[ModelSpec] = &[
@@ -59,6 +67,8 @@ pub const MODELS: &[ModelSpec] = &[
         input: "any JSON object; optional integer `delay_ms` 0–60000",
         output: "the input, unchanged",
         validate: echo::validate,
+        max_input_bytes: echo::MAX_INPUT_BYTES,
+        result_bytes: echo::result_bytes,
     },
     ModelSpec {
         id: ModelId::MiniLm,
@@ -68,6 +78,8 @@ pub const MODELS: &[ModelSpec] = &[
         input: "{\"texts\": [string, …]}: 1–64 non-empty strings of at most 10000 characters",
         output: "{\"embeddings\": [[f32; 384], …], \"dimensions\": 384}: one unit vector per text, in order",
         validate: minilm::validate,
+        max_input_bytes: minilm::MAX_INPUT_BYTES,
+        result_bytes: minilm::result_bytes,
     },
 ];
 
@@ -87,6 +99,16 @@ pub enum InputError {
     /// No model of that name.
     #[error("unknown model `{0}`; known models: {known}", known = known_names())]
     UnknownModel(String),
+    /// The input is larger than the model takes.
+    #[error("`input` is {bytes} bytes of JSON; model `{model}` takes at most {max}")]
+    TooLarge {
+        /// The model.
+        model: String,
+        /// The input's size, as compact JSON.
+        bytes: usize,
+        /// The model's limit.
+        max: usize,
+    },
     /// A field has the wrong type or value.
     #[error("`{field}` {problem}")]
     Invalid {
@@ -101,16 +123,55 @@ fn invalid(field: &str, problem: impl Into<String>) -> InputError {
     InputError::Invalid { field: field.to_owned(), problem: problem.into() }
 }
 
-/// Checks `input` against `model`'s contract.
+/// Checks `input` against `model`'s contract, its size first.
 pub fn validate(model: &str, input: &Value) -> Result<(), InputError> {
     let spec = find(model).ok_or_else(|| InputError::UnknownModel(model.to_owned()))?;
+    let bytes = json_bytes(input);
+    if bytes > spec.max_input_bytes {
+        return Err(InputError::TooLarge { model: model.to_owned(), bytes, max: spec.max_input_bytes });
+    }
     (spec.validate)(input)
+}
+
+/// The size of `value` as compact JSON.
+pub fn json_bytes(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_input_over_its_models_size_limit_is_refused_with_both_sizes() {
+        let big = json!({"text": "x".repeat(echo::MAX_INPUT_BYTES)});
+        match validate("echo", &big) {
+            Err(InputError::TooLarge { model, bytes, max }) => {
+                assert_eq!((model.as_str(), max), ("echo", echo::MAX_INPUT_BYTES));
+                assert_eq!(bytes, serde_json::to_vec(&big).unwrap().len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let fits = json!({"text": "x".repeat(echo::MAX_INPUT_BYTES - 20)});
+        assert_eq!(validate("echo", &fits), Ok(()));
+        let stored = (find("echo").unwrap().result_bytes)(&fits);
+        assert!(stored >= echo::MAX_INPUT_BYTES as u64 - 20, "echo stores its input: {stored}");
+        let texts = json!({"texts": ["a", "b"]});
+        assert!((find("all-minilm-l6-v2").unwrap().result_bytes)(&texts) > 2 * 384 * 8);
+    }
 
     #[test]
     fn every_id_has_exactly_one_row_and_names_are_unique() {

@@ -71,11 +71,12 @@ enum Strike {
 }
 
 /// A burst with two listeners (the balancer puts them on different Soketi nodes); `fault`
-/// runs when `strike` says; then everything is counted, once per listener.
+/// runs when `strike` says (and may accept tasks of its own, which it returns); then
+/// everything is counted, once per listener.
 async fn burst_with_fault<F, Fut>(name: &str, description: &str, strike: Strike, fault: F) -> Vec<Accounting>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = Vec<String>>,
 {
     let listeners = vec![listener().await, listener().await];
     let burst_started_ms = SystemClock.now_ms();
@@ -106,12 +107,13 @@ where
         wait_until("a result after the fault", SETTLE, || results(&listeners) > before).await;
         started.elapsed().as_millis()
     };
-    let ((), recovered_ms) = tokio::join!(fault(), flowing);
+    let (own_tasks, recovered_ms) = tokio::join!(fault(), flowing);
 
     let burst = burst.await.expect("the burst");
     assert_eq!(burst.gave_up, 0, "some submits never got a 202");
     let api = ApiClient::new(API, "dev-alice");
     wait_final(&api, &burst.accepted, SETTLE).await;
+    wait_final(&api, &own_tasks, SETTLE).await;
     let settled_ms = started.elapsed().as_millis();
     // One task per submit: every retry carried its submit's Idempotency-Key, so the user
     // holds exactly the accepted tasks, none made twice.
@@ -123,7 +125,7 @@ where
         .map(|t| t.task_id.to_string())
         .collect();
     created.sort();
-    let mut accepted = burst.accepted.clone();
+    let mut accepted = [&burst.accepted[..], &own_tasks[..]].concat();
     accepted.sort();
     accepted.dedup();
     assert_eq!(created, accepted, "the tasks made are not one per submit");
@@ -207,6 +209,7 @@ async fn a_worker_killed_mid_burst_loses_nothing() {
             cluster(&["kill", "worker-1"]);
             tokio::time::sleep(Duration::from_secs(3)).await;
             cluster(&["start", "worker-1"]);
+            Vec::new()
         })
         .await;
     assert!(accountings.iter().all(|a| a.delivered_live + a.caught_up == 300));
@@ -220,12 +223,85 @@ async fn an_api_replica_killed_with_submits_in_flight_loses_nothing_and_makes_no
         "SIGKILL api-1 for 3 s, submits in flight",
         Strike::AmidSubmits,
         || async {
+            // Eight submits whose bodies trickle in over 3 s: the balancer hands about half
+            // to api-1, which is reading them when it dies.
+            let run = uuid::Uuid::new_v4().simple().to_string();
+            let trickled: Vec<_> =
+                (0..8).map(|n| tokio::spawn(trickled_submit(format!("trickle-{run}-{n}")))).collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
             cluster(&["kill", "api-1"]);
             tokio::time::sleep(Duration::from_secs(3)).await;
             cluster(&["start", "api-1"]);
+            let mut ids = Vec::new();
+            let mut cut_off = 0;
+            for submit in trickled {
+                let (id, first_attempt_failed) = submit.await.expect("a trickled submit");
+                ids.push(id);
+                cut_off += usize::from(first_attempt_failed);
+            }
+            println!("trickled submits: 8, cut off by the kill and retried with their key: {cut_off}");
+            assert!(cut_off > 0, "no submit was in flight at api-1 when it died; the test proves little");
+            ids
         },
     )
     .await;
+}
+
+/// A submit whose body is sent one byte at a time over 3 s, straight through the
+/// balancer; if that attempt fails (the replica died under it), it is retried at once
+/// with the same `Idempotency-Key`, as any client should. Returns the task id and whether
+/// the first attempt failed.
+async fn trickled_submit(key: String) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({"model": "echo", "input": {"trickled": key}}).to_string();
+    let first = async {
+        let mut stream = tokio::net::TcpStream::connect(API.trim_start_matches("http://")).await?;
+        let head = format!(
+            "POST /v1/inference HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer dev-alice\r\n\
+             Content-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        let pause = Duration::from_secs(3) / body.len() as u32;
+        for byte in body.as_bytes() {
+            stream.write_all(&[*byte]).await?;
+            tokio::time::sleep(pause).await;
+        }
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    if let Ok(answer) = first.await
+        && answer.starts_with("HTTP/1.1 202")
+    {
+        let json = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let accepted: serde_json::Value = serde_json::from_str(json).expect("a 202 body");
+        return (accepted["task_id"].as_str().expect("task_id").to_owned(), false);
+    }
+    let http = reqwest::Client::new();
+    for _ in 0..120 {
+        let sent = http
+            .post(format!("{API}/v1/inference"))
+            .bearer_auth("dev-alice")
+            .header("idempotency-key", &key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            match response.status().as_u16() {
+                202 => {
+                    let accepted: serde_json::Value = response.json().await.expect("a 202 body");
+                    return (accepted["task_id"].as_str().expect("task_id").to_owned(), true);
+                }
+                409 | 502 | 503 | 504 => {}
+                other => panic!("unexpected {other} retrying a trickled submit"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("a trickled submit was never accepted");
 }
 
 #[tokio::test]
@@ -235,6 +311,7 @@ async fn a_soketi_node_killed_mid_burst_loses_nothing() {
         cluster(&["kill", "soketi-1"]);
         tokio::time::sleep(Duration::from_secs(4)).await;
         cluster(&["start", "soketi-1"]);
+        Vec::new()
     })
     .await;
 }
@@ -254,6 +331,7 @@ async fn the_rabbitmq_node_leading_the_task_queue_killed_mid_burst_loses_nothing
         cluster(&["kill", &leader]);
         tokio::time::sleep(Duration::from_secs(5)).await;
         cluster(&["start", &leader]);
+        Vec::new()
     })
     .await;
 }

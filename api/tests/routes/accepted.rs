@@ -197,10 +197,10 @@ async fn what_one_user_may_store_is_bounded_by_input_size_and_result_quota() {
     assert_eq!(it.queue.published.lock().unwrap().len(), 2);
 
     // Over the model's own input limit: a 413 that names the model and both sizes.
-    let huge = json!({"text": "x".repeat(70_000)});
+    let huge = json!({"text": "x".repeat(600_000)});
     let (status, _, body, _) = super::send_to(state.clone(), submit_echo(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("model `echo` takes at most 65536"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("model `echo` takes at most 524288"), "{body}");
     // A result larger than the whole quota could never pass: 413, not 429.
     let (status, _, body, _) = super::send_to(state, submit_echo(json!({"text": "x".repeat(5_000)}))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");

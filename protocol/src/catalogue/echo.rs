@@ -9,9 +9,10 @@ pub const NAME: &str = "echo";
 /// Longest `delay_ms` the echo model accepts: one minute.
 pub const MAX_DELAY_MS: u64 = 60_000;
 
-/// The largest echo input, as compact JSON: it is stored and pushed back whole, so it must
-/// fit Soketi's 100 KB event limit with room to spare.
-pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// The largest echo input, as compact JSON: it is stored and sent back whole, so it is
+/// bounded, yet larger than Soketi's 100 KB event limit, so that echo can exercise the
+/// `result_url` path of results too large to push.
+pub const MAX_INPUT_BYTES: usize = 512 * 1024;
 
 /// The echo model stores its input as its output.
 pub fn result_bytes(input: &Value) -> u64 {

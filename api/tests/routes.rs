@@ -462,7 +462,9 @@ async fn listing_is_rate_limited_per_user_like_submits() {
         auth: UserLimit::new("channel auth", 100, 100),
         list: UserLimit::new("task listing", 1, 2),
     };
-    let state = AppState { limits: Arc::new(limits), ..state() };
+    // An in-memory store answers at once, so the bucket cannot refill between calls.
+    let store = Arc::new(inferpush_store::MemoryTaskStore::new());
+    let state = AppState { limits: Arc::new(limits), store, ..state() };
     let list = |key: &str| {
         Request::get("/v1/inference?since=0")
             .header(header::AUTHORIZATION, format!("Bearer {key}"))
@@ -471,13 +473,13 @@ async fn listing_is_rate_limited_per_user_like_submits() {
     };
     for _ in 0..2 {
         let (status, _, _, _) = send_to(state.clone(), list("dev-alice")).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "within the burst (the store is down here)");
+        assert_eq!(status, StatusCode::OK, "within the burst");
     }
     let response = app(state.clone()).oneshot(list("dev-alice")).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers().contains_key(header::RETRY_AFTER));
     let (status, _, _, _) = send_to(state, list("dev-bob")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "another user is not limited");
+    assert_eq!(status, StatusCode::OK, "another user is not limited");
 }
 
 #[tokio::test]

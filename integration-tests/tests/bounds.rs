@@ -81,6 +81,34 @@ async fn slow_header_clients_are_cut_off_and_the_api_keeps_serving_others() {
     assert!(api.is_running());
 }
 
+#[tokio::test]
+async fn a_request_whose_body_never_finishes_is_answered_408_at_the_request_timeout() {
+    let env = [
+        ("INFERPUSH_DEV_MODE", "true".to_owned()),
+        ("INFERPUSH_API_ADDR", "127.0.0.1:0".into()),
+        ("INFERPUSH_REQUEST_TIMEOUT", "1s".into()),
+    ];
+    let mut api = Service::start(
+        "inferpush-api",
+        "bounds-request-timeout",
+        &bin_dir().join("inferpush-api"),
+        &[],
+        &env,
+    );
+    let addr = api.wait_for_log_value("listening", "addr", Duration::from_secs(30)).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let head = "POST /v1/inference HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer dev-alice\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\"";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 64];
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+}
+
 const QUOTA: u64 = 16 * 1024 * 1024;
 
 async fn redis_used_memory(url: &str) -> u64 {

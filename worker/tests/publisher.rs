@@ -143,3 +143,35 @@ async fn abort_ends_retries_against_a_dead_server() {
     let result = tokio::time::timeout(Duration::from_secs(5), push).await.unwrap().unwrap();
     assert_eq!(result, Err(PushError::Aborted));
 }
+
+#[tokio::test]
+async fn a_push_nobody_waits_for_any_more_stops_being_retried() {
+    let (fake, publisher, _abort) = start(Fake { fail_first: usize::MAX, ..Default::default() }).await;
+    // The caller gives up (as the worker does at its push deadline): the push is dropped.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), publisher.push(event("inference.completed", 1)));
+    assert!(gave_up.await.is_err());
+    // The retry in progress may still go out; after that, no more calls.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = fake.lock().unwrap().calls;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.lock().unwrap().calls, settled, "the server is still being called for an abandoned push");
+}
+
+#[tokio::test]
+async fn an_error_in_a_200_answer_is_a_refusal_not_a_delivery() {
+    // Soketi 1.6 answers a wrong secret with `200 {"error": …, "code": 401}`.
+    let router = Router::new().route(
+        "/apps/{app_id}/batch_events",
+        post(|| async { r#"{"error":"The secret authentication failed","code":401}"# }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let target = SoketiTarget { base_url, credentials: credentials(), clock: Arc::new(SystemClock) };
+    let publisher = Publisher::spawn(target, 1, CancellationToken::new());
+    match publisher.push(event("inference.completed", 1)).await {
+        Err(PushError::Rejected(reason)) => assert!(reason.contains("401"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

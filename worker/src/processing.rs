@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inferpush_protocol::{Clock, ErrorBody, TaskEnvelope, TaskRecord};
+use inferpush_protocol::{Clock, ErrorBody, TaskEnvelope, TaskRecord, TaskStatus};
 use inferpush_store::{StoreError, TaskStore, Transition};
 use tokio_util::sync::CancellationToken;
 
@@ -50,10 +50,34 @@ pub enum Settlement {
     DeadLetter,
 }
 
+/// How a message reached this worker (AMQP's `redelivered` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Its first delivery.
+    First,
+    /// Delivered before, to a consumer that did not settle it (crashed, disconnected, or
+    /// gave it back).
+    Redelivered,
+}
+
 /// Runs `task` and announces its result, returning how to settle its message.
-pub async fn process(task: TaskEnvelope, context: &TaskContext) -> Settlement {
+///
+/// A first delivery of a task that is already running is a second copy of it (the api
+/// publishes a task again when its first publish's outcome was lost): it is acked and not
+/// run, since the copy that runs settles it, or, if its worker dies, comes back redelivered.
+pub async fn process(task: TaskEnvelope, arrival: Arrival, context: &TaskContext) -> Settlement {
     if !owns_its_channel(&task) {
         return Settlement::DeadLetter;
+    }
+    if arrival == Arrival::First {
+        match store_retrying(context, || context.store.get(task.task_id)).await {
+            Err(settlement) => return settlement,
+            Ok(Some(current)) if current.status == TaskStatus::Running => {
+                tracing::info!(task_id = %task.task_id, "a second copy of a running task; not running it twice");
+                return Settlement::Ack;
+            }
+            Ok(_) => {}
+        }
     }
     let clock = context.clock.as_ref();
     let running = TaskRecord::queued(&task).started(clock);

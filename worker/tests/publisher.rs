@@ -151,8 +151,8 @@ async fn a_push_nobody_waits_for_any_more_stops_being_retried() {
     let gave_up =
         tokio::time::timeout(Duration::from_millis(300), publisher.push(event("inference.completed", 1)));
     assert!(gave_up.await.is_err());
-    // The retry in progress may still go out; after that, no more calls.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The call in progress may still finish (slowly, on a busy machine); after it, none.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let settled = fake.lock().unwrap().calls;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fake.lock().unwrap().calls, settled, "the server is still being called for an abandoned push");

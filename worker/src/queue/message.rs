@@ -8,13 +8,16 @@ use inferpush_protocol::TaskEnvelope;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
-use crate::processing::{Settlement, TaskContext, process, process_dead_letter};
+use crate::processing::{Arrival, Settlement, TaskContext, process, process_dead_letter};
 
 /// Runs one task message to completion and settles it; an undecodable one (including
 /// one naming a channel that is not an inference channel) is dead-lettered.
 pub async fn handle(delivery: Delivery, context: TaskContext) {
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
-        Ok(task) => guarded(process(task, &context)).await,
+        Ok(task) => {
+            let arrival = if delivery.redelivered { Arrival::Redelivered } else { Arrival::First };
+            guarded(process(task, arrival, &context)).await
+        }
         Err(error) => {
             tracing::error!(%error, "undecodable task message; dead-lettering it");
             Settlement::DeadLetter

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use inferpush_service::settings::UnsafeSetting;
-use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
+use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
 #[derive(Debug, Clone, Parser)]
@@ -58,6 +58,13 @@ pub struct ApiConfig {
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
+    /// A user's fair share of the workers: while they have at most this many unfinished
+    /// tasks, new ones go to the main lane of their model's queue; past it, to the bulk
+    /// lane, which workers serve after the main one. A user's backlog then never delays
+    /// another user's few tasks. At or above INFERPUSH_MAX_IN_FLIGHT, every task takes the
+    /// main lane (plain first-in, first-out).
+    #[arg(long, env = "INFERPUSH_FAIR_SHARE", default_value_t = 16)]
+    pub fair_share: u64,
     /// Most result bytes one user may hold over one result TTL (each task counts an estimate
     /// of its result when accepted); 0 turns the quota off.
     #[arg(long, env = "INFERPUSH_RESULT_QUOTA_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -93,6 +100,11 @@ pub struct ApiConfig {
     /// Longest time to answer one request, body included (then 408).
     #[arg(long, env = "INFERPUSH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Longest a submit waits for the broker to confirm its task (connecting included);
+    /// past it the answer is a 503 that names the task, whose outcome is then unknown.
+    /// Must be shorter than the request timeout.
+    #[arg(long, env = "INFERPUSH_PUBLISH_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
     /// Most client connections held at once; past it new ones wait in the kernel's queue.
     #[arg(long, env = "INFERPUSH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -107,6 +119,8 @@ pub struct ApiConfig {
     pub store: StoreArgs,
     #[command(flatten)]
     pub pusher: PusherArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A CORS origin: `*`, or `scheme://host[:port]` with nothing after it (blank entries of
@@ -151,6 +165,13 @@ impl ApiConfig {
                  loopback only; INFERPUSH_API_ADDR={} is not (set INFERPUSH_UNSAFE_DEV_MODE_ANY_ADDRESS=true \
                  only behind a balancer that publishes it on loopback)",
                 self.listen
+            )));
+        }
+        if self.publish_timeout.is_zero() || self.publish_timeout >= self.request_timeout {
+            return Err(UnsafeSetting(format!(
+                "INFERPUSH_PUBLISH_TIMEOUT ({:?}) must be above zero and below INFERPUSH_REQUEST_TIMEOUT ({:?}), \
+                 or a submit would be cut off while its publish is still in flight",
+                self.publish_timeout, self.request_timeout
             )));
         }
         let jwts = self.jwt_hs256_secret.as_deref().is_some_and(|s| !s.is_empty())

@@ -58,6 +58,19 @@ pub enum AppError {
     /// 503: a service we depend on is unreachable; nothing was written.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the broker did not confirm the task in time; it may be queued or not, and the
+    /// api keeps trying to queue it.
+    #[error(
+        "the message broker did not confirm task {task_id} in time: it may be queued or not. The api keeps \
+         trying to queue it (a task runs once, however many copies reach the queue); read its state at \
+         status_url, or retry with the same Idempotency-Key to be answered this task"
+    )]
+    OutcomeUnknown {
+        /// The task whose fate is unknown.
+        task_id: inferpush_protocol::TaskId,
+        /// Where its state can be read.
+        status_url: String,
+    },
     /// 500: a bug or an unexpected failure; logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -84,6 +97,11 @@ impl From<QueueError> for AppError {
                 tracing::warn!(%error, "answering 503");
                 AppError::Unavailable("the task queue is unavailable; nothing was queued, retry later".into())
             }
+            QueueError::Unconfirmed(_) => {
+                // Only a submit knows the task's id; here there is nothing more to say.
+                tracing::warn!(%error, "answering 503");
+                AppError::Unavailable("the task queue did not confirm in time; retry later".into())
+            }
             QueueError::Refused(_) => AppError::Internal(error.into()),
         }
     }
@@ -102,7 +120,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::OutcomeUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,7 +131,9 @@ impl IntoResponse for AppError {
         let status = self.status();
         let retry_after = match &self {
             AppError::TooManyRequests { seconds, .. } => Some(seconds.to_string()),
-            AppError::Unavailable(_) => Some(RETRY_AFTER_SECONDS.to_owned()),
+            AppError::Unavailable(_) | AppError::OutcomeUnknown { .. } => {
+                Some(RETRY_AFTER_SECONDS.to_owned())
+            }
             AppError::InProgress(_) => Some("1".to_owned()),
             _ => None,
         };
@@ -129,6 +149,14 @@ impl IntoResponse for AppError {
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail,
+            task_id: None,
+            status_url: None,
+        };
+        let problem = match self {
+            AppError::OutcomeUnknown { task_id, status_url } => {
+                Problem { task_id: Some(task_id), status_url: Some(status_url), ..problem }
+            }
+            _ => problem,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();

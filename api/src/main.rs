@@ -8,6 +8,7 @@ use inferpush_api::{AppState, serve};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
+    inferpush_service::tls::install_crypto_provider();
     let config = ApiConfig::parse();
     config.ensure_safe()?;
     tracing::info!(

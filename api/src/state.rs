@@ -36,6 +36,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Most unfinished tasks one user may have.
     pub max_in_flight: u64,
+    /// Unfinished tasks a user may have before new ones take the bulk lane.
+    pub fair_share: u64,
     /// Most result bytes one user may hold over one result TTL (0: no quota).
     pub result_quota_bytes: u64,
     /// Key for end-to-end encrypted channels, when configured.
@@ -46,6 +48,8 @@ pub struct AppState {
     pub pusher: Arc<AppCredentials>,
     /// Prefix for absolute URLs in responses (may be empty).
     pub public_url: String,
+    /// How long a submit waits for the broker's confirm.
+    pub publish_timeout: std::time::Duration,
     /// Request body limit, for error messages.
     pub max_body_bytes: usize,
     /// Development mode (demo tokens and page), when on.
@@ -64,13 +68,21 @@ impl AppState {
                 "no API keys configured: every request will get 401; set INFERPUSH_API_KEYS, a JWT key, or INFERPUSH_DEV_MODE=true"
             );
         }
+        let trusted = config.tls.trusted()?;
         let models = MODELS.iter().map(|m| m.name.to_owned()).collect();
-        let queue = Broker::new(config.amqp.url.clone(), config.amqp.topology(), models);
+        let queue = Broker::new(
+            config.amqp.url.clone(),
+            config.amqp.topology(),
+            models,
+            config.publish_timeout,
+            trusted.clone(),
+        );
         if !queue.is_ready().await {
             tracing::warn!("RabbitMQ is not reachable yet; submits answer 503 until it is");
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = config.store.open(clock.clone()).context("configuring the task store (REDIS_URL)")?;
+        let store =
+            config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?;
         if !store.is_ready().await {
             tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
         }
@@ -86,6 +98,7 @@ impl AppState {
                 list: UserLimit::new("task listing", config.list_rate, config.list_burst),
             }),
             max_in_flight: config.max_in_flight,
+            fair_share: config.fair_share,
             result_quota_bytes: config.result_quota_bytes,
             master_key: master_key.map(Arc::new),
             cors_origins: config
@@ -96,6 +109,7 @@ impl AppState {
                 .collect(),
             pusher: Arc::new(config.pusher.credentials()),
             public_url: config.public.base(),
+            publish_timeout: config.publish_timeout,
             max_body_bytes: config.max_body_bytes,
             dev: config.dev_mode.then(|| Arc::new(dev_mode(config))),
         })

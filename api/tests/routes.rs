@@ -25,8 +25,13 @@ use tower::ServiceExt;
 
 fn state() -> AppState {
     // Port 1 on loopback: nothing listens, so any publish or store call fails fast with 503.
-    let broker =
-        Broker::new("amqp://guest:guest@127.0.0.1:1/%2f".into(), Topology::new("unit"), vec!["echo".into()]);
+    let broker = Broker::new(
+        "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        Topology::new("unit"),
+        vec!["echo".into()],
+        Duration::from_secs(5),
+        Default::default(),
+    );
     let clock = Arc::new(SystemClock);
     let store =
         RedisTaskStore::new("redis://127.0.0.1:1", "unit", Duration::from_secs(60), clock.clone()).unwrap();
@@ -42,11 +47,13 @@ fn state() -> AppState {
             list: UserLimit::new("task listing", 100, 100),
         }),
         max_in_flight: 100,
+        fair_share: 16,
         result_quota_bytes: 0,
         master_key: None,
         cors_origins: vec!["https://app.example".into()],
         pusher: Arc::new(AppCredentials::new("app-id", "app-key", "app-secret")),
         public_url: String::new(),
+        publish_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
         dev: None,
     }

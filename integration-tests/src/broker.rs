@@ -57,7 +57,10 @@ pub async fn delete_topology(url: &str, topology: &Topology, models: &[&str]) {
     let Ok(channel) = connection.create_channel().await else {
         return;
     };
-    let mut queues: Vec<String> = models.iter().map(|m| topology.queue(m)).collect();
+    let mut queues: Vec<String> = models
+        .iter()
+        .flat_map(|m| inferpush_protocol::Lane::ALL.map(|lane| topology.lane_queue(m, lane)))
+        .collect();
     queues.push(topology.dead_letter_queue());
     for queue in queues {
         let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;

@@ -11,6 +11,8 @@ pub mod listener;
 pub mod node;
 pub mod process;
 pub mod stack;
+pub mod tcp_proxy;
+pub mod tls;
 
 pub use inferpush_client::pusher::{PusherClient, PusherMessage};
 pub use stack::{Services, Stack, StackOptions};

@@ -30,6 +30,8 @@ pub struct ListenerTarget {
 pub struct Seen {
     /// task id → number of `inference.completed` / `inference.failed` events.
     pub results: HashMap<String, usize>,
+    /// task id → number of `inference.started` events: how many times a worker ran it.
+    pub started: HashMap<String, usize>,
     /// task id → the data of the last such event.
     pub last: HashMap<String, Value>,
     /// How many times the connection was (re)established and subscribed.
@@ -86,7 +88,10 @@ impl Listener {
                     let _ = ready.send(());
                 }
                 while let Some(message) = client.recv().await {
-                    if message.event == "inference.completed" || message.event == "inference.failed" {
+                    if message.event == "inference.started" {
+                        let id = message.json()["task_id"].as_str().unwrap_or_default().to_owned();
+                        *shared.lock().unwrap().started.entry(id).or_default() += 1;
+                    } else if message.event == "inference.completed" || message.event == "inference.failed" {
                         let data = message.json();
                         let id = data["task_id"].as_str().unwrap_or_default().to_owned();
                         let mut seen = shared.lock().unwrap();

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use crate::broker::{amqp_url, delete_topology, publish_raw, queue_stats, wait_for_consumers};
 use crate::containers::{self, ServiceContainer};
-use crate::process::{Service, bin_dir, free_port, wait_http_ok, workspace_root};
+use crate::process::{Service, bin_dir, free_port, wait_http_ok, wait_https_ok, workspace_root};
+use crate::tls::{TlsFiles, TlsTerminator};
 use inferpush_client::pusher::PusherClient;
 
 /// Pusher app used by every test stack.
@@ -53,6 +54,10 @@ pub struct StackOptions {
     pub services: Services,
     /// More settings for the api (they win over the stack's own).
     pub api_env: Vec<(&'static str, String)>,
+    /// TLS to every service, with a certificate authority made for the stack: Soketi and the
+    /// stack's own Redis serve TLS, RabbitMQ is reached over `amqps://` through a TLS
+    /// endpoint, and the api and the worker trust the CA (`INFERPUSH_TLS_CA_FILE`).
+    pub tls: bool,
 }
 
 /// Where a stack's Soketi, RabbitMQ and Redis run.
@@ -76,6 +81,7 @@ impl Default for StackOptions {
             models: "echo".into(),
             services: Services::Processes,
             api_env: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -90,8 +96,10 @@ pub struct Stack {
     pub soketi_port: u16,
     /// The stack's RabbitMQ names.
     pub topology: Topology,
-    /// The broker the stack uses.
+    /// The broker the stack uses (plain, for the test's own look at the queues).
     pub amqp_url: String,
+    /// TLS mode: the certificates, and the TLS endpoint in front of RabbitMQ.
+    pub tls: Option<(TlsFiles, TlsTerminator)>,
     options: StackOptions,
     /// Container mode: Redis and RabbitMQ, held so they live as long as the stack.
     containers: Vec<ServiceContainer>,
@@ -123,6 +131,7 @@ impl Stack {
             soketi_port,
             topology: Topology::new(&name),
             amqp_url: amqp_url(),
+            tls: None,
             containers: Vec::new(),
             soketi_container: None,
             name,
@@ -147,9 +156,18 @@ impl Stack {
             stack.soketi_port = soketi.port;
             stack.containers = vec![redis, rabbitmq];
             stack.soketi_container = Some(soketi);
-        } else if stack.options.own_redis {
+        } else if stack.options.own_redis || stack.options.tls {
+            if stack.options.tls {
+                let files = TlsFiles::make(&crate::process::log_dir().join(format!("{}-tls", stack.name)));
+                let broker = reqwest::Url::parse(&stack.amqp_url).expect("AMQP_URL is a URL");
+                let upstream = format!("{}:{}", broker.host_str().unwrap(), broker.port().unwrap_or(5672));
+                let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
+                let terminator = TlsTerminator::start(&files, upstream).await;
+                stack.tls = Some((files, terminator));
+            }
             let port = free_port();
-            stack.redis_url = format!("redis://127.0.0.1:{port}");
+            let scheme = if stack.options.tls { "rediss" } else { "redis" };
+            stack.redis_url = format!("{scheme}://127.0.0.1:{port}");
             let dir = crate::process::log_dir().join(format!("{}-redis", stack.name));
             std::fs::create_dir_all(&dir).expect("creating the Redis folder");
             stack.redis_dir = Some(dir);
@@ -187,7 +205,7 @@ impl Stack {
     }
 
     fn common_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("AMQP_URL", self.amqp_url.clone()),
             ("INFERPUSH_AMQP_PREFIX", self.name.clone()),
             ("INFERPUSH_DELIVERY_LIMIT", self.options.delivery_limit.to_string()),
@@ -202,31 +220,51 @@ impl Stack {
             ("INFERPUSH_JWT_HS256_SECRET", JWT_SECRET.into()),
             ("INFERPUSH_JWT_ISSUER", JWT_ISSUER.into()),
             ("INFERPUSH_JWT_AUDIENCE", JWT_AUDIENCE.into()),
-        ]
+        ];
+        if let Some((files, terminator)) = &self.tls {
+            env[0].1 = format!("amqps://guest:guest@127.0.0.1:{}/%2f", terminator.port);
+            env.push(("INFERPUSH_TLS_CA_FILE", files.ca.display().to_string()));
+            env.push(("PUSHER_SCHEME", "https".into()));
+        }
+        env
     }
 
     /// Starts the stack's own Redis (append-only, fsync on every write) and waits for it.
     pub async fn start_redis(&mut self) {
         let dir = self.redis_dir.clone().expect("the stack runs its own Redis");
         let port = self.redis_url.rsplit(':').next().expect("a port").to_owned();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port.clone()],
+            Some((files, _)) => [
+                ("--port", "0".to_owned()),
+                ("--tls-port", port.clone()),
+                ("--tls-cert-file", files.cert.display().to_string()),
+                ("--tls-key-file", files.key.display().to_string()),
+                ("--tls-ca-cert-file", files.ca.display().to_string()),
+                ("--tls-auth-clients", "no".to_owned()),
+            ]
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect(),
+        };
+        let mut args: Vec<&str> = listen.iter().map(String::as_str).collect();
+        args.extend([
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().expect("utf-8 path"),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ]);
         let redis = Service::start(
             "redis-server",
             &format!("{}-redis", self.name),
             std::path::Path::new("/usr/bin/redis-server"),
-            &[
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().expect("utf-8 path"),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
+            &args,
             &[],
         );
         self.redis = Some(redis);
@@ -266,11 +304,27 @@ impl Stack {
                 ("SOKETI_DEFAULT_APP_KEY", APP_KEY.into()),
                 ("SOKETI_DEFAULT_APP_SECRET", APP_SECRET.into()),
                 ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".into()),
-            ],
+            ]
+            .into_iter()
+            .chain(self.tls.iter().flat_map(|(files, _)| {
+                [
+                    ("SOKETI_SSL_CERT", files.cert.display().to_string()),
+                    ("SOKETI_SSL_KEY", files.key.display().to_string()),
+                ]
+            }))
+            .collect::<Vec<_>>(),
         );
         self.soketi = Some(soketi);
-        let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
-        wait_http_ok(&url, Duration::from_secs(30), "soketi").await;
+        match &self.tls {
+            None => {
+                let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
+                wait_http_ok(&url, Duration::from_secs(30), "soketi").await;
+            }
+            Some((files, _)) => {
+                let url = format!("https://127.0.0.1:{}/ready", self.soketi_port);
+                wait_https_ok(&url, &files.ca_pem(), Duration::from_secs(30), "soketi over TLS").await;
+            }
+        }
     }
 
     /// Kills Soketi (its clients are disconnected).
@@ -416,6 +470,9 @@ impl Stack {
             ("PUSHER_APP_KEY", APP_KEY.into()),
             ("INFERPUSH_ALICE_JWT", user_jwt("alice")),
         ]
+        .into_iter()
+        .chain(self.tls.iter().map(|(files, _)| ("NODE_EXTRA_CA_CERTS", files.ca.display().to_string())))
+        .collect()
     }
 
     /// Logs of every process, for failure messages.

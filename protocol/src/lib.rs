@@ -24,4 +24,4 @@ pub use event::{ErrorBody, InferenceEvent, Timings};
 pub use lifecycle::{EventName, TaskStatus};
 pub use record::TaskRecord;
 pub use signature::{AppCredentials, RestRequest, SignatureError};
-pub use topology::Topology;
+pub use topology::{Lane, Topology};

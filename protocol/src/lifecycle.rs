@@ -118,6 +118,8 @@ impl ErrorCode {
     pub const CANCELLED: &'static str = "cancelled";
     /// The task was delivered too many times without finishing and was dead-lettered.
     pub const DELIVERY_LIMIT: &'static str = "delivery_limit";
+    /// The broker never confirmed that it holds the task, however long the api retried.
+    pub const NOT_QUEUED: &'static str = "not_queued";
 }
 
 /// The collection of a user's tasks: submit with POST, list with GET.
@@ -194,6 +196,18 @@ impl TaskRecord {
             code: ErrorCode::DELIVERY_LIMIT.into(),
             message: "the task was delivered to workers too many times without finishing \
                       (each attempt crashed or was stopped); it has been set aside"
+                .into(),
+        });
+        record
+    }
+
+    /// The api gave up on a task whose publish was never confirmed: no worker ever took it.
+    pub fn not_queued(&self, clock: &dyn Clock) -> Self {
+        let mut record = self.finished(TaskStatus::Failed, clock);
+        record.error = Some(ErrorBody {
+            code: ErrorCode::NOT_QUEUED.into(),
+            message: "the message broker never confirmed that it holds this task, though the api \
+                      kept trying; it was not run, submit it again"
                 .into(),
         });
         record

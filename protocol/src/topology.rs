@@ -1,10 +1,31 @@
-//! The RabbitMQ topology, by name: one exchange, one quorum queue per model, dead letters.
+//! The RabbitMQ topology, by name: one exchange, two quorum queues (lanes) per model, dead
+//! letters.
+//!
+//! A model's tasks travel in one of two lanes. The main queue, `{prefix}.tasks.{model}`,
+//! carries the tasks of users with few unfinished tasks; once a user has more than their
+//! fair share in flight, the api sends their further tasks to the bulk queue,
+//! `{prefix}.tasks.{model}.bulk`, and workers take from the main lane first. So one user's
+//! backlog of thousands never sits in front of another user's single task.
 //!
 //! Every name derives from a prefix (`inferpush` by default) so separate deployments,
 //! or test runs, can share one broker without seeing each other's tasks.
 
 /// Redeliveries a quorum queue allows before it dead-letters a task.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+
+/// Which of a model's two queues a task travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// The main queue: tasks of users within their fair share; served first.
+    Main,
+    /// The bulk queue: the backlog of users past their fair share.
+    Bulk,
+}
+
+impl Lane {
+    /// Both lanes, the one served first first.
+    pub const ALL: [Lane; 2] = [Lane::Main, Lane::Bulk];
+}
 
 /// Names of the exchanges and queues of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +46,25 @@ impl Topology {
         format!("{}.tasks", self.prefix)
     }
 
-    /// The quorum queue holding `model`'s tasks.
+    /// The quorum queue holding `model`'s tasks in the main lane.
     pub fn queue(&self, model: &str) -> String {
         format!("{}.tasks.{model}", self.prefix)
+    }
+
+    /// The quorum queue holding `model`'s tasks in `lane`.
+    pub fn lane_queue(&self, model: &str, lane: Lane) -> String {
+        match lane {
+            Lane::Main => self.queue(model),
+            Lane::Bulk => format!("{}.tasks.{model}.bulk", self.prefix),
+        }
+    }
+
+    /// The routing key that takes `model`'s tasks to `lane`.
+    pub fn routing_key(model: &str, lane: Lane) -> String {
+        match lane {
+            Lane::Main => model.to_owned(),
+            Lane::Bulk => format!("{model}.bulk"),
+        }
     }
 
     /// Fanout exchange that receives dead-lettered tasks.
@@ -56,6 +93,9 @@ mod tests {
         let t = Topology::default();
         assert_eq!(t.exchange(), "inferpush.tasks");
         assert_eq!(t.queue("echo"), "inferpush.tasks.echo");
+        assert_eq!(t.lane_queue("echo", Lane::Main), "inferpush.tasks.echo");
+        assert_eq!(t.lane_queue("echo", Lane::Bulk), "inferpush.tasks.echo.bulk");
+        assert_eq!(Topology::routing_key("echo", Lane::Bulk), "echo.bulk");
         assert_eq!(t.dead_letter_exchange(), "inferpush.dlx");
         assert_eq!(t.dead_letter_queue(), "inferpush.dead");
     }

@@ -3,23 +3,29 @@
 
 use std::time::Duration;
 
-use inferpush_protocol::Topology;
+use inferpush_protocol::{Lane, Topology};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
+use crate::tls::TrustedCas;
+
 /// How long opening a connection may take before the broker counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Opens a connection to `url`, giving up after [`CONNECT_TIMEOUT`].
-pub async fn connect(url: &str) -> Result<Connection, String> {
-    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, ConnectionProperties::default()))
+/// Opens a connection to `url` (`amqps://` checked against `trusted`), giving up after
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(url: &str, trusted: &TrustedCas) -> Result<Connection, String> {
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let connecting =
+        Connection::connect_with_config(url, ConnectionProperties::default(), trusted.amqp(), runtime);
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| "connecting to RabbitMQ timed out".to_owned())?
         .map_err(|error| format!("connecting to RabbitMQ: {error}"))
 }
 
-/// Declares the exchanges and the queues of `models` (idempotent: declaring what exists
+/// Declares the exchanges and both lanes' queues of `models` (idempotent: declaring what exists
 /// with the same arguments is a no-op, so api and worker both do it at start).
 pub async fn declare(topology: &Topology, channel: &Channel, models: &[&str]) -> lapin::Result<()> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
@@ -52,16 +58,19 @@ pub async fn declare(topology: &Topology, channel: &Channel, models: &[&str]) ->
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(topology.dead_letter_exchange().into()),
         );
-        channel.queue_declare(topology.queue(model).into(), queue_options, args).await?;
-        channel
-            .queue_bind(
-                topology.queue(model).into(),
-                topology.exchange().into(),
-                (*model).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        for lane in Lane::ALL {
+            let queue = topology.lane_queue(model, lane);
+            channel.queue_declare(queue.as_str().into(), queue_options, args.clone()).await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    topology.exchange().into(),
+                    Topology::routing_key(model, lane).as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
     }
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! The start-up pieces the api and the worker share, so each exists once: the settings
 //! both take ([`settings`]), tracing ([`telemetry`]), the shutdown signal ([`shutdown`]),
-//! and the queue topology declared on a broker ([`amqp`]).
+//! the queue topology declared on a broker ([`amqp`]), and trust for TLS to the services
+//! ([`tls`]).
 
 pub mod amqp;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use settings::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
 pub use shutdown::shutdown_signal;
 pub use telemetry::init_tracing;
+pub use tls::{TlsArgs, TrustedCas};

@@ -12,6 +12,8 @@ use inferpush_protocol::topology::DEFAULT_DELIVERY_LIMIT;
 use inferpush_protocol::{AppCredentials, Clock, Topology};
 use inferpush_store::{RedisTaskStore, StoreError};
 
+use crate::tls::TrustedCas;
+
 /// The Pusher app, under Laravel's variable names.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PusherArgs {
@@ -178,9 +180,10 @@ impl StoreArgs {
         self.legacy_ttl_secs.map(Duration::from_secs).unwrap_or(self.ttl)
     }
 
-    /// The Redis task store these settings name; connects lazily, so this never blocks.
-    pub fn open(&self, clock: Arc<dyn Clock>) -> Result<RedisTaskStore, StoreError> {
-        RedisTaskStore::new(&self.url, &self.prefix, self.ttl(), clock)
+    /// The Redis task store these settings name (`rediss://` checked against `trusted`);
+    /// connects lazily, so this never blocks.
+    pub fn open(&self, clock: Arc<dyn Clock>, trusted: &TrustedCas) -> Result<RedisTaskStore, StoreError> {
+        RedisTaskStore::with_trusted_ca(&self.url, &self.prefix, self.ttl(), clock, trusted.pem())
     }
 
     /// The URL with any password replaced, for logs.

@@ -41,7 +41,10 @@ impl From<redis::RedisError> for StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     /// A new queued task was recorded.
-    New,
+    New {
+        /// The user's unfinished tasks now, this one included.
+        in_flight: u64,
+    },
     /// The idempotency key already named this task; nothing was written. `published` is
     /// false until [`TaskStore::confirm_published`] ran for it: the request that created
     /// it may still be publishing, or may have died before it could.

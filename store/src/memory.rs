@@ -95,7 +95,9 @@ impl TaskStore for MemoryTaskStore {
         if admission.result_quota > 0 && held + admission.result_bytes > admission.result_quota {
             return Ok(Created::QuotaReached { held, retry_after_secs: 60 });
         }
-        *state.in_flight.entry(record.user_id.clone()).or_default() += 1;
+        let in_flight = state.in_flight.entry(record.user_id.clone()).or_default();
+        *in_flight += 1;
+        let in_flight = *in_flight;
         if admission.result_quota > 0 {
             *state.held.entry(record.user_id.clone()).or_default() += admission.result_bytes;
         }
@@ -105,7 +107,7 @@ impl TaskStore for MemoryTaskStore {
         }
         state.index.insert((record.user_id.clone(), record.submitted_at_ms, record.task_id));
         state.records.insert(record.task_id, record.clone());
-        Ok(Created::New)
+        Ok(Created::New { in_flight })
     }
 
     async fn confirm_published(

@@ -29,7 +29,26 @@ impl RedisTaskStore {
     /// A store on `url` whose keys start with `prefix`, keeping records for `ttl`.
     /// Connects lazily and reconnects on its own; never blocks at start.
     pub fn new(url: &str, prefix: &str, ttl: Duration, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::with_trusted_ca(url, prefix, ttl, clock, None)
+    }
+
+    /// [`Self::new`], checking a `rediss://` server's certificate against the authorities in
+    /// `ca_pem` (PEM) instead of the system's when given.
+    pub fn with_trusted_ca(
+        url: &str,
+        prefix: &str,
+        ttl: Duration,
+        clock: Arc<dyn Clock>,
+        ca_pem: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let client = match ca_pem {
+            Some(pem) if url.starts_with("rediss://") => {
+                let certificates =
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem.as_bytes().to_vec()) };
+                redis::Client::build_with_tls(url, certificates)?
+            }
+            _ => redis::Client::open(url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -106,7 +125,12 @@ impl TaskStore for RedisTaskStore {
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {
-            None => Ok(Created::New),
+            None => Err(StoreError::Corrupt(serde_json::Error::io(std::io::Error::other(
+                "the create script answered nothing",
+            )))),
+            Some(new) if new.starts_with("new ") => {
+                Ok(Created::New { in_flight: new["new ".len()..].parse().unwrap_or(1) })
+            }
             Some("limit") => Ok(Created::LimitReached),
             Some(quota) if quota.starts_with("quota ") => Ok(Created::QuotaReached {
                 held: quota["quota ".len()..].parse().unwrap_or(0),

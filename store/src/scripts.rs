@@ -20,8 +20,9 @@ use redis::Script;
 ///       cap, request fingerprint, this task's result bytes, result quota (0: none),
 ///       bucket lifetime seconds
 /// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap is
-/// reached, `quota HELD` when the quota would be passed, else nil. A key written by an earlier version (a plain string) counts as
-/// published, for the request that took it.
+/// reached, `quota HELD` when the quota would be passed, else `new IN_FLIGHT` (the user's
+/// unfinished tasks, this one included). A key written by an earlier version (a plain
+/// string) counts as published, for the request that took it.
 pub fn create() -> Script {
     Script::new(
         r#"
@@ -46,13 +47,13 @@ pub fn create() -> Script {
             redis.call('HSET', KEYS[3], 'task', ARGV[2], 'published', '0', 'request', ARGV[7])
             redis.call('EXPIRE', KEYS[3], ARGV[4])
         end
-        redis.call('INCR', KEYS[4])
+        local in_flight = redis.call('INCR', KEYS[4])
         redis.call('EXPIRE', KEYS[4], ARGV[4])
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
         redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[5])
         redis.call('EXPIRE', KEYS[2], ARGV[4])
-        return false
+        return 'new ' .. in_flight
         "#,
     )
 }

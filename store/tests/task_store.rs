@@ -65,7 +65,10 @@ fn with_status(record: &TaskRecord, status: TaskStatus) -> TaskRecord {
 
 async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) {
     let queued = record("alice", 1);
-    assert_eq!(store.create(&queued, None, Admission::in_flight(1000)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&queued, None, Admission::in_flight(1000)).await.unwrap(),
+        Created::New { in_flight: 1 }
+    );
     assert_eq!(store.get(queued.task_id).await.unwrap(), Some(queued.clone()));
 
     let running = with_status(&queued, TaskStatus::Running);
@@ -93,7 +96,7 @@ async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &
     let second = record("alice", 2);
     assert_eq!(
         store.create(&first, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
-        Created::New
+        Created::New { in_flight: 1 }
     );
     let pending = Created::Existing { task_id: first.task_id, published: false, same_request: true };
     assert_eq!(store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(), pending);
@@ -122,7 +125,7 @@ async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &
     let bobs = record("bob", 3);
     assert_eq!(
         store.create(&bobs, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(),
-        Created::New
+        Created::New { in_flight: 1 }
     );
 }
 
@@ -134,7 +137,7 @@ async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn Task
     assert!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.is_empty());
     assert_eq!(
         store.create(&record("alice", 2), key("k", "r"), Admission::in_flight(1000)).await.unwrap(),
-        Created::New
+        Created::New { in_flight: 1 }
     );
 }
 
@@ -240,10 +243,13 @@ async fn a_worker_can_record_a_task_whose_queued_record_was_lost(store: &dyn Tas
 
 async fn the_result_quota_refuses_a_task_whose_result_would_pass_it(store: &dyn TaskStore) {
     let admit = |bytes| Admission { max_in_flight: 1000, result_bytes: bytes, result_quota: 1000 };
-    assert_eq!(store.create(&record("alice", 1), None, admit(400)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 1), None, admit(400)).await.unwrap(),
+        Created::New { in_flight: 1 }
+    );
     assert_eq!(
         store.create(&record("alice", 2), None, admit(600)).await.unwrap(),
-        Created::New,
+        Created::New { in_flight: 2 },
         "exactly full"
     );
     let third = record("alice", 3);
@@ -254,22 +260,35 @@ async fn the_result_quota_refuses_a_task_whose_result_would_pass_it(store: &dyn 
         other => panic!("{other:?}"),
     }
     assert_eq!(store.get(third.task_id).await.unwrap(), None, "nothing written");
-    assert_eq!(store.create(&record("bob", 3), None, admit(1000)).await.unwrap(), Created::New, "per user");
+    assert_eq!(
+        store.create(&record("bob", 3), None, admit(1000)).await.unwrap(),
+        Created::New { in_flight: 1 },
+        "per user"
+    );
     let no_quota = Admission::in_flight(1000);
-    assert_eq!(store.create(&record("alice", 4), None, no_quota).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 4), None, no_quota).await.unwrap(),
+        Created::New { in_flight: 3 }
+    );
 }
 
 async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes(store: &dyn TaskStore) {
     let first = record("alice", 1);
-    assert_eq!(store.create(&first, None, Admission::in_flight(2)).await.unwrap(), Created::New);
-    assert_eq!(store.create(&record("alice", 2), None, Admission::in_flight(2)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&first, None, Admission::in_flight(2)).await.unwrap(),
+        Created::New { in_flight: 1 }
+    );
+    assert_eq!(
+        store.create(&record("alice", 2), None, Admission::in_flight(2)).await.unwrap(),
+        Created::New { in_flight: 2 }
+    );
     assert_eq!(
         store.create(&record("alice", 3), None, Admission::in_flight(2)).await.unwrap(),
         Created::LimitReached
     );
     assert_eq!(
         store.create(&record("bob", 3), None, Admission::in_flight(2)).await.unwrap(),
-        Created::New,
+        Created::New { in_flight: 1 },
         "caps are per user"
     );
     store.transition(&with_status(&first, TaskStatus::Running)).await.unwrap();
@@ -281,7 +300,10 @@ async fn the_in_flight_cap_refuses_new_tasks_until_one_finishes(store: &dyn Task
     store.transition(&with_status(&first, TaskStatus::Succeeded)).await.unwrap();
     // A redelivery finishing it again frees nothing more.
     store.transition(&with_status(&first, TaskStatus::Failed)).await.unwrap();
-    assert_eq!(store.create(&record("alice", 5), None, Admission::in_flight(2)).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(&record("alice", 5), None, Admission::in_flight(2)).await.unwrap(),
+        Created::New { in_flight: 2 }
+    );
     assert_eq!(
         store.create(&record("alice", 6), None, Admission::in_flight(2)).await.unwrap(),
         Created::LimitReached
@@ -294,7 +316,10 @@ async fn task_in(store: &dyn TaskStore, status: Option<TaskStatus>) -> TaskRecor
     match status {
         None => {}
         Some(TaskStatus::Queued) => {
-            assert_eq!(store.create(&task, None, Admission::in_flight(1000)).await.unwrap(), Created::New)
+            assert!(matches!(
+                store.create(&task, None, Admission::in_flight(1000)).await.unwrap(),
+                Created::New { .. }
+            ))
         }
         Some(TaskStatus::Cancelled) => {
             store.create(&task, None, Admission::in_flight(1000)).await.unwrap();

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use inferpush_protocol::Lane;
 use inferpush_worker::model::embedding::{
     BatchSettings, Batcher, CandleEngine, Engine, ModelFiles, OrtEngine, TextTokenizer,
 };
@@ -96,7 +97,7 @@ async fn dynamic(
                 while started.elapsed() < budget {
                     i = (i + 1) % texts.len();
                     let t = Instant::now();
-                    batcher.embed(vec![texts[i].clone()]).await.unwrap();
+                    batcher.embed(vec![texts[i].clone()], Lane::Main).await.unwrap();
                     latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                     done += 1;
                 }

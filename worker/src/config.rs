@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use inferpush_protocol::catalogue::minilm;
-use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
+use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration};
 
 use crate::delivery::pusher::SOKETI_MAX_EVENT_BYTES;
 use crate::model::EmbeddingSettings;
@@ -82,6 +82,8 @@ pub struct WorkerConfig {
     pub store: StoreArgs,
     #[command(flatten)]
     pub pusher: PusherArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// What the worker can do besides serving.

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
+    inferpush_service::tls::install_crypto_provider();
     let config = WorkerConfig::parse();
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
@@ -40,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         soketi = config.pusher.base_url(),
         "starting inferpush-worker"
     );
+    let trusted = config.tls.trusted()?;
     let registry =
         Registry::build(&config.models, &config.embedding()).context("building the model registry")?;
 
@@ -52,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         base_url: config.pusher.base_url(),
         credentials: config.pusher.credentials(),
         clock: clock.clone(),
+        trusted: trusted.clone(),
     };
     match verify_credentials(&target).await {
         Ok(()) => {
@@ -70,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let context = TaskContext {
         registry,
-        store: Arc::new(config.store.open(clock.clone()).context("configuring the task store (REDIS_URL)")?),
+        store: Arc::new(
+            config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?,
+        ),
         sink: Arc::new(sink),
         clock,
         push_deadline: config.push_deadline,
@@ -81,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         topology: config.amqp.topology(),
         prefetch: config.prefetch,
         dead_letters: config.dead_letters,
+        trusted,
     };
 
     let signals = {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inferpush_protocol::{Clock, ErrorBody, TaskEnvelope, TaskRecord, TaskStatus};
+use inferpush_protocol::{Clock, ErrorBody, Lane, TaskEnvelope, TaskRecord, TaskStatus};
 use inferpush_store::{StoreError, TaskStore, Transition};
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +65,8 @@ pub enum Arrival {
 /// A first delivery of a task that is already running is a second copy of it (the api
 /// publishes a task again when its first publish's outcome was lost): it is acked and not
 /// run, since the copy that runs settles it, or, if its worker dies, comes back redelivered.
-pub async fn process(task: TaskEnvelope, arrival: Arrival, context: &TaskContext) -> Settlement {
+/// `lane` is the queue lane it came by, for the model's own queueing.
+pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: &TaskContext) -> Settlement {
     if !owns_its_channel(&task) {
         return Settlement::DeadLetter;
     }
@@ -93,7 +94,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, context: &TaskContext
 
     let started = Instant::now();
     let outcome = match context.registry.get(&task.model) {
-        Some(model) => model.infer(&task.input).await,
+        Some(model) => model.infer(&task.input, lane).await,
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
     let inference_ms = started.elapsed().as_millis() as u64;

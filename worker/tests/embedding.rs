@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use inferpush_protocol::Lane;
 use inferpush_worker::model::embedding::{
     BatchSettings, Batcher, CandleEngine, Encoded, Engine, ModelFiles, OrtEngine, TextTokenizer, cosine,
 };
@@ -95,7 +96,7 @@ fn submit_all(
         .iter()
         .map(|texts| {
             let (batcher, texts) = (batcher.clone(), texts.clone());
-            tokio::spawn(async move { batcher.embed(texts).await })
+            tokio::spawn(async move { batcher.embed(texts, Lane::Main).await })
         })
         .collect()
 }
@@ -196,8 +197,44 @@ async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_ke
     assert!(outcomes[3].as_ref().unwrap_err().contains("panicked"), "{:?}", outcomes[3]);
     assert_eq!(outcomes[4].as_ref().map(Vec::len), Ok(1));
     // Still serving after a failure and a panic.
-    assert_eq!(batcher.embed(vec!["after".into()]).await.map(|rows| rows.len()), Ok(1));
+    assert_eq!(batcher.embed(vec!["after".into()], Lane::Main).await.map(|rows| rows.len()), Ok(1));
     assert!(batches.load(Ordering::SeqCst) >= 6, "the failed batch was split and retried");
+}
+
+/// Answers like an engine, slowly: one batch takes 30 ms.
+struct Slow;
+
+impl Engine for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn embed(&mut self, batch: &Encoded) -> anyhow::Result<Vec<Vec<f32>>> {
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(vec![vec![1.0; 384]; batch.rows])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_lane_task_is_batched_before_the_bulk_tasks_waiting_ahead_of_it() {
+    let settings = BatchSettings { max_batch_size: 2, max_batch_delay: Duration::ZERO, max_batch_texts: 64 };
+    let batcher = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings);
+    let finished = Arc::new(AtomicUsize::new(0));
+    let send = |lane| {
+        let (batcher, finished) = (batcher.clone(), finished.clone());
+        tokio::spawn(async move {
+            batcher.embed(vec!["a text".into()], lane).await.unwrap();
+            finished.fetch_add(1, Ordering::SeqCst)
+        })
+    };
+    let bulk: Vec<_> = (0..20).map(|_| send(Lane::Bulk)).collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let main = send(Lane::Main).await.unwrap();
+    // At most the running batch and the next one were formed before it arrived.
+    assert!(main < 4, "the main-lane task finished {}th of 21", main + 1);
+    for handle in bulk {
+        handle.await.unwrap();
+    }
 }
 
 #[test]

@@ -70,7 +70,12 @@ async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let abort = CancellationToken::new();
     let publisher = Publisher::spawn(
-        SoketiTarget { base_url, credentials: credentials(), clock: Arc::new(SystemClock) },
+        SoketiTarget {
+            base_url,
+            credentials: credentials(),
+            clock: Arc::new(SystemClock),
+            trusted: Default::default(),
+        },
         2,
         abort.clone(),
     );
@@ -168,7 +173,12 @@ async fn an_error_in_a_200_answer_is_a_refusal_not_a_delivery() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let target = SoketiTarget { base_url, credentials: credentials(), clock: Arc::new(SystemClock) };
+    let target = SoketiTarget {
+        base_url,
+        credentials: credentials(),
+        clock: Arc::new(SystemClock),
+        trusted: Default::default(),
+    };
     let publisher = Publisher::spawn(target, 1, CancellationToken::new());
     match publisher.push(event("inference.completed", 1)).await {
         Err(PushError::Rejected(reason)) => assert!(reason.contains("401"), "{reason}"),

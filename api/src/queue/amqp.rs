@@ -3,19 +3,24 @@
 //! A task counts as accepted only once the broker has confirmed it is stored; until
 //! then the client gets no 202. A lost connection is dropped and re-opened by the
 //! next request, so the api heals by itself when RabbitMQ returns.
+//!
+//! A failed publish says whether the broker may hold the task: connecting and sending
+//! fail before anything left ([`QueueError::Unreachable`]); a confirm that does not come
+//! in time, or a connection lost while waiting for it, leaves that unknown
+//! ([`QueueError::Unconfirmed`]), and the session is dropped so the next publish starts
+//! on a fresh connection.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use inferpush_protocol::{TaskEnvelope, Topology};
+use inferpush_protocol::{Lane, TaskEnvelope, Topology};
+use inferpush_service::TrustedCas;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
 use super::{QueueError, TaskQueue};
-
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Session {
     connection: Connection,
@@ -27,13 +32,23 @@ pub struct Broker {
     url: String,
     topology: Topology,
     models: Vec<String>,
+    publish_timeout: Duration,
+    trusted: TrustedCas,
     session: Mutex<Option<Session>>,
 }
 
 impl Broker {
-    /// A broker for `url` that will declare `topology` for `models` on each connect.
-    pub fn new(url: String, topology: Topology, models: Vec<String>) -> Self {
-        Self { url, topology, models, session: Mutex::new(None) }
+    /// A broker for `url` that will declare `topology` for `models` on each connect and
+    /// gives each publish, connecting included, `publish_timeout` to be confirmed; an
+    /// `amqps://` broker's certificate is checked against `trusted`.
+    pub fn new(
+        url: String,
+        topology: Topology,
+        models: Vec<String>,
+        publish_timeout: Duration,
+        trusted: TrustedCas,
+    ) -> Self {
+        Self { url, topology, models, publish_timeout, trusted, session: Mutex::new(None) }
     }
 
     /// The exchange and queue names in use.
@@ -43,8 +58,9 @@ impl Broker {
 
     async fn connect(&self) -> Result<Session, QueueError> {
         let unreachable = |e: lapin::Error| QueueError::Unreachable(e.to_string());
-        let connection =
-            inferpush_service::amqp::connect(&self.url).await.map_err(QueueError::Unreachable)?;
+        let connection = inferpush_service::amqp::connect(&self.url, &self.trusted)
+            .await
+            .map_err(QueueError::Unreachable)?;
         let channel = connection.create_channel().await.map_err(unreachable)?;
         let models: Vec<&str> = self.models.iter().map(String::as_str).collect();
         inferpush_service::amqp::declare(&self.topology, &channel, &models).await.map_err(unreachable)?;
@@ -81,11 +97,19 @@ impl TaskQueue for Broker {
         self.channel().await.is_ok()
     }
 
-    /// Publishes `task` persistently and waits for the broker's confirm.
-    async fn publish(&self, task: &TaskEnvelope, traceparent: &str) -> Result<(), QueueError> {
-        let channel = self.channel().await?;
-        let result = self.publish_on(&channel, task, traceparent).await;
-        if let Err(QueueError::Unreachable(_)) = &result {
+    /// Publishes `task` persistently and waits for the broker's confirm, all within the
+    /// publish timeout.
+    async fn publish(&self, task: &TaskEnvelope, traceparent: &str, lane: Lane) -> Result<(), QueueError> {
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        let channel = tokio::time::timeout_at(deadline, self.channel())
+            .await
+            .map_err(|_| QueueError::Unreachable("connecting to RabbitMQ timed out".into()))
+            .and_then(|connected| connected);
+        let result = match channel {
+            Ok(channel) => self.publish_on(&channel, task, traceparent, lane, deadline).await,
+            Err(error) => Err(error),
+        };
+        if let Err(QueueError::Unreachable(_) | QueueError::Unconfirmed(_)) = &result {
             self.forget().await;
         }
         result
@@ -98,6 +122,8 @@ impl Broker {
         channel: &Channel,
         task: &TaskEnvelope,
         traceparent: &str,
+        lane: Lane,
+        deadline: tokio::time::Instant,
     ) -> Result<(), QueueError> {
         let mut headers = FieldTable::default();
         headers.insert("traceparent".into(), AMQPValue::LongString(traceparent.into()));
@@ -108,21 +134,23 @@ impl Broker {
             .with_timestamp(task.submitted_at_ms / 1000)
             .with_headers(headers);
         let options = BasicPublishOptions { mandatory: true, ..Default::default() };
-        let unreachable = |e: lapin::Error| QueueError::Unreachable(e.to_string());
-        let confirm = channel
-            .basic_publish(
-                self.topology.exchange().into(),
-                task.model.as_str().into(),
-                options,
-                &task.to_bytes(),
-                properties,
-            )
-            .await
-            .map_err(unreachable)?;
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .map_err(|_| QueueError::Unreachable("no publisher confirm in time".into()))?
-            .map_err(unreachable)?;
+        let unconfirmed = |e: lapin::Error| QueueError::Unconfirmed(e.to_string());
+        let late =
+            || QueueError::Unconfirmed(format!("no publisher confirm within {:?}", self.publish_timeout));
+        let body = task.to_bytes();
+        let sending = channel.basic_publish(
+            self.topology.exchange().into(),
+            Topology::routing_key(&task.model, lane).as_str().into(),
+            options,
+            &body,
+            properties,
+        );
+        // Once handed to the connection, the frames may reach the broker even if sending
+        // reports an error: every failure from here on leaves the outcome unknown.
+        let confirm =
+            tokio::time::timeout_at(deadline, sending).await.map_err(|_| late())?.map_err(unconfirmed)?;
+        let confirmation =
+            tokio::time::timeout_at(deadline, confirm).await.map_err(|_| late())?.map_err(unconfirmed)?;
         if !confirmation.is_ack() {
             // A nack says the broker could not take the message now (a quorum queue
             // electing a new leader, say): passing, so the client is told to retry.

@@ -5,6 +5,8 @@
 //! after the first request must have finished belongs to a request that died between
 //! recording and publishing (an api replica killed mid-submit), and publishes the task
 //! then, under its own id: a client that retries with its key never loses a task.
+//! A publish whose confirm is lost keeps its record and is followed up (see
+//! [`crate::publishing`]); the client gets a 503 that names the task.
 
 use axum::Router;
 use axum::extract::State;
@@ -15,20 +17,20 @@ use inferpush_protocol::catalogue::InputError;
 use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
-use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
+use inferpush_protocol::{InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
 use inferpush_store::{Admission, Created, Idempotency};
 
 use crate::AppState;
 use crate::auth::User;
 use crate::body::Json;
 use crate::error::AppError;
-use crate::queue::{PUBLISH_TIMEOUT, publish_within_timeout};
+use crate::publishing::Submission;
+use crate::queue::QueueError;
 
 /// How long a pending idempotency key is left to the request that took it before a replay
-/// publishes its task: past [`PUBLISH_TIMEOUT`], that request has published, or removed
-/// the record, or died.
-const REPUBLISH_PENDING_AFTER: std::time::Duration =
-    PUBLISH_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
+/// publishes its task: past the publish timeout and this margin, that request has
+/// published, or removed the record, or died.
+const REPUBLISH_PENDING_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
@@ -99,8 +101,9 @@ async fn submit(
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
     let keyed = idempotency.as_deref().map(|key| Idempotency { key, request: &fingerprint });
-    match state.store.create(&record, keyed, admission).await? {
-        Created::New => {}
+    let lane = match state.store.create(&record, keyed, admission).await? {
+        Created::New { in_flight } if in_flight > state.fair_share => Lane::Bulk,
+        Created::New { .. } => Lane::Main,
         Created::QuotaReached { held, retry_after_secs } => {
             return Err(AppError::TooManyRequests {
                 detail: format!(
@@ -126,23 +129,32 @@ async fn submit(
             ));
         }
         Created::Existing { task_id, published, same_request: true } => {
-            let key = idempotency.as_deref().expect("only a keyed submit finds an existing task");
-            let replay = Replay { task_id, published, key, traceparent: &traceparent(&headers, task_id) };
+            let traceparent = traceparent(&headers, task_id);
+            let replay = Replay { task_id, published, key: idempotency, traceparent };
             return replay.answer(&state, task).await;
         }
-    }
-    if let Err(error) =
-        publish_within_timeout(state.queue.as_ref(), &task, &traceparent(&headers, task.task_id)).await
-    {
-        // Nothing half-written: the record (and its idempotency key) go too.
-        if let Err(cleanup) = state.store.remove(&record, idempotency.as_deref()).await {
-            tracing::error!(%cleanup, task_id = %task.task_id, "could not remove the record of an unpublished task");
+    };
+    let traceparent = traceparent(&headers, task.task_id);
+    let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
+    match submission.publish(&state).await {
+        Ok(()) => {}
+        Err(QueueError::Unconfirmed(_)) => return Err(outcome_unknown(&state, &record)),
+        Err(error) => {
+            // Nothing half-written: the record (and its idempotency key) go too.
+            let key = submission.idempotency_key.as_deref();
+            if let Err(cleanup) = state.store.remove(&record, key).await {
+                tracing::error!(%cleanup, task_id = %record.task_id, "could not remove the record of an unpublished task");
+            }
+            return Err(error.into());
         }
-        return Err(error.into());
     }
-    confirm_published(&state, &task, idempotency.as_deref()).await;
-    tracing::info!(task_id = %task.task_id, user = task.user_id, model = task.model, "task queued");
+    tracing::info!(task_id = %record.task_id, user = record.user_id, model = record.model, "task queued");
     accepted(&state, &record)
+}
+
+fn outcome_unknown(state: &AppState, record: &TaskRecord) -> AppError {
+    let status_url = Accepted::of(record, &state.public_url).status_url;
+    AppError::OutcomeUnknown { task_id: record.task_id, status_url }
 }
 
 /// What the task may take of its user's allowances; a result larger than the whole quota
@@ -159,24 +171,15 @@ fn admission(state: &AppState, request: &SubmitRequest) -> Result<Admission, App
     Ok(Admission { max_in_flight: state.max_in_flight, result_bytes, result_quota: quota })
 }
 
-/// Marks the key's task as published. On failure the key stays pending, and a late replay
-/// publishes the task a second time: the worker runs a task id once and announces it again.
-async fn confirm_published(state: &AppState, task: &TaskEnvelope, key: Option<&str>) {
-    let Some(key) = key else { return };
-    if let Err(error) = state.store.confirm_published(&task.user_id, key, task.task_id).await {
-        tracing::warn!(%error, task_id = %task.task_id, "could not mark the idempotency key published");
-    }
-}
-
 /// A submit whose idempotency key names an earlier task.
-struct Replay<'a> {
+struct Replay {
     task_id: TaskId,
     published: bool,
-    key: &'a str,
-    traceparent: &'a str,
+    key: Option<String>,
+    traceparent: String,
 }
 
-impl Replay<'_> {
+impl Replay {
     /// Answers the earlier task; publishes it first when the request that recorded it died
     /// before publishing. `task` is the replayed request, unrecorded.
     async fn answer(self, state: &AppState, task: TaskEnvelope) -> Result<Response, AppError> {
@@ -189,15 +192,23 @@ impl Replay<'_> {
             return accepted(state, &existing);
         }
         let age_ms = state.clock.now_ms().saturating_sub(existing.submitted_at_ms);
-        if age_ms < REPUBLISH_PENDING_AFTER.as_millis() as u64 {
+        let republish_after = state.publish_timeout.saturating_add(REPUBLISH_PENDING_MARGIN);
+        if age_ms < republish_after.as_millis() as u64 {
             return Err(AppError::InProgress(
                 "a request with this Idempotency-Key is still being accepted; retry shortly".into(),
             ));
         }
-        let orphan =
-            TaskEnvelope { task_id: self.task_id, submitted_at_ms: existing.submitted_at_ms, ..task };
-        publish_within_timeout(state.queue.as_ref(), &orphan, self.traceparent).await?;
-        confirm_published(state, &orphan, Some(self.key)).await;
+        let orphan = Submission {
+            task: TaskEnvelope { task_id: self.task_id, submitted_at_ms: existing.submitted_at_ms, ..task },
+            traceparent: self.traceparent,
+            idempotency_key: self.key,
+            lane: Lane::Main,
+        };
+        match orphan.publish(state).await {
+            Ok(()) => {}
+            Err(QueueError::Unconfirmed(_)) => return Err(outcome_unknown(state, &existing)),
+            Err(error) => return Err(error.into()),
+        }
         tracing::warn!(task_id = %self.task_id, "published a task whose first request died before publishing it");
         accepted(state, &existing)
     }

@@ -11,25 +11,30 @@ use axum::http::{Request, StatusCode, header};
 use inferpush_api::AppState;
 use inferpush_api::queue::{QueueError, TaskQueue};
 use inferpush_protocol::http::{Accepted, SubmitRequest};
-use inferpush_protocol::{ManualClock, TaskEnvelope, TaskRecord, TaskStatus};
+use inferpush_protocol::{Lane, ManualClock, TaskEnvelope, TaskRecord, TaskStatus};
 use inferpush_store::{Admission, Idempotency, MemoryTaskStore, TaskStore};
 use serde_json::json;
 use tower::ServiceExt;
 
-/// A queue that keeps what it is handed, or refuses as an unreachable broker would.
+/// A queue that keeps what it is handed, or refuses as an unreachable broker would, or
+/// loses what it is handed without a word (a publish whose confirm never comes).
 #[derive(Default)]
 struct RecordingQueue {
-    published: Mutex<Vec<(TaskEnvelope, String)>>,
+    published: Mutex<Vec<(TaskEnvelope, String, Lane)>>,
     down: AtomicBool,
+    loses: AtomicBool,
 }
 
 #[async_trait]
 impl TaskQueue for RecordingQueue {
-    async fn publish(&self, task: &TaskEnvelope, traceparent: &str) -> Result<(), QueueError> {
+    async fn publish(&self, task: &TaskEnvelope, traceparent: &str, lane: Lane) -> Result<(), QueueError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(QueueError::Unreachable("connection refused".into()));
         }
-        self.published.lock().unwrap().push((task.clone(), traceparent.to_owned()));
+        if self.loses.load(Ordering::SeqCst) {
+            return Err(QueueError::Unconfirmed("no confirm in time".into()));
+        }
+        self.published.lock().unwrap().push((task.clone(), traceparent.to_owned(), lane));
         Ok(())
     }
 
@@ -57,8 +62,12 @@ fn in_process() -> InProcess {
 }
 
 fn submit_with_key(idempotency_key: &str) -> Request<Body> {
+    submit_as("alice", idempotency_key)
+}
+
+fn submit_as(user: &str, idempotency_key: &str) -> Request<Body> {
     Request::post("/v1/inference")
-        .header(header::AUTHORIZATION, "Bearer dev-alice")
+        .header(header::AUTHORIZATION, format!("Bearer dev-{user}"))
         .header(header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", idempotency_key)
         .body(Body::from(json!({"model": "echo", "input": {"n": 1}}).to_string()))
@@ -85,7 +94,8 @@ async fn an_accepted_task_is_recorded_queued_then_published_stamped_by_the_clock
 
     let published = it.queue.published.lock().unwrap().clone();
     assert_eq!(published.len(), 1);
-    let (task, traceparent) = &published[0];
+    let (task, traceparent, lane) = &published[0];
+    assert_eq!(*lane, Lane::Main, "a user's first task takes the main lane");
     assert_eq!((task.task_id, task.submitted_at_ms), (accepted.task_id, NOW_MS));
     assert!(task.channel.carries_results_of("alice"));
     assert!(traceparent.starts_with(&format!("00-{}-", task.task_id.0.simple())), "{traceparent}");
@@ -165,7 +175,7 @@ async fn a_replayed_key_with_another_request_is_refused_and_a_replay_reports_the
     assert_eq!(it.queue.published.lock().unwrap().len(), 1);
 
     // The task moves on; a replay says where it stands now.
-    let (task, _) = it.queue.published.lock().unwrap()[0].clone();
+    let (task, _, _) = it.queue.published.lock().unwrap()[0].clone();
     let clock = it.clock.as_ref();
     it.store.transition(&TaskRecord::queued(&task).started(clock)).await.unwrap();
     let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
@@ -219,6 +229,56 @@ async fn a_queue_outage_is_a_503_that_leaves_nothing_behind() {
     it.queue.down.store(false, Ordering::SeqCst);
     let (status, _, _, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "the idempotency key is free again");
+}
+
+#[tokio::test]
+async fn a_lost_confirm_is_a_503_naming_the_task_that_the_follow_up_then_queues_once() {
+    let it = in_process();
+    it.queue.loses.store(true, Ordering::SeqCst);
+    let (status, _, body, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let task_id = body["task_id"].as_str().expect("the 503 names the task").to_owned();
+    assert_eq!(body["status_url"], format!("/v1/inference/{task_id}"));
+    assert_eq!(it.store.in_flight("alice"), 1, "the record stays, holding its slot");
+
+    it.queue.loses.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while it.queue.published.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the follow-up published the task");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(it.queue.published.lock().unwrap()[0].0.task_id.to_string(), task_id);
+    let (status, _, replayed, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;
+    assert_eq!((status, replayed["task_id"].as_str()), (StatusCode::ACCEPTED, Some(task_id.as_str())));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(it.queue.published.lock().unwrap().len(), 1, "published once: the follow-up stopped");
+}
+
+#[tokio::test]
+async fn past_their_fair_share_a_users_tasks_take_the_bulk_lane_until_some_finish() {
+    let it = in_process();
+    let state = AppState { fair_share: 2, ..it.state.clone() };
+    for n in 0..4 {
+        let (status, _, body, _) = super::send_to(state.clone(), submit_with_key(&format!("k{n}"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let (status, _, _, _) = super::send_to(state.clone(), submit_as("bob", "b0")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let published = it.queue.published.lock().unwrap().clone();
+    let lanes: Vec<Lane> = published.iter().map(|(_, _, lane)| *lane).collect();
+    assert_eq!(
+        lanes,
+        [Lane::Main, Lane::Main, Lane::Bulk, Lane::Bulk, Lane::Main],
+        "bob is within his share"
+    );
+
+    for (task, _, _) in &published[..3] {
+        let done =
+            TaskRecord::queued(task).started(it.clock.as_ref()).succeeded(json!({}), 1, it.clock.as_ref());
+        it.store.transition(&done).await.unwrap();
+    }
+    super::send_to(state.clone(), submit_with_key("k4")).await;
+    assert_eq!(it.queue.published.lock().unwrap()[5].2, Lane::Main, "alice is back within her share");
 }
 
 #[tokio::test]

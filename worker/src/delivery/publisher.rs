@@ -13,6 +13,7 @@ use std::time::Duration;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
 use inferpush_protocol::signature::RestRequest;
 use inferpush_protocol::{AppCredentials, Clock};
+use inferpush_service::TrustedCas;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,24 @@ pub struct SoketiTarget {
     pub credentials: AppCredentials,
     /// The time each signature is stamped with (Soketi refuses one that is far off).
     pub clock: Arc<dyn Clock>,
+    /// Authorities an `https://` server's certificate may chain to, besides the system's.
+    pub trusted: TrustedCas,
+}
+
+impl SoketiTarget {
+    /// An HTTP client for this server: bounded calls, its authorities trusted.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let mut builder =
+            reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_idle_timeout(Duration::from_secs(60));
+        if let Some(pem) = self.trusted.pem() {
+            for certificate in
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| e.to_string())?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        builder.build().map_err(|e| format!("building the HTTP client: {e}"))
+    }
 }
 
 enum Outcome {
@@ -56,11 +75,7 @@ impl Publisher {
     /// Starts the actor; `abort` makes pending retries give up.
     pub fn spawn(target: SoketiTarget, concurrency: usize, abort: CancellationToken) -> Self {
         let (queue, receiver) = mpsc::channel(1024);
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .expect("a plain HTTP client always builds");
+        let client = target.client().expect("the authorities were checked when the settings were read");
         let actor = Actor {
             client,
             target: Arc::new(target),
@@ -255,10 +270,7 @@ pub async fn verify_credentials(target: &SoketiTarget) -> Result<(), Credentials
     });
     let url = target.base_url.clone();
     let unreachable = |reason: String| CredentialsError::Unreachable { url: url.clone(), reason };
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| unreachable(e.to_string()))?;
+    let client = target.client().map_err(unreachable)?;
     let response =
         client.get(format!("{url}{path}?{query}")).send().await.map_err(|e| unreachable(e.to_string()))?;
     let status = response.status().as_u16();

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::{self, ModelId};
 use serde_json::Value;
 
@@ -38,8 +39,9 @@ impl ModelError {
 /// A model backend: turns one task's input into its output.
 #[async_trait]
 pub trait Model: Send + Sync + 'static {
-    /// Runs the model on `input`.
-    async fn infer(&self, input: &Value) -> Result<Value, ModelError>;
+    /// Runs the model on `input`, a task that came by `lane` (a model that queues work
+    /// serves the main lane first).
+    async fn infer(&self, input: &Value, lane: Lane) -> Result<Value, ModelError>;
 }
 
 /// Why a registry could not be built.

@@ -4,19 +4,20 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use inferpush_protocol::TaskEnvelope;
+use inferpush_protocol::{Lane, TaskEnvelope};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
 use crate::processing::{Arrival, Settlement, TaskContext, process, process_dead_letter};
 
-/// Runs one task message to completion and settles it; an undecodable one (including
-/// one naming a channel that is not an inference channel) is dead-lettered.
-pub async fn handle(delivery: Delivery, context: TaskContext) {
+/// Runs one task message, which came by `lane`, to completion and settles it; an
+/// undecodable one (including one naming a channel that is not an inference channel) is
+/// dead-lettered.
+pub async fn handle(delivery: Delivery, lane: Lane, context: TaskContext) {
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
         Ok(task) => {
             let arrival = if delivery.redelivered { Arrival::Redelivered } else { Arrival::First };
-            guarded(process(task, arrival, &context)).await
+            guarded(process(task, arrival, lane, &context)).await
         }
         Err(error) => {
             tracing::error!(%error, "undecodable task message; dead-lettering it");

@@ -1,6 +1,7 @@
-//! Queue handling: consumes the served models' queues (and the dead letters) on
-//! RabbitMQ with prefetch, manual acks, graceful stop and reconnects; each message goes
-//! to [`message`].
+//! Queue handling: consumes the served models' queues, both lanes of each (and the dead
+//! letters), on RabbitMQ with prefetch, manual acks, graceful stop and reconnects; each
+//! message goes to [`message`]. Every queue has its own channel and so its own prefetch:
+//! the bulk lane's backlog never takes the slots of the main lane's tasks.
 //!
 //! The loop has three states: connecting, consuming, draining. A broken connection
 //! is logged and retried after a delay; it never kills the process. On stop, the
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
-use inferpush_protocol::Topology;
+use inferpush_protocol::{Lane, Topology};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -34,16 +35,18 @@ pub struct ConsumerSettings {
     pub url: String,
     /// Exchange and queue names.
     pub topology: Topology,
-    /// Unacked deliveries per model queue.
+    /// Unacked deliveries per queue (each model has two, one per lane).
     pub prefetch: u16,
     /// Also consume the dead-letter queue.
     pub dead_letters: bool,
+    /// Authorities an `amqps://` broker's certificate may chain to.
+    pub trusted: inferpush_service::TrustedCas,
 }
 
 /// Which queue a delivery came from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
-    Model,
+    Model(Lane),
     DeadLetters,
 }
 
@@ -83,7 +86,9 @@ async fn consume(
     readiness: &Readiness,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let connection = inferpush_service::amqp::connect(&settings.url).await.map_err(anyhow::Error::msg)?;
+    let connection = inferpush_service::amqp::connect(&settings.url, &settings.trusted)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let models = context.registry.names();
     let setup = connection.create_channel().await?;
     inferpush_service::amqp::declare(&settings.topology, &setup, &models)
@@ -92,15 +97,17 @@ async fn consume(
 
     let mut consumers = Vec::new();
     let mut deliveries: SelectAll<BoxStream<'static, (Source, lapin::Result<Delivery>)>> = SelectAll::new();
-    let mut queues: Vec<(Source, String, &str)> =
-        models.iter().map(|m| (Source::Model, settings.topology.queue(m), *m)).collect();
+    let mut queues: Vec<(Source, String)> = models
+        .iter()
+        .flat_map(|m| Lane::ALL.map(|lane| (Source::Model(lane), settings.topology.lane_queue(m, lane))))
+        .collect();
     if settings.dead_letters {
-        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue(), "dead"));
+        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue()));
     }
-    for (source, queue, label) in queues {
+    for (source, queue) in queues {
         let channel = connection.create_channel().await?;
         channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
-        let tag = format!("inferpush-worker-{}-{label}", std::process::id());
+        let tag = format!("inferpush-worker-{}-{queue}", std::process::id());
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -121,8 +128,8 @@ async fn consume(
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
             next = deliveries.next() => match next {
-                Some((Source::Model, Ok(delivery))) => {
-                    tasks.spawn(handle(delivery, context.clone()));
+                Some((Source::Model(lane), Ok(delivery))) => {
+                    tasks.spawn(handle(delivery, lane, context.clone()));
                 }
                 Some((Source::DeadLetters, Ok(delivery))) => {
                     tasks.spawn(handle_dead_letter(delivery, context.clone()));

@@ -2,11 +2,17 @@
 //! gather up to `max_batch_size` tasks (each with its own texts), waiting at most
 //! `max_batch_delay` for more, run them as one forward pass, answer each task with
 //! exactly its own rows. Inference never runs on the tokio threads.
+//!
+//! Tasks of the main lane are taken before those of the bulk lane (see
+//! [`inferpush_protocol::topology`]): a task that came by the main queue never waits
+//! behind the bulk tasks the worker holds, only behind the batch already running.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use inferpush_protocol::Lane;
 use tokio::sync::oneshot;
 
 use super::engine::Engine;
@@ -24,6 +30,7 @@ pub struct BatchSettings {
 }
 
 struct Request {
+    lane: Lane,
     texts: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
 }
@@ -41,16 +48,19 @@ impl Batcher {
         let name = format!("inferpush-{}", engine.name());
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || BatchLoop { engine, tokenizer, settings, requests, carry: None }.run())
+            .spawn(move || {
+                let waiting = Lane::ALL.map(|_| VecDeque::new());
+                BatchLoop { engine, tokenizer, settings, requests, waiting }.run()
+            })
             .expect("spawning the inference thread");
         Self { queue }
     }
 
-    /// Embeds `texts` (one task), batched with whatever else is waiting.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+    /// Embeds `texts` (one task that came by `lane`), batched with whatever else is waiting.
+    pub async fn embed(&self, texts: Vec<String>, lane: Lane) -> Result<Vec<Vec<f32>>, String> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Request { texts, reply })
+            .send(Request { lane, texts, reply })
             .map_err(|_| "the inference thread has stopped".to_owned())?;
         answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))
     }
@@ -61,8 +71,8 @@ struct BatchLoop {
     tokenizer: TextTokenizer,
     settings: BatchSettings,
     requests: Receiver<Request>,
-    /// A task that did not fit the last batch; it opens the next one.
-    carry: Option<Request>,
+    /// Tasks received and not yet batched, by lane, in the order of [`Lane::ALL`].
+    waiting: [VecDeque<Request>; 2],
 }
 
 impl BatchLoop {
@@ -72,39 +82,65 @@ impl BatchLoop {
         }
     }
 
-    /// Waits for a first task, then takes more until the batch is full or the delay is up.
+    /// Waits for a first task, then takes more until the batch is full or the delay is
+    /// up; the main lane's tasks first. `None` once no task can come any more.
     fn gather(&mut self) -> Option<Vec<Request>> {
-        let first = match self.carry.take() {
-            Some(request) => request,
-            None => self.requests.recv().ok()?,
-        };
+        self.receive_waiting();
+        if self.next_lane().is_none() {
+            let request = self.requests.recv().ok()?;
+            self.hold(request);
+            self.receive_waiting();
+        }
+        let first = self.take_next().expect("a task is waiting");
         let mut texts = first.texts.len();
         let mut batch = vec![first];
         let deadline = Instant::now() + self.settings.max_batch_delay;
         while batch.len() < self.settings.max_batch_size {
-            // What is already waiting joins at once; then wait out the delay for more.
-            let next = match self.requests.try_recv() {
-                Ok(request) => request,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match self.requests.recv_timeout(left) {
-                        Ok(request) => request,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
+            if self.next_lane().is_none() {
+                // Nothing waiting: wait out the delay for more.
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
                 }
-            };
-            if texts + next.texts.len() > self.settings.max_batch_texts {
-                self.carry = Some(next);
+                match self.requests.recv_timeout(left) {
+                    Ok(request) => self.hold(request),
+                    Err(_) => break,
+                }
+                self.receive_waiting();
+            }
+            let lane = self.next_lane().expect("a task is waiting");
+            // A task is never split: one that does not fit opens the next batch.
+            if texts + self.waiting[lane].front().map_or(0, |r| r.texts.len()) > self.settings.max_batch_texts
+            {
                 break;
             }
+            let next = self.take_next().expect("a task is waiting");
             texts += next.texts.len();
             batch.push(next);
         }
         Some(batch)
+    }
+
+    /// Moves every task already sent into its lane's queue, without waiting.
+    fn receive_waiting(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            self.hold(request);
+        }
+    }
+
+    fn hold(&mut self, request: Request) {
+        let lane = Lane::ALL.iter().position(|l| *l == request.lane).unwrap_or(0);
+        self.waiting[lane].push_back(request);
+    }
+
+    /// The first lane with a task waiting.
+    fn next_lane(&self) -> Option<usize> {
+        self.waiting.iter().position(|lane| !lane.is_empty())
+    }
+
+    fn take_next(&mut self) -> Option<Request> {
+        let lane = self.next_lane()?;
+        self.waiting[lane].pop_front()
     }
 
     /// Runs one batch and answers its tasks. When a batch of several tasks fails (a CUDA

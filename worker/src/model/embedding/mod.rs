@@ -12,6 +12,7 @@ mod tokenize;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::minilm;
 use serde_json::{Value, json};
 
@@ -191,10 +192,10 @@ impl EmbeddingModel {
 
 #[async_trait]
 impl Model for EmbeddingModel {
-    async fn infer(&self, input: &Value) -> Result<Value, ModelError> {
+    async fn infer(&self, input: &Value, lane: Lane) -> Result<Value, ModelError> {
         let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
         let texts = texts.into_iter().map(str::to_owned).collect();
-        let embeddings = self.batcher.embed(texts).await.map_err(ModelError::Failed)?;
+        let embeddings = self.batcher.embed(texts, lane).await.map_err(ModelError::Failed)?;
         Ok(json!({"embeddings": embeddings, "dimensions": minilm::DIMENSIONS}))
     }
 }

@@ -1,0 +1,119 @@
+//! Handing a recorded task to the queue, and what to do when the broker's answer is lost.
+//!
+//! A publish ends one of three ways. Confirmed: the task is queued. Refused or never sent:
+//! nothing is queued, the caller removes the record and says so. Unconfirmed (the confirm
+//! came too late, or the connection broke while waiting for it): the broker may hold the
+//! task or may not. Then the record stays, the client is told the task's id and that its
+//! fate is unknown, and a follow-up in the background settles it: it stops as soon as a
+//! worker has taken the task (its record left `queued`), publishes it again while it has
+//! not, and after [`GIVE_UP_AFTER`] marks it failed (`not_queued`), which frees its
+//! in-flight slot. A second copy is harmless: a worker runs a task id once.
+
+use std::time::Duration;
+
+use inferpush_protocol::{Lane, TaskEnvelope, TaskRecord, TaskStatus};
+
+use crate::AppState;
+use crate::queue::{QueueError, publish_within};
+
+/// How long the follow-up keeps trying to queue a task whose publish went unconfirmed.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(10 * 60);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
+
+/// A recorded task and what it was submitted with.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The task, as recorded.
+    pub task: TaskEnvelope,
+    /// Its W3C trace context.
+    pub traceparent: String,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// Which of its model's queues it goes to.
+    pub lane: Lane,
+}
+
+impl Submission {
+    /// Publishes the task within the publish timeout and, once confirmed, marks its key.
+    /// An unconfirmed publish starts the follow-up before it is returned.
+    pub async fn publish(&self, state: &AppState) -> Result<(), QueueError> {
+        match self.publish_once(state).await {
+            Ok(()) => {
+                self.confirm_published(state).await;
+                Ok(())
+            }
+            Err(QueueError::Unconfirmed(reason)) => {
+                tracing::warn!(task_id = %self.task.task_id, reason, "publish unconfirmed; following the task up");
+                let (state, submission) = (state.clone(), self.clone());
+                tokio::spawn(async move { submission.follow_up(&state).await });
+                Err(QueueError::Unconfirmed(reason))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn publish_once(&self, state: &AppState) -> Result<(), QueueError> {
+        publish_within(state.publish_timeout, state.queue.as_ref(), &self.task, &self.traceparent, self.lane)
+            .await
+    }
+
+    /// Marks the key's task as published. On failure the key stays pending, and a late
+    /// replay publishes the task a second time: the worker runs a task id once.
+    async fn confirm_published(&self, state: &AppState) {
+        let Some(key) = &self.idempotency_key else { return };
+        let task = &self.task;
+        if let Err(error) = state.store.confirm_published(&task.user_id, key, task.task_id).await {
+            tracing::warn!(%error, task_id = %task.task_id, "could not mark the idempotency key published");
+        }
+    }
+
+    /// Settles a task whose publish went unconfirmed (see the module's notes).
+    async fn follow_up(&self, state: &AppState) {
+        let task_id = self.task.task_id;
+        let give_up_at = tokio::time::Instant::now() + GIVE_UP_AFTER;
+        let mut wait = FIRST_RETRY;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LONGEST_RETRY);
+            let record = match state.store.get(task_id).await {
+                Ok(Some(record)) if record.status == TaskStatus::Queued => record,
+                Ok(Some(_)) => {
+                    tracing::info!(%task_id, "an unconfirmed task reached a worker after all");
+                    return self.confirm_published(state).await;
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, %task_id, "following an unconfirmed task up: store unavailable");
+                    continue;
+                }
+            };
+            if tokio::time::Instant::now() >= give_up_at {
+                return self.give_up(state, &record).await;
+            }
+            match self.publish_once(state).await {
+                Ok(()) => {
+                    tracing::info!(%task_id, "an unconfirmed task is queued now");
+                    return self.confirm_published(state).await;
+                }
+                Err(QueueError::Refused(reason)) => {
+                    tracing::error!(%task_id, reason, "the broker refused an unconfirmed task");
+                    return self.give_up(state, &record).await;
+                }
+                Err(error) => tracing::warn!(%error, %task_id, "an unconfirmed task is still not queued"),
+            }
+        }
+    }
+
+    async fn give_up(&self, state: &AppState, record: &TaskRecord) {
+        let failed = record.not_queued(state.clock.as_ref());
+        match state.store.transition(&failed).await {
+            Ok(_) => {
+                tracing::error!(task_id = %record.task_id, "gave up queueing a task; it is marked failed")
+            }
+            Err(error) => {
+                tracing::error!(%error, task_id = %record.task_id, "could not mark an unqueued task failed")
+            }
+        }
+    }
+}

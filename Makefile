@@ -2,16 +2,23 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
+.PHONY: run test chart lint build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
 	scripts/run.sh
 
-## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services).
+## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services,
+## and the Helm chart's checks).
 test: deps services chromium models lint service-images
 	$(CARGO) build --workspace --all-targets
+	scripts/check-chart.sh
 	scripts/test.sh
+
+## The Helm chart without a cluster: lint, render, Kubernetes schemas, checkov, agreement with the
+## binaries (needs the debug build: `cargo build --workspace`).
+chart:
+	scripts/check-chart.sh
 
 ## Formatting and clippy with warnings as errors.
 lint:

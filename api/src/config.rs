@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use inferpush_service::settings::UnsafeSetting;
+
+use crate::queue::DEFAULT_PUBLISH_TIMEOUT;
 use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
@@ -102,15 +104,20 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Longest a submit waits for the broker to confirm its task (connecting included);
     /// past it the answer is a 503 that names the task, whose outcome is then unknown.
-    /// Must be shorter than the request timeout.
-    #[arg(long, env = "INFERPUSH_PUBLISH_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub publish_timeout: Duration,
+    /// Must be shorter than the request timeout [default: 15s, or half the request timeout
+    /// if that is shorter].
+    #[arg(long, env = "INFERPUSH_PUBLISH_TIMEOUT", value_parser = parse_duration)]
+    pub publish_timeout: Option<Duration>,
     /// Most client connections held at once; past it new ones wait in the kernel's queue.
     #[arg(long, env = "INFERPUSH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERPUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Check the settings as at start (files read, unsafe values refused) and exit without
+    /// opening any connection: `configuration ok`, or the reason and exit status 1.
+    #[arg(long)]
+    pub check_config: bool,
     #[command(flatten)]
     pub public: PublicUrlArgs,
     #[command(flatten)]
@@ -155,6 +162,12 @@ impl ApiConfig {
         }
     }
 
+    /// How long a submit waits for the broker's confirm: as set, else 15 s or half the
+    /// request timeout, whichever is shorter.
+    pub fn publish_timeout(&self) -> Duration {
+        self.publish_timeout.unwrap_or_else(|| DEFAULT_PUBLISH_TIMEOUT.min(self.request_timeout / 2))
+    }
+
     /// Refuses settings that would leave a deployment open, naming the variable.
     pub fn ensure_safe(&self) -> Result<(), UnsafeSetting> {
         if !self.dev_mode {
@@ -167,11 +180,12 @@ impl ApiConfig {
                 self.listen
             )));
         }
-        if self.publish_timeout.is_zero() || self.publish_timeout >= self.request_timeout {
+        let publish_timeout = self.publish_timeout();
+        if publish_timeout.is_zero() || publish_timeout >= self.request_timeout {
             return Err(UnsafeSetting(format!(
-                "INFERPUSH_PUBLISH_TIMEOUT ({:?}) must be above zero and below INFERPUSH_REQUEST_TIMEOUT ({:?}), \
-                 or a submit would be cut off while its publish is still in flight",
-                self.publish_timeout, self.request_timeout
+                "INFERPUSH_PUBLISH_TIMEOUT ({publish_timeout:?}) must be above zero and below \
+                 INFERPUSH_REQUEST_TIMEOUT ({:?}), or a submit would be cut off while its publish is still in flight",
+                self.request_timeout
             )));
         }
         let jwts = self.jwt_hs256_secret.as_deref().is_some_and(|s| !s.is_empty())
@@ -279,5 +293,18 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.pusher.key, "k");
         assert!(config.dev_mode);
+    }
+
+    #[test]
+    fn the_publish_timeout_stays_below_the_request_timeout() {
+        let parse = |args: &[&str]| {
+            ApiConfig::try_parse_from([&["inferpush-api", "--dev-mode"], args].concat()).unwrap()
+        };
+        assert_eq!(parse(&[]).publish_timeout(), Duration::from_secs(15));
+        let short = parse(&["--request-timeout", "4s"]);
+        assert_eq!(short.publish_timeout(), Duration::from_secs(2), "half of a short request timeout");
+        assert!(short.ensure_safe().is_ok());
+        let error = parse(&["--request-timeout", "4s", "--publish-timeout", "4s"]).ensure_safe().unwrap_err();
+        assert!(error.to_string().contains("INFERPUSH_PUBLISH_TIMEOUT"), "{error}");
     }
 }

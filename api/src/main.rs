@@ -10,6 +10,11 @@ async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
     inferpush_service::tls::install_crypto_provider();
     let config = ApiConfig::parse();
+    if config.check_config {
+        inferpush_api::state::check_config(&config)?;
+        println!("configuration ok");
+        return Ok(());
+    }
     config.ensure_safe()?;
     tracing::info!(
         listen = %config.listen,

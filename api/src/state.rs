@@ -74,7 +74,7 @@ impl AppState {
             config.amqp.url.clone(),
             config.amqp.topology(),
             models,
-            config.publish_timeout,
+            config.publish_timeout(),
             trusted.clone(),
         );
         if !queue.is_ready().await {
@@ -109,11 +109,22 @@ impl AppState {
                 .collect(),
             pusher: Arc::new(config.pusher.credentials()),
             public_url: config.public.base(),
-            publish_timeout: config.publish_timeout,
+            publish_timeout: config.publish_timeout(),
             max_body_bytes: config.max_body_bytes,
             dev: config.dev_mode.then(|| Arc::new(dev_mode(config))),
         })
     }
+}
+
+/// Reads and checks every file and value the state would be built from (keys, JWT key,
+/// master key, trusted CAs), without opening RabbitMQ or Redis: `--check-config`.
+pub fn check_config(config: &ApiConfig) -> anyhow::Result<()> {
+    config.ensure_safe()?;
+    api_keys(config)?;
+    jwt_verifier(config)?;
+    config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
+    config.tls.trusted()?;
+    Ok(())
 }
 
 /// The configured keys: the inline list, then the key file's lines.

@@ -371,6 +371,15 @@ impl Stack {
         queue_stats(&self.amqp_url, queue).await
     }
 
+    /// Tasks ready in `model`'s queues, both lanes together.
+    pub async fn queued(&self, model: &str) -> u32 {
+        let mut ready = 0;
+        for lane in inferpush_protocol::Lane::ALL {
+            ready += queue_stats(&self.amqp_url, &self.topology.lane_queue(model, lane)).await.0;
+        }
+        ready
+    }
+
     /// Publishes `body` straight to the stack's task exchange for `model`, skipping the api.
     pub async fn publish_raw(&self, model: &str, body: &[u8]) {
         publish_raw(&self.amqp_url, &self.topology, model, body).await

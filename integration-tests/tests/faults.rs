@@ -136,7 +136,7 @@ async fn rabbitmq_restart_mid_burst_loses_nothing_and_everyone_reconnects() {
     assert_eq!(accounting.delivered_live, accounting.accepted, "{accounting}");
     assert!(burst.unavailable > 0, "no submit met the outage; the test proves little");
     // The worker came back by itself: nothing is left in the queue.
-    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, 0);
+    assert_eq!(stack.queued("echo").await, 0);
 }
 
 #[tokio::test]

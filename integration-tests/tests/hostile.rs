@@ -101,7 +101,7 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
     let bearer = |token: String| format!("Bearer {token}");
     let (_, bobs) = stack.submit("dev-bob", "echo", json!({"mine": true})).await;
     let bobs_task = format!("/v1/inference/{}", bobs["task_id"].as_str().unwrap());
-    let (depth_before, _) = stack.queue_stats(&stack.topology.queue("echo")).await;
+    let depth_before = stack.queued("echo").await;
 
     // Past serde_json's recursion limit inside an otherwise valid submit.
     let nested = format!(r#"{{"model":"echo","input":{{"a":{}"#, "[".repeat(5000));
@@ -319,8 +319,8 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
     }
 
     // Nothing was published, and the api is fine.
-    assert_eq!(stack.queue_stats(&stack.topology.queue("echo")).await.0, depth_before);
-    assert_eq!(stack.queue_stats(&stack.topology.queue("all-minilm-l6-v2")).await.0, 0);
+    assert_eq!(stack.queued("echo").await, depth_before);
+    assert_eq!(stack.queued("all-minilm-l6-v2").await, 0);
     assert_eq!(http.get(format!("{}/readyz", stack.api_url)).send().await.unwrap().status(), 200);
     // And a valid JWT still works, for its own user only.
     let accepted = http

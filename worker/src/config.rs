@@ -70,6 +70,11 @@ pub struct WorkerConfig {
     /// The worker's own listener (`/healthz`, `/readyz`); when taken, a free port instead.
     #[arg(long, env = "INFERPUSH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
+    /// Check the settings as at start (unsafe values refused, files read, model names known)
+    /// and exit without loading a model or opening any connection: `configuration ok`, or
+    /// the reason and exit status 1.
+    #[arg(long)]
+    pub check_config: bool,
     /// On SIGTERM, how long to let tasks in hand finish before giving them back to the queue.
     #[arg(long, env = "INFERPUSH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -84,6 +89,25 @@ pub struct WorkerConfig {
     pub pusher: PusherArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+impl WorkerConfig {
+    /// What `--check-config` checks: everything start-up reads, short of models and services.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        if !self.dev_mode {
+            self.pusher.ensure_own_app()?;
+        }
+        for model in &self.models {
+            anyhow::ensure!(
+                inferpush_protocol::catalogue::find(model).is_some(),
+                "INFERPUSH_MODELS names `{model}`, which is not a model of the catalogue"
+            );
+        }
+        self.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
+        self.tls.trusted()?;
+        Ok(())
+    }
 }
 
 /// What the worker can do besides serving.

@@ -24,6 +24,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
     }
+    if config.check_config {
+        config.check()?;
+        println!("configuration ok");
+        return Ok(());
+    }
     if !config.dev_mode {
         config.pusher.ensure_own_app()?;
     }

@@ -51,6 +51,8 @@ release="$target_dir/release"
 
 # Stages the context of image $1 (files after it: SOURCE:DEST pairs), then builds it
 # unless an image with the same content label exists.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+
 build() {
   local name=$1
   shift
@@ -77,11 +79,13 @@ build() {
   built=$(podman image inspect --format '{{index .Labels "inferpush.content"}}' "$image" 2> /dev/null || true)
   if [[ "$built" == "$hash" ]]; then
     echo "$image is up to date"
-    return
+  else
+    echo "building $image"
+    podman build --quiet --pull=never --format docker --build-arg "BASE=$base" \
+      --label "inferpush.content=$hash" -t "$image" -f "$containerfile" "$context" > /dev/null
   fi
-  echo "building $image"
-  podman build --quiet --pull=never --format docker --build-arg "BASE=$base" \
-    --label "inferpush.content=$hash" -t "$image" -f "$containerfile" "$context" > /dev/null
+  # Also under the release's version, the tag the Helm chart names by default.
+  podman tag "$image" "localhost/inferpush-$name:$version"
 }
 
 for image in "${images[@]}"; do

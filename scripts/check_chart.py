@@ -70,6 +70,14 @@ def render(values: dict) -> list[dict]:
     return docs
 
 
+def versions() -> None:
+    """The chart's appVersion is the release the images are tagged with."""
+    app = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    cargo = re.search(r'^version = "([^"]+)"', pathlib.Path("Cargo.toml").read_text(), re.M).group(1)
+    if app != cargo:
+        fail(f"Chart.yaml appVersion {app} is not the workspace version {cargo}")
+
+
 def lint() -> None:
     report = helm.lint(str(CHART), strict=True, kube_version=f"v{KUBERNETES_VERSION}")
     errors = report["errors"] + [m["error"] for m in report["messages"] if m["severity"] >= 2]
@@ -190,6 +198,11 @@ def main() -> int:
     parser.add_argument("--bin-dir", type=pathlib.Path, required=True)
     parser.add_argument("--checkov", default="checkov")
     args = parser.parse_args()
+    for binary in ("inferpush-api", "inferpush-worker"):
+        if not (args.bin_dir / binary).is_file():
+            print(f"{args.bin_dir / binary} is missing: build the workspace first (cargo build --workspace)")
+            return 1
+    versions()
     lint()
     value_sets = sorted((CHART / "ci").glob("*.yaml"))
     for values_file in value_sets:

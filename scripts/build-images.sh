@@ -112,16 +112,19 @@ cuda_runtime() {
 }
 
 probe=deploy/images/http-probe:http-probe
+# The host's CA bundle, so a worker can push to a Pusher server over HTTPS with a public
+# certificate (the minbase image has none, and the HTTP client needs roots to build).
+cas=/etc/ssl/certs/ca-certificates.crt:ca-certificates.crt
 pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js
 for image in "${images[@]}"; do
   case "$image" in
     api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" ;;
-    worker) build worker "$(binary inferpush-worker)" "$probe" \
+    worker) build worker "$(binary inferpush-worker)" "$probe" "$cas" \
       "models/all-minilm-l6-v2:models/all-minilm-l6-v2" "models/onnxruntime:models/onnxruntime" ;;
     worker-cuda)
       gpu=target/gpu-dist/inferpush-worker
       [[ -x "$gpu" ]] || { echo "missing $gpu: run make build-gpu" >&2; exit 1; }
-      build worker-cuda "$gpu:inferpush-worker" "$probe" "$(cuda_runtime):cuda" \
+      build worker-cuda "$gpu:inferpush-worker" "$probe" "$cas" "$(cuda_runtime):cuda" \
         "models/all-minilm-l6-v2:models/all-minilm-l6-v2" ;;
     soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
       "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;

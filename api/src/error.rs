@@ -108,6 +108,26 @@ impl From<QueueError> for AppError {
 }
 
 impl AppError {
+    /// The kind of error, as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized(_) => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
+            AppError::PayloadTooLarge(_) => "body_too_large",
+            AppError::InputTooLarge(_) => "input_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::Unprocessable(_) => "invalid",
+            AppError::TooManyRequests { .. } => "too_many_requests",
+            AppError::InProgress(_) => "in_progress",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::OutcomeUnknown { .. } => "unconfirmed",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -129,6 +149,9 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if matches!(self, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
+            crate::metrics::auth_refused(status.as_u16());
+        }
         let retry_after = match &self {
             AppError::TooManyRequests { seconds, .. } => Some(seconds.to_string()),
             AppError::Unavailable(_) | AppError::OutcomeUnknown { .. } => {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod publishing;
 pub mod queue;
 pub mod routes;

@@ -25,6 +25,7 @@ impl UserLimit {
     /// Takes one token for `user`, or says how long to wait.
     pub fn check(&self, user: &str) -> Result<(), AppError> {
         self.limiter.check_key(&user.to_owned()).map_err(|not_until| {
+            crate::metrics::rate_limited(self.what);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64;
             AppError::TooManyRequests {

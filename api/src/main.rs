@@ -9,6 +9,8 @@ use inferpush_api::{AppState, serve};
 async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
     inferpush_service::tls::install_crypto_provider();
+    inferpush_service::metrics::install();
+    inferpush_api::metrics::describe();
     let config = ApiConfig::parse();
     if config.check_config {
         inferpush_api::state::check_config(&config)?;

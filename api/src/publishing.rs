@@ -54,8 +54,19 @@ impl Submission {
     }
 
     async fn publish_once(&self, state: &AppState) -> Result<(), QueueError> {
-        publish_within(state.publish_timeout, state.queue.as_ref(), &self.task, &self.traceparent, self.lane)
-            .await
+        let started = std::time::Instant::now();
+        let published = publish_within(
+            state.publish_timeout,
+            state.queue.as_ref(),
+            &self.task,
+            &self.traceparent,
+            self.lane,
+        )
+        .await;
+        if published.is_ok() {
+            crate::metrics::publish_confirmed(started.elapsed());
+        }
+        published
     }
 
     /// Marks the key's task as published. On failure the key stays pending, and a late
@@ -109,6 +120,7 @@ impl Submission {
         let failed = record.not_queued(state.clock.as_ref());
         match state.store.transition(&failed).await {
             Ok(_) => {
+                crate::metrics::task_state(TaskStatus::Failed);
                 tracing::error!(task_id = %record.task_id, "gave up queueing a task; it is marked failed")
             }
             Err(error) => {

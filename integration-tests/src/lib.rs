@@ -8,6 +8,7 @@ pub mod broker;
 pub mod burst;
 pub mod containers;
 pub mod listener;
+pub mod metrics;
 pub mod node;
 pub mod process;
 pub mod stack;

@@ -366,6 +366,13 @@ impl Stack {
             .await;
     }
 
+    /// `http://…/metrics` of the current worker's own listener.
+    pub async fn worker_metrics_url(&mut self) -> String {
+        let worker = self.worker.as_mut().expect("a worker is running");
+        let addr = worker.wait_for_log_value("health listener", "addr", Duration::from_secs(10)).await;
+        format!("http://{addr}/metrics")
+    }
+
     /// Messages ready and consumers attached on one of the stack's queues.
     pub async fn queue_stats(&self, queue: &str) -> (u32, u32) {
         queue_stats(&self.amqp_url, queue).await

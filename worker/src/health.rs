@@ -1,7 +1,8 @@
 //! The worker's own small HTTP listener (`INFERPUSH_METRICS_ADDR`, by default
 //! 127.0.0.1:9464): `GET /healthz` (the process is up) and `GET /readyz` (it is consuming
-//! its queues: connected to RabbitMQ with its consumers in place). Container healthchecks
-//! and Kubernetes probes use them; metrics will join them here.
+//! its queues: connected to RabbitMQ with its consumers in place), which container
+//! healthchecks and Kubernetes probes use, and `GET /metrics` for Prometheus (see
+//! [`crate::metrics`]).
 //!
 //! When the address is taken (a second worker on the same machine with the default), the
 //! listener takes a free port on the same interface instead and says which in the log.
@@ -36,7 +37,11 @@ impl Readiness {
 
 /// The listener's routes.
 pub fn router(readiness: Readiness) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(inferpush_service::metrics::serve_metrics))
+        .with_state(readiness)
 }
 
 async fn healthz() -> axum::Json<Value> {
@@ -71,7 +76,7 @@ pub async fn spawn(
         Err(error) => return Err(error),
     };
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "health listener on /healthz and /readyz");
+    tracing::info!(addr = %local, "health listener on /healthz, /readyz and /metrics");
     tokio::spawn(async move {
         let served =
             axum::serve(listener, router(readiness)).with_graceful_shutdown(stop.cancelled_owned()).await;

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     inferpush_service::init_tracing();
     inferpush_service::tls::install_crypto_provider();
+    inferpush_service::metrics::install();
+    inferpush_worker::metrics::describe();
     let config = WorkerConfig::parse();
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
@@ -71,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let sink = PusherSink {
-        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone()),
+        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone())
+            .map_err(anyhow::Error::msg)
+            .context("starting the Pusher client")?,
         max_event_bytes: config.max_event_bytes,
         result_base_url: config.public.base(),
         master_key: config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?,

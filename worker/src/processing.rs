@@ -89,7 +89,10 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
             tracing::info!(task_id = %task.task_id, status = %current.status, "task already final; announcing it again");
             return announce(&current, context).await;
         }
-        Ok(_) => announce_started(&running, context),
+        Ok(_) => {
+            crate::metrics::started(&running);
+            announce_started(&running, context)
+        }
     }
 
     let started = Instant::now();
@@ -97,6 +100,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         Some(model) => model.infer(&task.input, lane).await,
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
+    crate::metrics::task_inference(&task.model, started.elapsed());
     let inference_ms = started.elapsed().as_millis() as u64;
     let finished = match outcome {
         Ok(output) => running.succeeded(output, inference_ms, clock),
@@ -124,6 +128,7 @@ pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> S
         return Settlement::Ack;
     }
     tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
+    crate::metrics::dead_letter(&task.model);
     finish(TaskRecord::queued(&task).dead_lettered(context.clock.as_ref()), context).await
 }
 
@@ -132,7 +137,10 @@ async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
     let stored = match store_retrying(context, || context.store.transition(&record)).await {
         Err(settlement) => return settlement,
         Ok(Transition::Kept(current)) if current.status.is_final() => *current,
-        Ok(_) => record,
+        Ok(_) => {
+            crate::metrics::task_state(record.status);
+            record
+        }
     };
     announce(&stored, context).await
 }
@@ -153,6 +161,7 @@ fn announce_started(record: &TaskRecord, context: &TaskContext) {
 async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
     match tokio::time::timeout(context.push_deadline, context.sink.deliver(record)).await {
         Ok(Ok(())) => {
+            crate::metrics::pushed(record, context.clock.now_ms());
             tracing::info!(task_id = %record.task_id, model = record.model, status = %record.status, "task done");
             Settlement::Ack
         }

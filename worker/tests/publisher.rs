@@ -78,7 +78,8 @@ async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
         },
         2,
         abort.clone(),
-    );
+    )
+    .unwrap();
     (shared, publisher, abort)
 }
 
@@ -179,7 +180,7 @@ async fn an_error_in_a_200_answer_is_a_refusal_not_a_delivery() {
         clock: Arc::new(SystemClock),
         trusted: Default::default(),
     };
-    let publisher = Publisher::spawn(target, 1, CancellationToken::new());
+    let publisher = Publisher::spawn(target, 1, CancellationToken::new()).unwrap();
     match publisher.push(event("inference.completed", 1)).await {
         Err(PushError::Rejected(reason)) => assert!(reason.contains("401"), "{reason}"),
         other => panic!("{other:?}"),

@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (RabbitMQ and Redis are
-//! reachable: it can accept tasks).
+//! `GET /healthz` (the process is up), `GET /readyz` (RabbitMQ and Redis are reachable:
+//! it can accept tasks) and `GET /metrics` (Prometheus, see [`crate::metrics`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +11,10 @@ use crate::AppState;
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(inferpush_service::metrics::serve_metrics))
 }
 
 async fn healthz() -> Json<Value> {

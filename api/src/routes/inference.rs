@@ -24,6 +24,7 @@ use crate::AppState;
 use crate::auth::User;
 use crate::body::Json;
 use crate::error::AppError;
+use crate::metrics;
 use crate::publishing::Submission;
 use crate::queue::QueueError;
 
@@ -78,6 +79,21 @@ async fn submit(
     user: User,
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
+) -> Result<Response, AppError> {
+    let model = metrics::model_label(&request.model);
+    let answer = accept(state, user, headers, request).await;
+    match &answer {
+        Ok(_) => metrics::submit(model, "accepted"),
+        Err(error) => metrics::submit(model, error.kind()),
+    }
+    answer
+}
+
+async fn accept(
+    state: AppState,
+    user: User,
+    headers: HeaderMap,
+    request: SubmitRequest,
 ) -> Result<Response, AppError> {
     catalogue::validate(&request.model, &request.input).map_err(|e| match e {
         InputError::TooLarge { .. } => AppError::InputTooLarge(e.to_string()),
@@ -148,6 +164,7 @@ async fn submit(
             return Err(error.into());
         }
     }
+    metrics::task_state(TaskStatus::Queued);
     tracing::info!(task_id = %record.task_id, user = record.user_id, model = record.model, "task queued");
     accepted(&state, &record)
 }

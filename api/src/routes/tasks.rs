@@ -55,6 +55,7 @@ async fn cancel(
     let cancelled = record.cancelled(state.clock.as_ref());
     match state.store.transition(&cancelled).await? {
         Transition::Applied => {
+            crate::metrics::task_state(TaskStatus::Cancelled);
             tracing::info!(task_id = %record.task_id, "task cancelled");
             Ok(Json(cancelled))
         }

@@ -61,7 +61,12 @@ impl SoketiTarget {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        builder.build().map_err(|e| format!("building the HTTP client: {e}"))
+        builder.build().map_err(|e| {
+            format!(
+                "building the HTTP client: {e} (it needs the system's CA certificates, e.g. Debian's \
+                 ca-certificates package, or INFERPUSH_TLS_CA_FILE)"
+            )
+        })
     }
 }
 
@@ -72,10 +77,11 @@ enum Outcome {
 }
 
 impl Publisher {
-    /// Starts the actor; `abort` makes pending retries give up.
-    pub fn spawn(target: SoketiTarget, concurrency: usize, abort: CancellationToken) -> Self {
+    /// Starts the actor; `abort` makes pending retries give up. Fails when no HTTP client
+    /// can be built (no certificate authorities at all on this system, say).
+    pub fn spawn(target: SoketiTarget, concurrency: usize, abort: CancellationToken) -> Result<Self, String> {
         let (queue, receiver) = mpsc::channel(1024);
-        let client = target.client().expect("the authorities were checked when the settings were read");
+        let client = target.client()?;
         let actor = Actor {
             client,
             target: Arc::new(target),
@@ -83,7 +89,7 @@ impl Publisher {
             abort,
         };
         tokio::spawn(actor.run(receiver));
-        Self { queue }
+        Ok(Self { queue })
     }
 
     /// Pushes one event and resolves once Soketi has accepted it.
@@ -191,6 +197,7 @@ impl Actor {
             params: &[],
         });
         let url = format!("{}{path}?{query}", self.target.base_url);
+        let started = std::time::Instant::now();
         let response = self
             .client
             .post(url)
@@ -198,16 +205,24 @@ impl Actor {
             .body(body)
             .send()
             .await;
-        match response {
-            Err(error) => Outcome::Retry(error.to_string()),
+        let (outcome, status) = match response {
+            Err(error) => (Outcome::Retry(error.to_string()), None),
             Ok(response) => {
                 let status = response.status().as_u16();
-                match response.text().await {
+                let outcome = match response.text().await {
                     Ok(body) => classify(status, &body),
                     Err(error) => Outcome::Retry(format!("{status}, body unreadable: {error}")),
-                }
+                };
+                (outcome, Some(status))
             }
-        }
+        };
+        let failure = match (&outcome, status) {
+            (Outcome::Delivered, _) => None,
+            (_, Some(status)) => Some(crate::metrics::status_label(status)),
+            (_, None) => Some("network"),
+        };
+        crate::metrics::push(started.elapsed(), failure);
+        outcome
     }
 }
 

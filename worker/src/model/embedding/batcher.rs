@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use inferpush_protocol::Lane;
+use inferpush_protocol::catalogue::minilm;
 use tokio::sync::oneshot;
 
 use super::engine::Engine;
@@ -150,7 +151,7 @@ impl BatchLoop {
         let started = Instant::now();
         let rows = {
             let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
-            self.forward(&texts)
+            self.forward(&texts, batch.len())
         };
         tracing::debug!(tasks = batch.len(), ms = started.elapsed().as_millis() as u64, "batch");
         match rows {
@@ -176,13 +177,19 @@ impl BatchLoop {
         }
     }
 
-    /// One forward pass over `texts`: their rows, or why there are none.
-    fn forward(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    /// One forward pass over `texts` (of `tasks` tasks): their rows, or why there are none.
+    fn forward(&mut self, texts: &[&str], tasks: usize) -> Result<Vec<Vec<f32>>, String> {
         let (tokenizer, engine) = (&self.tokenizer, &mut self.engine);
         // A panic in an engine must fail this batch, not kill the thread.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let tokenizing = Instant::now();
             let encoded = tokenizer.encode(texts)?;
-            engine.embed(&encoded)
+            let tokenized = tokenizing.elapsed();
+            let inferring = Instant::now();
+            let rows = engine.embed(&encoded)?;
+            let tokens = encoded.attention_mask.iter().filter(|mask| **mask == 1).count();
+            crate::metrics::batch(minilm::NAME, engine.name(), tasks, tokens, tokenized, inferring.elapsed());
+            Ok::<_, anyhow::Error>(rows)
         }));
         match outcome {
             Ok(Ok(rows)) if rows.len() == texts.len() => Ok(rows),

@@ -1,0 +1,69 @@
+//! Prometheus metrics for both binaries: the `metrics` facade with one
+//! metrics-exporter-prometheus recorder per process, histogram buckets chosen for what each
+//! histogram measures, and the text both serve on `/metrics`.
+//!
+//! Names follow Prometheus' conventions as text-embeddings-inference does: a prefix per
+//! binary (`inferpush_api_`, `inferpush_worker_`), the unit in the name (`_seconds`),
+//! `_total` on counters.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Durations: from half a millisecond (a confirm on an idle broker) to 30 s (a task waiting
+/// out a backlog, a push retried through an outage).
+const SECONDS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Tasks in one forward pass (the batcher takes up to `INFERPUSH_MAX_BATCH_SIZE`).
+const BATCH_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Real (unpadded) tokens in one forward pass: a sentence is 10–60, a batch up to thousands.
+const BATCH_TOKENS: &[f64] = &[16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0];
+
+/// The recorder of this process, installed on the first call; later calls return it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_SIZES))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_tokens".into()), BATCH_TOKENS))
+                .expect("the bucket lists are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows this one's");
+            }
+            let upkeep = handle.clone();
+            // Histograms are drained on render; upkeep bounds them when nobody scrapes.
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawning the metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+/// `/metrics`: the text format, as Prometheus scrapes it.
+pub async fn serve_metrics() -> impl axum::response::IntoResponse {
+    let body = install().render();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+/// A model name as a label: a catalogue name, or `unknown` (never text from outside,
+/// which would let anyone make new series).
+pub fn model_label(model: &str) -> &'static str {
+    inferpush_protocol::catalogue::find(model).map(|spec| spec.name).unwrap_or("unknown")
+}
+
+/// Seconds between two millisecond timestamps (0 when `to` is earlier).
+pub fn seconds_between_ms(from_ms: u64, to_ms: u64) -> f64 {
+    to_ms.saturating_sub(from_ms) as f64 / 1000.0
+}

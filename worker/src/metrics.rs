@@ -1,0 +1,116 @@
+//! The worker's metrics (served by its own listener at `/metrics`, next to the health
+//! checks): queue wait, batches (size, tokens, tokenization and inference time per model and
+//! engine), pushes (duration, failures by status), dead letters, the task states it writes,
+//! and the one users care about most: end to end, from accepted to pushed.
+
+use std::time::Duration;
+
+use inferpush_protocol::{TaskRecord, TaskStatus};
+use inferpush_service::metrics::{model_label, seconds_between_ms};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+
+/// From the api's accepting a task to a worker's starting it, by `model`.
+pub const QUEUE_WAIT: &str = "inferpush_worker_queue_wait_seconds";
+/// One task's run in its model (with any wait for its batch), by `model`.
+pub const TASK_INFERENCE: &str = "inferpush_worker_task_inference_duration_seconds";
+/// Tasks in one forward pass, by `model` and `engine`.
+pub const BATCH_SIZE: &str = "inferpush_worker_batch_size";
+/// Real (unpadded) tokens in one forward pass, by `model` and `engine`.
+pub const BATCH_TOKENS: &str = "inferpush_worker_batch_tokens";
+/// Tokenizing one batch, by `model` and `engine`.
+pub const TOKENIZATION: &str = "inferpush_worker_tokenization_duration_seconds";
+/// One forward pass, by `model` and `engine`.
+pub const INFERENCE: &str = "inferpush_worker_inference_duration_seconds";
+/// One signed `batch_events` call to the Pusher server.
+pub const PUSH: &str = "inferpush_worker_push_duration_seconds";
+/// Pusher calls that failed, by `status` (the HTTP status, `network`, or `refused` for an
+/// error in a 200 answer).
+pub const PUSH_FAILURES: &str = "inferpush_worker_push_failures_total";
+/// Tasks failed for good after their delivery limit, by `model`.
+pub const DEAD_LETTERS: &str = "inferpush_worker_dead_letters_total";
+/// From the api's accepting a task to its final event being pushed, by `model` and `status`.
+pub const END_TO_END: &str = "inferpush_worker_end_to_end_duration_seconds";
+/// Task states written (the api's counter of the same name counts the ones it writes).
+pub const TASK_STATES: &str = "inferpush_task_states_total";
+
+/// Registers the descriptions (shown as `# HELP`).
+pub fn describe() {
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Accepted by the api until a worker started it");
+    describe_histogram!(TASK_INFERENCE, Unit::Seconds, "One task's run in its model, batching included");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Tasks per forward pass");
+    describe_histogram!(BATCH_TOKENS, Unit::Count, "Real tokens per forward pass");
+    describe_histogram!(TOKENIZATION, Unit::Seconds, "Tokenizing one batch");
+    describe_histogram!(INFERENCE, Unit::Seconds, "One forward pass");
+    describe_histogram!(PUSH, Unit::Seconds, "One batch_events call to the Pusher server");
+    describe_counter!(PUSH_FAILURES, "Failed calls to the Pusher server, by status");
+    describe_counter!(DEAD_LETTERS, "Tasks failed for good after their delivery limit");
+    describe_histogram!(END_TO_END, Unit::Seconds, "Accepted by the api until its final event was pushed");
+    describe_counter!(TASK_STATES, "Task states written, by status");
+}
+
+/// A task started after waiting in the queue since it was accepted.
+pub fn started(record: &TaskRecord) {
+    let waited = seconds_between_ms(record.submitted_at_ms, record.started_at_ms.unwrap_or_default());
+    histogram!(QUEUE_WAIT, "model" => model_label(&record.model)).record(waited);
+    task_state(TaskStatus::Running);
+}
+
+/// A task's run in its model took `took`.
+pub fn task_inference(model: &str, took: Duration) {
+    histogram!(TASK_INFERENCE, "model" => model_label(model)).record(took.as_secs_f64());
+}
+
+/// One forward pass of `tasks` tasks and `tokens` real tokens.
+pub fn batch(
+    model: &'static str,
+    engine: &'static str,
+    tasks: usize,
+    tokens: usize,
+    tokenizing: Duration,
+    inferring: Duration,
+) {
+    histogram!(BATCH_SIZE, "model" => model, "engine" => engine).record(tasks as f64);
+    histogram!(BATCH_TOKENS, "model" => model, "engine" => engine).record(tokens as f64);
+    histogram!(TOKENIZATION, "model" => model, "engine" => engine).record(tokenizing.as_secs_f64());
+    histogram!(INFERENCE, "model" => model, "engine" => engine).record(inferring.as_secs_f64());
+}
+
+/// One call to the Pusher server, and how it failed if it did.
+pub fn push(took: Duration, failure: Option<&'static str>) {
+    histogram!(PUSH).record(took.as_secs_f64());
+    if let Some(status) = failure {
+        counter!(PUSH_FAILURES, "status" => status).increment(1);
+    }
+}
+
+/// A task was dead-lettered.
+pub fn dead_letter(model: &str) {
+    counter!(DEAD_LETTERS, "model" => model_label(model)).increment(1);
+}
+
+/// A task's final event was pushed at `now_ms`.
+pub fn pushed(record: &TaskRecord, now_ms: u64) {
+    let (model, status) = (model_label(&record.model), record.status.as_str());
+    histogram!(END_TO_END, "model" => model, "status" => status)
+        .record(seconds_between_ms(record.submitted_at_ms, now_ms));
+}
+
+/// A task state written.
+pub fn task_state(status: TaskStatus) {
+    counter!(TASK_STATES, "status" => status.as_str()).increment(1);
+}
+
+/// The label of an HTTP status the Pusher server answered with.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200..=299 => "refused",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}

@@ -320,10 +320,13 @@ async fn a_soketi_node_killed_mid_burst_loses_nothing() {
 #[ignore = "needs the cluster: make test-cluster"]
 async fn the_rabbitmq_node_leading_the_task_queue_killed_mid_burst_loses_nothing() {
     let leaders = cluster(&["exec", "rabbitmq-1", "rabbitmqctl", "-q", "list_queues", "name", "leader"]);
+    // The main lane's queue, named exactly (its bulk lane's name starts the same).
     let leader = leaders
         .lines()
-        .find_map(|line| line.strip_prefix("inferpush.tasks.echo"))
-        .and_then(|rest| rest.trim().strip_prefix("rabbit@"))
+        .find_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["inferpush.tasks.echo", leader] => leader.strip_prefix("rabbit@"),
+            _ => None,
+        })
         .unwrap_or_else(|| panic!("no leader for the echo queue in {leaders}"))
         .to_owned();
     let description = format!("SIGKILL {leader} (the echo queue's leader) for 5 s");

@@ -114,6 +114,10 @@ impl Service {
         loop {
             let text = self.log_text();
             let found = text.lines().filter(|line| line.contains(message)).find_map(|line| {
+                // A JSON line (INFERPUSH_LOG_FORMAT=json) holds the value among its fields.
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+                    return json["fields"][key].as_str().map(str::to_owned);
+                }
                 let value = line.split_once(&needle)?.1;
                 Some(value.split_whitespace().next().unwrap_or_default().to_owned())
             });

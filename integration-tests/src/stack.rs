@@ -54,6 +54,8 @@ pub struct StackOptions {
     pub services: Services,
     /// More settings for the api (they win over the stack's own).
     pub api_env: Vec<(&'static str, String)>,
+    /// More settings for the worker (they win over the stack's own).
+    pub worker_env: Vec<(&'static str, String)>,
     /// TLS to every service, with a certificate authority made for the stack: Soketi and the
     /// stack's own Redis serve TLS, RabbitMQ is reached over `amqps://` through a TLS
     /// endpoint, and the api and the worker trust the CA (`INFERPUSH_TLS_CA_FILE`).
@@ -81,6 +83,7 @@ impl Default for StackOptions {
             models: "echo".into(),
             services: Services::Processes,
             api_env: Vec::new(),
+            worker_env: Vec::new(),
             tls: false,
         }
     }
@@ -357,6 +360,7 @@ impl Stack {
                     ("INFERPUSH_MODELS", self.options.models.clone()),
                     ("INFERPUSH_MODEL_DIR", workspace_root().join("models").display().to_string()),
                 ],
+                self.options.worker_env.clone(),
             ]
             .concat(),
         );

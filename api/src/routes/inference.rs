@@ -19,6 +19,7 @@ use inferpush_protocol::http::{Accepted, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
 use inferpush_protocol::{InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
 use inferpush_store::{Admission, Created, Idempotency};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::auth::User;
@@ -151,14 +152,26 @@ async fn accept(
         }
     };
     let traceparent = traceparent(&headers, task.task_id);
+    let trace_id = inferpush_service::telemetry::trace_id(&traceparent).unwrap_or_default().to_owned();
+    let span = tracing::info_span!("task", task_id = %task.task_id, trace_id);
     let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
-    match submission.publish(&state).await {
+    publish_accepted(&state, &record, submission).instrument(span).await
+}
+
+/// Publishes a recorded task and answers for it (in the task's span, so its log lines name
+/// its trace).
+async fn publish_accepted(
+    state: &AppState,
+    record: &TaskRecord,
+    submission: Submission,
+) -> Result<Response, AppError> {
+    match submission.publish(state).await {
         Ok(()) => {}
-        Err(QueueError::Unconfirmed(_)) => return Err(outcome_unknown(&state, &record)),
+        Err(QueueError::Unconfirmed(_)) => return Err(outcome_unknown(state, record)),
         Err(error) => {
             // Nothing half-written: the record (and its idempotency key) go too.
             let key = submission.idempotency_key.as_deref();
-            if let Err(cleanup) = state.store.remove(&record, key).await {
+            if let Err(cleanup) = state.store.remove(record, key).await {
                 tracing::error!(%cleanup, task_id = %record.task_id, "could not remove the record of an unpublished task");
             }
             return Err(error.into());
@@ -166,7 +179,7 @@ async fn accept(
     }
     metrics::task_state(TaskStatus::Queued);
     tracing::info!(task_id = %record.task_id, user = record.user_id, model = record.model, "task queued");
-    accepted(&state, &record)
+    accepted(state, record)
 }
 
 fn outcome_unknown(state: &AppState, record: &TaskRecord) -> AppError {

@@ -7,6 +7,8 @@ use futures::FutureExt;
 use inferpush_protocol::{Lane, TaskEnvelope};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
+use tracing::Instrument;
 
 use crate::processing::{Arrival, Settlement, TaskContext, process, process_dead_letter};
 
@@ -17,7 +19,8 @@ pub async fn handle(delivery: Delivery, lane: Lane, context: TaskContext) {
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
         Ok(task) => {
             let arrival = if delivery.redelivered { Arrival::Redelivered } else { Arrival::First };
-            guarded(process(task, arrival, lane, &context)).await
+            let span = task_span(&task, &delivery);
+            guarded(process(task, arrival, lane, &context)).instrument(span).await
         }
         Err(error) => {
             tracing::error!(%error, "undecodable task message; dead-lettering it");
@@ -25,6 +28,23 @@ pub async fn handle(delivery: Delivery, lane: Lane, context: TaskContext) {
         }
     };
     settle(&delivery, settlement).await;
+}
+
+/// The span a task's lines are logged in: its id, and the trace id of the `traceparent` the
+/// api sent with it, so its lines join the api's for the same task.
+fn task_span(task: &TaskEnvelope, delivery: &Delivery) -> tracing::Span {
+    let traceparent = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("traceparent"))
+        .and_then(|value| match value {
+            AMQPValue::LongString(text) => Some(text.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let trace_id = inferpush_service::telemetry::trace_id(&traceparent).unwrap_or_default();
+    tracing::info_span!("task", task_id = %task.task_id, trace_id)
 }
 
 /// Runs one dead-lettered message: the task failed for good.

@@ -1,6 +1,7 @@
-//! Prometheus metrics of the running api and worker: a few tasks, a refused submit and an
-//! unauthenticated request, then both `/metrics` are scraped and the figures must have
-//! moved as they should.
+//! What operators see of the running api and worker: their Prometheus metrics (a few tasks,
+//! a refused submit and an unauthenticated request, then both `/metrics` are scraped and the
+//! figures must have moved as they should), and JSON logs in which one task's lines from both
+//! processes carry the same trace id.
 
 use std::time::Duration;
 
@@ -76,4 +77,43 @@ async fn api_and_worker_metrics_move_with_the_tasks() {
     }
     let tokens = r#"inferpush_worker_batch_tokens_sum{engine="ort",model="all-minilm-l6-v2"}"#;
     assert!(worker.grew(&worker_before, tokens) >= 10.0, "two sentences are more than 10 tokens");
+}
+
+/// The JSON log lines of `log` whose span is the task `task_id`'s.
+fn task_lines(log: &str, task_id: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["span"]["task_id"] == task_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_tasks_json_log_lines_carry_one_trace_id_in_the_api_and_the_worker() {
+    let json = vec![("INFERPUSH_LOG_FORMAT", "json".to_owned())];
+    let options = StackOptions { api_env: json.clone(), worker_env: json, ..Default::default() };
+    let stack = Stack::start_with(options).await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = stack
+        .http()
+        .post(format!("{}/v1/inference", stack.api_url))
+        .bearer_auth("dev-alice")
+        .header("traceparent", traceparent)
+        .json(&json!({"model": "echo", "input": {"traced": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let task_id = response.json::<serde_json::Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    alice.next_event("inference.completed", Duration::from_secs(30)).await.expect("the result");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logs = stack.logs();
+    let lines = task_lines(&logs, &task_id);
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"task queued"), "the api's line: {messages:?}\n{logs}");
+    assert!(messages.contains(&"task done"), "the worker's line: {messages:?}");
+    for line in &lines {
+        assert_eq!(line["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{line}");
+    }
 }

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use inferpush_protocol::TaskStatus;
-pub use inferpush_service::metrics::model_label;
+pub use inferpush_service::metrics::{model_label, task_state};
 use metrics::{counter, describe_counter, describe_histogram, histogram};
 
 /// Submits answered, by `model` and `outcome` (`accepted`, or the error's kind).
@@ -16,9 +15,6 @@ pub const PUBLISH_CONFIRM: &str = "inferpush_api_publish_confirm_duration_second
 pub const AUTH_REFUSALS: &str = "inferpush_api_auth_refusals_total";
 /// Requests refused by a per-user rate limit, by `limit`.
 pub const RATE_LIMITED: &str = "inferpush_api_rate_limited_total";
-/// Task states written, by `status` (the api writes queued, cancelled, and failed when it
-/// gives up on an unconfirmed publish; the worker the rest, under the same name).
-pub const TASK_STATES: &str = "inferpush_task_states_total";
 
 /// Registers the descriptions (shown as `# HELP`).
 pub fn describe() {
@@ -26,7 +22,7 @@ pub fn describe() {
     describe_histogram!(PUBLISH_CONFIRM, metrics::Unit::Seconds, "Publish to RabbitMQ until its confirm");
     describe_counter!(AUTH_REFUSALS, "Requests refused for their credentials, by HTTP status");
     describe_counter!(RATE_LIMITED, "Requests refused by a per-user rate limit, by limit");
-    describe_counter!(TASK_STATES, "Task states written, by status");
+    inferpush_service::metrics::describe_shared();
 }
 
 /// One submit answered.
@@ -48,9 +44,4 @@ pub fn auth_refused(status: u16) {
 /// One request over a rate limit.
 pub fn rate_limited(limit: &'static str) {
     counter!(RATE_LIMITED, "limit" => limit).increment(1);
-}
-
-/// One task state written.
-pub fn task_state(status: TaskStatus) {
-    counter!(TASK_STATES, "status" => status.as_str()).increment(1);
 }

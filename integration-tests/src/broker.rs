@@ -13,6 +13,13 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The address the broker of `url` listens on (for a proxy in front of it).
+pub async fn broker_addr(url: &str) -> std::net::SocketAddr {
+    let broker = reqwest::Url::parse(url).expect("AMQP_URL is a URL");
+    let address = format!("{}:{}", broker.host_str().expect("a host"), broker.port().unwrap_or(5672));
+    tokio::net::lookup_host(address).await.expect("the broker's host resolves").next().expect("an address")
+}
+
 /// Messages ready and consumers attached on `queue` (which must exist) of the broker at `url`.
 pub async fn queue_stats(url: &str, queue: &str) -> (u32, u32) {
     let connection =

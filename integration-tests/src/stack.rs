@@ -10,7 +10,7 @@ use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, SubmitRe
 use inferpush_protocol::{TaskRecord, Topology};
 use serde_json::{Value, json};
 
-use crate::broker::{amqp_url, delete_topology, publish_raw, queue_stats, wait_for_consumers};
+use crate::broker::{amqp_url, broker_addr, delete_topology, publish_raw, queue_stats, wait_for_consumers};
 use crate::containers::{self, ServiceContainer};
 use crate::process::{Service, bin_dir, free_port, wait_http_ok, wait_https_ok, workspace_root};
 use crate::tls::{TlsFiles, TlsTerminator};
@@ -162,10 +162,7 @@ impl Stack {
         } else if stack.options.own_redis || stack.options.tls {
             if stack.options.tls {
                 let files = TlsFiles::make(&crate::process::log_dir().join(format!("{}-tls", stack.name)));
-                let broker = reqwest::Url::parse(&stack.amqp_url).expect("AMQP_URL is a URL");
-                let upstream = format!("{}:{}", broker.host_str().unwrap(), broker.port().unwrap_or(5672));
-                let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
-                let terminator = TlsTerminator::start(&files, upstream).await;
+                let terminator = TlsTerminator::start(&files, broker_addr(&stack.amqp_url).await).await;
                 stack.tls = Some((files, terminator));
             }
             let port = free_port();

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use inferpush_integration_tests::broker::amqp_url;
+use inferpush_integration_tests::broker::{amqp_url, broker_addr};
 use inferpush_integration_tests::listener::{Listener, ListenerTarget};
 use inferpush_integration_tests::stack::APP_KEY;
 use inferpush_integration_tests::tcp_proxy::{Mode, TcpProxy};
@@ -19,10 +19,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A stack whose api reaches RabbitMQ through a proxy, and a listener on alice's channel.
 async fn stack_behind_proxy() -> (Stack, TcpProxy, Listener) {
+    let proxy = TcpProxy::start(broker_addr(&amqp_url()).await).await;
     let mut broker = reqwest::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
-    let upstream = format!("{}:{}", broker.host_str().unwrap(), broker.port().unwrap_or(5672));
-    let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
-    let proxy = TcpProxy::start(upstream).await;
     broker.set_port(Some(proxy.port)).unwrap();
     let options = StackOptions {
         api_env: vec![

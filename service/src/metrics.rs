@@ -57,6 +57,20 @@ pub async fn serve_metrics() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
+/// Task states written, by `status`: the api writes queued, cancelled, and failed when it
+/// gives up on an unconfirmed publish; the worker the rest.
+pub const TASK_STATES: &str = "inferpush_task_states_total";
+
+/// One task state written (either binary).
+pub fn task_state(status: inferpush_protocol::TaskStatus) {
+    metrics::counter!(TASK_STATES, "status" => status.as_str()).increment(1);
+}
+
+/// Registers the descriptions of what both binaries record.
+pub fn describe_shared() {
+    metrics::describe_counter!(TASK_STATES, "Task states written, by status");
+}
+
 /// A model name as a label: a catalogue name, or `unknown` (never text from outside,
 /// which would let anyone make new series).
 pub fn model_label(model: &str) -> &'static str {

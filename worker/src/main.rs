@@ -26,13 +26,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config.embedding(), args);
     }
+    config.check()?;
     if config.check_config {
-        config.check()?;
         println!("configuration ok");
         return Ok(());
-    }
-    if !config.dev_mode {
-        config.pusher.ensure_own_app()?;
     }
     // A device that cannot be had is an error now, not on the first task: the embedding
     // model opens it when it loads; without that model, check it here.

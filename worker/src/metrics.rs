@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use inferpush_protocol::{TaskRecord, TaskStatus};
+pub use inferpush_service::metrics::task_state;
 use inferpush_service::metrics::{model_label, seconds_between_ms};
 use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
@@ -30,8 +31,6 @@ pub const PUSH_FAILURES: &str = "inferpush_worker_push_failures_total";
 pub const DEAD_LETTERS: &str = "inferpush_worker_dead_letters_total";
 /// From the api's accepting a task to its final event being pushed, by `model` and `status`.
 pub const END_TO_END: &str = "inferpush_worker_end_to_end_duration_seconds";
-/// Task states written (the api's counter of the same name counts the ones it writes).
-pub const TASK_STATES: &str = "inferpush_task_states_total";
 
 /// Registers the descriptions (shown as `# HELP`).
 pub fn describe() {
@@ -45,7 +44,7 @@ pub fn describe() {
     describe_counter!(PUSH_FAILURES, "Failed calls to the Pusher server, by status");
     describe_counter!(DEAD_LETTERS, "Tasks failed for good after their delivery limit");
     describe_histogram!(END_TO_END, Unit::Seconds, "Accepted by the api until its final event was pushed");
-    describe_counter!(TASK_STATES, "Task states written, by status");
+    inferpush_service::metrics::describe_shared();
 }
 
 /// A task started after waiting in the queue since it was accepted.
@@ -93,11 +92,6 @@ pub fn pushed(record: &TaskRecord, now_ms: u64) {
     let (model, status) = (model_label(&record.model), record.status.as_str());
     histogram!(END_TO_END, "model" => model, "status" => status)
         .record(seconds_between_ms(record.submitted_at_ms, now_ms));
-}
-
-/// A task state written.
-pub fn task_state(status: TaskStatus) {
-    counter!(TASK_STATES, "status" => status.as_str()).increment(1);
 }
 
 /// The label of an HTTP status the Pusher server answered with.

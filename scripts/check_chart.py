@@ -54,6 +54,9 @@ REFUSED = [
 failures: list[str] = []
 
 
+# Settings both binaries read before parsing their flags (so `--help` does not list them).
+READ_AT_START = {"INFERPUSH_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "RUST_LOG"}
+
 def fail(message: str) -> None:
     failures.append(message)
     print(f"FAIL {message}")
@@ -159,7 +162,8 @@ def agreement(name: str, docs: list[dict], bin_dir: pathlib.Path) -> None:
             helps[binary] = subprocess.run(
                 [bin_dir / binary, "--help"], capture_output=True, text=True, check=True
             ).stdout
-        known = set(re.findall(r"\[env: ([A-Z0-9_]+)", helps[binary]))
+        # Read by the logging and tracing set-up before the flags are parsed.
+        known = set(re.findall(r"\[env: ([A-Z0-9_]+)", helps[binary])) | READ_AT_START
         env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "error"}
         with tempfile.TemporaryDirectory() as files:
             for variable in container.get("env", []):

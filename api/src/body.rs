@@ -1,10 +1,11 @@
-//! Request body extractors that answer malformed input with problem+json, never
-//! with axum's plain-text rejections.
+//! Request extractors (bodies, query strings, path segments) that answer malformed input
+//! with problem+json, never with axum's plain-text rejections.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -76,5 +77,33 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
                 .map_err(|e| AppError::BadRequest(format!("invalid form: {e}")))
         };
         parsed.map(FormOrJson)
+    }
+}
+
+/// `axum::extract::Query`: a query string that does not decode is a 422 naming the field.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(AppError::Unprocessable(rejection.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Path`: a path segment that does not decode (not UTF-8) is a 400.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(AppError::BadRequest(rejection.body_text())),
+        }
     }
 }

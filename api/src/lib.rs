@@ -9,6 +9,7 @@ pub mod dev;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod publishing;
 pub mod queue;
 pub mod routes;
@@ -42,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::channel_auth::router())
         .merge(routes::models::router())
         .merge(routes::health::router())
+        .merge(openapi::router())
         .fallback(|| async { error::AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors(&state.cors_origins))

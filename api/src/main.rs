@@ -7,7 +7,7 @@ use inferpush_api::{AppState, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    inferpush_service::init_tracing();
+    let _telemetry = inferpush_service::init_tracing("inferpush-api");
     inferpush_service::tls::install_crypto_provider();
     inferpush_service::metrics::install();
     inferpush_api::metrics::describe();

@@ -4,12 +4,14 @@
 //! and Redis in containers.
 
 pub mod accounting;
+pub mod bench;
 pub mod broker;
 pub mod burst;
 pub mod containers;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod otlp;
 pub mod process;
 pub mod stack;
 pub mod tcp_proxy;

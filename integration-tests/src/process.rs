@@ -24,14 +24,19 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Folder of the built `inferpush-api` and `inferpush-worker`: `INFERPUSH_BIN_DIR`, else
-/// the profile folder this test binary was built into.
+/// the profile folder this binary was built into (a test binary sits in its `deps/`, the
+/// load generator in the folder itself).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("INFERPUSH_BIN_DIR") {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("test binary sits in target/<profile>/deps").to_path_buf()
+    let folder = exe.parent().expect("a binary sits in a folder");
+    if folder.file_name().is_some_and(|name| name == "deps") {
+        folder.parent().expect("target/<profile>/deps").to_path_buf()
+    } else {
+        folder.to_path_buf()
+    }
 }
 
 /// Where child logs go: `target/itest-logs/`.

@@ -367,6 +367,12 @@ impl Stack {
             .await;
     }
 
+    /// The stack's own processes by name (`api`, `worker`, `soketi`), for their CPU time.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        let services = [("api", &self.api), ("worker", &self.worker), ("soketi", &self.soketi)];
+        services.into_iter().filter_map(|(name, service)| Some((name, service.as_ref()?.pid()))).collect()
+    }
+
     /// `http://…/metrics` of the current worker's own listener.
     pub async fn worker_metrics_url(&mut self) -> String {
         let worker = self.worker.as_mut().expect("a worker is running");

@@ -1,11 +1,13 @@
 //! What operators see of the running api and worker: their Prometheus metrics (a few tasks,
 //! a refused submit and an unauthenticated request, then both `/metrics` are scraped and the
-//! figures must have moved as they should), and JSON logs in which one task's lines from both
-//! processes carry the same trace id.
+//! figures must have moved as they should), JSON logs in which one task's lines from both
+//! processes carry the same trace id, and OpenTelemetry spans from both, exported over OTLP
+//! to a receiver in the test, that form one trace per task.
 
 use std::time::Duration;
 
 use inferpush_integration_tests::metrics::Scrape;
+use inferpush_integration_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use inferpush_integration_tests::{Stack, StackOptions};
 use serde_json::json;
 
@@ -116,4 +118,104 @@ async fn one_tasks_json_log_lines_carry_one_trace_id_in_the_api_and_the_worker()
     for line in &lines {
         assert_eq!(line["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{line}");
     }
+}
+
+#[tokio::test]
+async fn one_task_is_one_otlp_trace_across_the_api_and_the_worker() {
+    let receiver = OtlpReceiver::start().await;
+    let options = StackOptions {
+        models: "echo,all-minilm-l6-v2".into(),
+        api_env: receiver.env(),
+        worker_env: receiver.env(),
+        ..Default::default()
+    };
+    let stack = Stack::start_with(options).await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let submit = |model: &str, input: serde_json::Value, traceparent: Option<&str>| {
+        let mut request = stack
+            .http()
+            .post(format!("{}/v1/inference", stack.api_url))
+            .bearer_auth("dev-alice")
+            .json(&json!({"model": model, "input": input}));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        request.send()
+    };
+    let response = submit("echo", json!({"traced": true}), Some(caller)).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let echo_task =
+        response.json::<serde_json::Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let texts = json!({"texts": ["one sentence to embed", "and another"]});
+    let response = submit("all-minilm-l6-v2", texts, None).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let embed_task =
+        response.json::<serde_json::Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        alice.next_event("inference.completed", Duration::from_secs(60)).await.expect("a result");
+    }
+
+    // The caller's trace is continued; the embedding task, sent without one, gets its own.
+    let echo = trace_of(&receiver, &echo_task, &["queue_wait", "inference", "push"]).await;
+    assert!(echo.iter().all(|s| s.field("traceId") == "0af7651916cd43dd8448eb211c80319c"), "{echo:#?}");
+    let submit_span = echo.iter().find(|s| s.field("name") == "submit").unwrap();
+    assert_eq!(submit_span.field("parentSpanId"), "b7ad6b7169203331", "the caller's span is the parent");
+    let embed = trace_of(&receiver, &embed_task, &["queue_wait", "inference", "batch", "push"]).await;
+    assert_ne!(embed[0].field("traceId"), echo[0].field("traceId"));
+}
+
+/// Waits until the trace of the task `task_id` holds the api's `submit` span, the worker's
+/// `task` span under it and `children` under that (one level or more down), all with one
+/// trace id; returns the trace's spans.
+async fn trace_of(receiver: &OtlpReceiver, task_id: &str, children: &[&str]) -> Vec<ReceivedSpan> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = receiver.spans();
+        let has_task = |s: &&ReceivedSpan| {
+            s.span["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["key"] == "task_id" && a["value"]["stringValue"] == task_id)
+        };
+        let submit = spans
+            .iter()
+            .filter(has_task)
+            .find(|s| s.service == "inferpush-api" && s.field("name") == "submit");
+        let task = spans
+            .iter()
+            .filter(has_task)
+            .find(|s| s.service == "inferpush-worker" && s.field("name") == "task");
+        if let (Some(submit), Some(task)) = (submit, task) {
+            let trace: Vec<ReceivedSpan> =
+                spans.iter().filter(|s| s.field("traceId") == submit.field("traceId")).cloned().collect();
+            let under_task = |name: &str| {
+                trace
+                    .iter()
+                    .any(|s| s.field("name") == name && descends_from(&trace, s, task.field("spanId")))
+            };
+            if task.field("parentSpanId") == submit.field("spanId") && children.iter().all(|c| under_task(c))
+            {
+                return trace;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no complete trace for {task_id} in:\n{spans:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// True when `span` sits (at any depth) under the span `ancestor` in `trace`.
+fn descends_from(trace: &[ReceivedSpan], span: &ReceivedSpan, ancestor: &str) -> bool {
+    let mut parent = span.field("parentSpanId").to_owned();
+    for _ in 0..trace.len() {
+        if parent == ancestor {
+            return true;
+        }
+        match trace.iter().find(|s| s.field("spanId") == parent) {
+            Some(next) => parent = next.field("parentSpanId").to_owned(),
+            None => return false,
+        }
+    }
+    false
 }

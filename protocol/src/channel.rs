@@ -135,6 +135,26 @@ impl From<InferenceChannel> for String {
     }
 }
 
+/// On the wire a channel is its name; the schema says which names parse.
+impl utoipa::PartialSchema for InferenceChannel {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The Pusher channel a task's events go to: `private-inference.{user}`, \
+                 `private-encrypted-inference.{user}` (end-to-end encrypted) or `presence-inference.{user}`.",
+            ))
+            .pattern(Some(format!(
+                r"^(private|private-encrypted|presence)-inference\.[A-Za-z0-9_@.\-]{{1,{MAX_USER_ID_LEN}}}$"
+            )))
+            .examples(["private-inference.alice"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for InferenceChannel {}
+
 impl fmt::Display for InferenceChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.kind.prefix(), self.user_id)

@@ -6,8 +6,11 @@ use uuid::Uuid;
 use crate::channel::InferenceChannel;
 
 /// A task's id: a UUIDv7, so ids sort by submission time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, format = Uuid, example = "01936f4e-7c5a-7b1e-9a4f-3c2d1e0f5a6b")]
 pub struct TaskId(pub Uuid);
 
 impl TaskId {

@@ -6,7 +6,7 @@ use crate::envelope::TaskId;
 use crate::lifecycle::TaskStatus;
 
 /// Machine-readable reason and human message for a failed task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable code clients can switch on, e.g. `invalid_input`, `model_error`.
     pub code: String,
@@ -15,7 +15,7 @@ pub struct ErrorBody {
 }
 
 /// How long each stage took, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     /// From acceptance by the api until a worker started the task.
     pub queued_ms: u64,
@@ -26,7 +26,7 @@ pub struct Timings {
 }
 
 /// The data of an `inference.*` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InferenceEvent {
     /// The task this result belongs to.
     pub task_id: TaskId,

@@ -11,16 +11,27 @@ use crate::lifecycle::{EventName, TaskStatus, status_url};
 use crate::record::TaskRecord;
 
 /// `POST /v1/inference`: what a client submits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Catalogue name of the model.
+    #[schema(schema_with = model_name_schema)]
     pub model: String,
-    /// The model's input; its shape depends on the model.
+    /// The model's input; its shape depends on the model (`GET /v1/models` says which).
+    #[schema(value_type = Object, examples(json!({"text": "hello"}), json!({"texts": ["A man is eating food."]})))]
     pub input: serde_json::Value,
     /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+}
+
+/// The schema of a model's name: one of the catalogue's.
+fn model_name_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(crate::catalogue::MODELS.iter().map(|spec| spec.name)))
+        .description(Some("Catalogue name of the model (`GET /v1/models`)"))
+        .build()
 }
 
 impl SubmitRequest {
@@ -39,7 +50,7 @@ impl SubmitRequest {
 }
 
 /// Event names a client should listen for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventNames {
     /// A worker took the task.
     pub started: String,
@@ -60,7 +71,7 @@ impl Default for EventNames {
 }
 
 /// The `202 Accepted` body of a submit (also the answer to an idempotent replay).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The task's id.
     pub task_id: TaskId,
@@ -89,18 +100,20 @@ impl Accepted {
 }
 
 /// `GET /v1/inference?since=…&limit=…`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only tasks after this point: a task id (exclusive) or Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     /// At most this many (default 100, at most 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
 /// One page of the caller's tasks, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskList {
     /// The tasks.
     pub tasks: Vec<TaskRecord>,
@@ -116,16 +129,18 @@ pub struct TaskList {
 
 /// `POST /pusher/auth` and `POST /broadcasting/auth` (form-encoded or JSON), as pusher-js
 /// and Laravel Echo send it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelAuthRequest {
     /// The connection's socket id.
+    #[schema(examples("123456.7890123"))]
     pub socket_id: String,
     /// The channel to subscribe to.
+    #[schema(examples("private-inference.alice"))]
     pub channel_name: String,
 }
 
 /// The signed subscription, as pusher-js and Laravel Echo expect it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelAuthResponse {
     /// `key:signature`.
     pub auth: String,
@@ -138,7 +153,7 @@ pub struct ChannelAuthResponse {
 }
 
 /// One model of `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// Catalogue name.
     pub name: String,
@@ -166,14 +181,14 @@ impl From<&ModelSpec> for ModelInfo {
 }
 
 /// `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
     /// Every model of the catalogue.
     pub models: Vec<ModelInfo>,
 }
 
 /// Every error answer: `application/problem+json` (RFC 9457).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]

@@ -22,7 +22,7 @@ use crate::event::{ErrorBody, Timings};
 use crate::record::TaskRecord;
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Accepted and confirmed by the broker, not yet taken by a worker.

@@ -9,7 +9,7 @@ use crate::event::{ErrorBody, InferenceEvent, Timings};
 use crate::lifecycle::TaskStatus;
 
 /// Everything known about one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRecord {
     /// The task's id.
     pub task_id: TaskId,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    inferpush_service::init_tracing();
+    let _telemetry = inferpush_service::init_tracing("inferpush-worker");
     inferpush_service::tls::install_crypto_provider();
     inferpush_service::metrics::install();
     inferpush_worker::metrics::describe();

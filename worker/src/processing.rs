@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use inferpush_protocol::{Clock, ErrorBody, Lane, TaskEnvelope, TaskRecord, TaskStatus};
 use inferpush_store::{StoreError, TaskStore, Transition};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::delivery::{EventSink, PushError};
 use crate::model::{ModelError, Registry};
@@ -91,13 +92,23 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         }
         Ok(_) => {
             crate::metrics::started(&running);
+            inferpush_service::telemetry::record_span(
+                &tracing::Span::current(),
+                "queue_wait",
+                inferpush_service::telemetry::unix_ms(task.submitted_at_ms),
+                std::time::SystemTime::now(),
+                Vec::new(),
+            );
             announce_started(&running, context)
         }
     }
 
     let started = Instant::now();
     let outcome = match context.registry.get(&task.model) {
-        Some(model) => model.infer(&task.input, lane).await,
+        Some(model) => {
+            let span = tracing::info_span!("inference", model = task.model);
+            model.infer(&task.input, lane).instrument(span).await
+        }
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
     crate::metrics::task_inference(&task.model, started.elapsed());
@@ -159,7 +170,8 @@ fn announce_started(record: &TaskRecord, context: &TaskContext) {
 /// task is acked (unless the worker is stopping, when it is requeued and the next worker
 /// announces the stored result).
 async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
-    match tokio::time::timeout(context.push_deadline, context.sink.deliver(record)).await {
+    let push = context.sink.deliver(record).instrument(tracing::info_span!("push", status = %record.status));
+    match tokio::time::timeout(context.push_deadline, push).await {
         Ok(Ok(())) => {
             crate::metrics::pushed(record, context.clock.now_ms());
             tracing::info!(task_id = %record.task_id, model = record.model, status = %record.status, "task done");

@@ -6,19 +6,39 @@ use axum::routing::post;
 use axum::{Json, Router};
 use inferpush_protocol::InferenceChannel;
 use inferpush_protocol::channel::ChannelKind;
-use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse};
+use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, Problem};
 
 use crate::AppState;
 use crate::auth::User;
 use crate::body::FormOrJson;
 use crate::error::AppError;
+use crate::openapi::PROBLEM_JSON;
 
 /// The routes of this area: pusher-js's default path and Laravel Echo's.
 pub fn router() -> Router<AppState> {
     Router::new().route("/pusher/auth", post(authorize)).route("/broadcasting/auth", post(authorize))
 }
 
-async fn authorize(
+/// Sign a subscription to one of the caller's own channels: pusher-js's `authEndpoint`, and
+/// Laravel Echo's at `/broadcasting/auth` (the document copies this operation there).
+#[utoipa::path(
+    post,
+    path = "/pusher/auth",
+    tag = "pusher",
+    security(("bearer" = [])),
+    request_body(content(
+        (ChannelAuthRequest = "application/x-www-form-urlencoded"),
+        (ChannelAuthRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The signed subscription", body = ChannelAuthResponse),
+        (status = 400, description = "The body or the socket id is malformed", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "Not one of the caller's channels, or encryption is off", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "Neither form-encoded nor JSON", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn authorize(
     State(state): State<AppState>,
     user: User,
     FormOrJson(request): FormOrJson<ChannelAuthRequest>,

@@ -14,14 +14,26 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(inferpush_service::metrics::serve_metrics))
+        .route("/metrics", get(metrics))
 }
 
-async fn healthz() -> Json<Value> {
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = Object, example = json!({"status": "ok"}))))]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// RabbitMQ and Redis are reachable: the api can accept tasks.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready", "rabbitmq": "up", "redis": "up"})),
+        (status = 503, description = "Not ready", body = Object, example = json!({"status": "not ready", "rabbitmq": "down", "redis": "up"})),
+    ),
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (rabbitmq, redis) = tokio::join!(state.queue.is_ready(), state.store.is_ready());
     let word = |up: bool| if up { "up" } else { "down" };
     let body = |status: &str| json!({"status": status, "rabbitmq": word(rabbitmq), "redis": word(redis)});
@@ -30,4 +42,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(body("not ready")))
     }
+}
+
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "The metrics", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics() -> impl axum::response::IntoResponse {
+    inferpush_service::metrics::serve_metrics().await
 }

@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use inferpush_protocol::catalogue::InputError;
 use inferpush_protocol::channel::ChannelKind;
-use inferpush_protocol::http::{Accepted, SubmitRequest};
+use inferpush_protocol::http::{Accepted, Problem, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
 use inferpush_protocol::{InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
+use inferpush_service::telemetry;
 use inferpush_store::{Admission, Created, Idempotency};
 use tracing::Instrument;
 
@@ -26,6 +27,7 @@ use crate::auth::User;
 use crate::body::Json;
 use crate::error::AppError;
 use crate::metrics;
+use crate::openapi::PROBLEM_JSON;
 use crate::publishing::Submission;
 use crate::queue::QueueError;
 
@@ -39,17 +41,35 @@ pub fn router() -> Router<AppState> {
     Router::new().route(TASKS_PATH, post(submit))
 }
 
-/// A W3C `traceparent`: the caller's when it sent a valid one, else a new trace whose
-/// id is the task id, so a task can be found in traces by its id.
-fn traceparent(headers: &HeaderMap, task_id: TaskId) -> String {
-    if let Some(given) = headers.get("traceparent").and_then(|v| v.to_str().ok())
-        && given.len() == 55
-        && given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-    {
-        return given.to_owned();
+/// The caller's W3C `traceparent`, when it sent a valid one.
+fn incoming_traceparent(headers: &HeaderMap) -> Option<String> {
+    let given = headers.get("traceparent")?.to_str().ok()?;
+    let valid = given.len() == 55 && given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    valid.then(|| given.to_owned())
+}
+
+/// The span a submit's lines are logged in, and the `traceparent` its task travels with.
+/// With trace export the span continues the caller's trace (or starts one) and the task
+/// carries the span as its parent. Without, the task carries the caller's `traceparent`,
+/// or a new one whose trace id is the task id, so a task can be found in logs by its id.
+fn task_span(headers: &HeaderMap, task_id: TaskId) -> (tracing::Span, String) {
+    let span = tracing::info_span!(
+        "task",
+        otel.name = "submit",
+        otel.kind = "producer",
+        task_id = %task_id,
+        trace_id = tracing::field::Empty
+    );
+    let incoming = incoming_traceparent(headers);
+    if let Some(incoming) = &incoming {
+        telemetry::continue_trace(&span, incoming);
     }
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{}-{span}-01", task_id.0.simple())
+    let traceparent = telemetry::traceparent_of(&span).or(incoming).unwrap_or_else(|| {
+        let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        format!("00-{}-{parent}-01", task_id.0.simple())
+    });
+    span.record("trace_id", telemetry::trace_id(&traceparent).unwrap_or_default());
+    (span, traceparent)
 }
 
 /// The longest `Idempotency-Key` accepted.
@@ -75,7 +95,30 @@ fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError>
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }
 
-async fn submit(
+/// Submit a task: it is recorded `queued`, handed to RabbitMQ with a publisher confirm and
+/// answered at once. Its events are pushed on the channel the answer names. With an
+/// `Idempotency-Key`, a retry of the same request answers the same task.
+#[utoipa::path(
+    post,
+    path = TASKS_PATH,
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body answers the first task"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context; the task's spans join this trace"),
+    ),
+    request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Accepted and queued", body = Accepted,
+            headers(("Location" = String, description = "The task's status URL"))),
+        (status = 400, description = "The body is not JSON, or the Idempotency-Key is malformed", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A request with this Idempotency-Key is still being accepted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body, the input or its result is over a limit", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Unknown model, invalid input, or an Idempotency-Key reused for another request", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn submit(
     State(state): State<AppState>,
     user: User,
     headers: HeaderMap,
@@ -146,14 +189,12 @@ async fn accept(
             ));
         }
         Created::Existing { task_id, published, same_request: true } => {
-            let traceparent = traceparent(&headers, task_id);
+            let (span, traceparent) = task_span(&headers, task_id);
             let replay = Replay { task_id, published, key: idempotency, traceparent };
-            return replay.answer(&state, task).await;
+            return replay.answer(&state, task).instrument(span).await;
         }
     };
-    let traceparent = traceparent(&headers, task.task_id);
-    let trace_id = inferpush_service::telemetry::trace_id(&traceparent).unwrap_or_default().to_owned();
-    let span = tracing::info_span!("task", task_id = %task.task_id, trace_id);
+    let (span, traceparent) = task_span(&headers, task.task_id);
     let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
     publish_accepted(&state, &record, submission).instrument(span).await
 }
@@ -252,13 +293,14 @@ mod tests {
     fn traceparent_keeps_a_valid_incoming_one_and_makes_one_otherwise() {
         let task = TaskId::new_v7();
         let mut headers = HeaderMap::new();
-        let made = traceparent(&headers, task);
+        let traceparent = |headers: &HeaderMap| task_span(headers, task).1;
+        let made = traceparent(&headers);
         assert!(made.starts_with(&format!("00-{}-", task.0.simple())), "{made}");
         assert_eq!(made.len(), 55);
         let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         headers.insert("traceparent", given.parse().unwrap());
-        assert_eq!(traceparent(&headers, task), given);
+        assert_eq!(traceparent(&headers), given);
         headers.insert("traceparent", "garbage".parse().unwrap());
-        assert_ne!(traceparent(&headers, task), "garbage");
+        assert_ne!(traceparent(&headers), "garbage");
     }
 }

@@ -2,17 +2,19 @@
 //! up after being away, and `DELETE /v1/inference/{id}` to cancel one not yet started.
 //! Another user's task is a 404, exactly like a task that does not exist.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use inferpush_protocol::http::{ListQuery, TaskList};
+use inferpush_protocol::http::{ListQuery, Problem, TaskList};
 use inferpush_protocol::lifecycle::{TASK_ROUTE, TASKS_PATH};
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 use inferpush_store::Transition;
 
 use crate::AppState;
 use crate::auth::User;
+use crate::body::{Path, Query};
 use crate::error::AppError;
+use crate::openapi::PROBLEM_JSON;
 
 /// Most tasks one list call returns.
 const MAX_LIMIT: usize = 500;
@@ -38,7 +40,19 @@ async fn own_task(state: &AppState, user: &User, task_id: &str) -> Result<TaskRe
     }
 }
 
-async fn status(
+/// One of the caller's tasks: its state, and its output or error once finished.
+#[utoipa::path(
+    get,
+    path = TASK_ROUTE,
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(("task_id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = TaskRecord),
+        (status = 404, description = "No such task, or not the caller's, or its record expired", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn status(
     State(state): State<AppState>,
     user: User,
     Path(task_id): Path<String>,
@@ -46,7 +60,21 @@ async fn status(
     own_task(&state, &user, &task_id).await.map(Json)
 }
 
-async fn cancel(
+/// Cancel one of the caller's tasks that no worker has started; its `inference.failed`
+/// event says `cancelled`.
+#[utoipa::path(
+    delete,
+    path = TASK_ROUTE,
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(("task_id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task, now cancelled (also when it already was)", body = TaskRecord),
+        (status = 404, description = "No such task, or not the caller's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The task has started or finished", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: User,
     Path(task_id): Path<String>,
@@ -85,7 +113,19 @@ fn parse_since(since: Option<&str>) -> Result<(u64, Option<TaskId>), AppError> {
     Ok((seconds * 1000 + u64::from(nanos) / 1_000_000, Some(id)))
 }
 
-async fn list(
+/// The caller's tasks, oldest first, to catch up after being away.
+#[utoipa::path(
+    get,
+    path = TASKS_PATH,
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of tasks", body = TaskList),
+        (status = 422, description = "`since` or `limit` is invalid", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     user: User,
     Query(query): Query<ListQuery>,

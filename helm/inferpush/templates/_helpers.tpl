@@ -135,6 +135,12 @@ app.kubernetes.io/component: {{ .component }}
 - name: INFERPUSH_TLS_CA_FILE
   value: /etc/inferpush/ca/{{ .Values.tls.caConfigMapKey }}
 {{- end }}
+- name: INFERPUSH_LOG_FORMAT
+  value: {{ .Values.observability.logFormat | quote }}
+{{- with .Values.observability.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Extra settings from an `env` map. */}}

@@ -31,7 +31,8 @@ pub async fn handle(delivery: Delivery, lane: Lane, context: TaskContext) {
 }
 
 /// The span a task's lines are logged in: its id, and the trace id of the `traceparent` the
-/// api sent with it, so its lines join the api's for the same task.
+/// api sent with it, so its lines join the api's for the same task; with trace export, the
+/// api's span is its parent.
 fn task_span(task: &TaskEnvelope, delivery: &Delivery) -> tracing::Span {
     let traceparent = delivery
         .properties
@@ -44,7 +45,9 @@ fn task_span(task: &TaskEnvelope, delivery: &Delivery) -> tracing::Span {
         })
         .unwrap_or_default();
     let trace_id = inferpush_service::telemetry::trace_id(&traceparent).unwrap_or_default();
-    tracing::info_span!("task", task_id = %task.task_id, trace_id)
+    let span = tracing::info_span!("task", otel.kind = "consumer", task_id = %task.task_id, model = task.model, trace_id);
+    inferpush_service::telemetry::continue_trace(&span, &traceparent);
+    span
 }
 
 /// Runs one dead-lettered message: the task failed for good.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::minilm;
+use inferpush_service::telemetry::KeyValue;
 use tokio::sync::oneshot;
 
 use super::engine::Engine;
@@ -33,6 +34,8 @@ pub struct BatchSettings {
 struct Request {
     lane: Lane,
     texts: Vec<String>,
+    /// The task's span, for the trace's `batch` span.
+    span: tracing::Span,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
 }
 
@@ -61,7 +64,7 @@ impl Batcher {
     pub async fn embed(&self, texts: Vec<String>, lane: Lane) -> Result<Vec<Vec<f32>>, String> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Request { lane, texts, reply })
+            .send(Request { lane, texts, span: tracing::Span::current(), reply })
             .map_err(|_| "the inference thread has stopped".to_owned())?;
         answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))
     }
@@ -149,11 +152,25 @@ impl BatchLoop {
     /// cannot run fails; the thread keeps serving either way.
     fn execute(&mut self, batch: Vec<Request>) {
         let started = Instant::now();
+        let start_time = std::time::SystemTime::now();
         let rows = {
             let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
             self.forward(&texts, batch.len())
         };
         tracing::debug!(tasks = batch.len(), ms = started.elapsed().as_millis() as u64, "batch");
+        let end_time = std::time::SystemTime::now();
+        let texts = batch.iter().map(|r| r.texts.len()).sum::<usize>() as i64;
+        for request in &batch {
+            let attributes =
+                vec![KeyValue::new("batch.tasks", batch.len() as i64), KeyValue::new("batch.texts", texts)];
+            inferpush_service::telemetry::record_span(
+                &request.span,
+                "batch",
+                start_time,
+                end_time,
+                attributes,
+            );
+        }
         match rows {
             Ok(rows) => {
                 let mut rows = rows.into_iter();

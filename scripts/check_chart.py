@@ -55,7 +55,7 @@ failures: list[str] = []
 
 
 # Settings both binaries read before parsing their flags (so `--help` does not list them).
-READ_AT_START = {"INFERPUSH_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "RUST_LOG"}
+READ_AT_START = {"INFERPUSH_LOG_FORMAT", "INFERPUSH_METRICS", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "RUST_LOG"}
 
 def fail(message: str) -> None:
     failures.append(message)

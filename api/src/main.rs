@@ -9,7 +9,7 @@ use inferpush_api::{AppState, serve};
 async fn main() -> anyhow::Result<()> {
     let _telemetry = inferpush_service::init_tracing("inferpush-api");
     inferpush_service::tls::install_crypto_provider();
-    inferpush_service::metrics::install();
+    inferpush_service::metrics::start();
     inferpush_api::metrics::describe();
     let config = ApiConfig::parse();
     if config.check_config {

@@ -20,6 +20,24 @@ const BATCH_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0
 /// Real (unpadded) tokens in one forward pass: a sentence is 10–60, a batch up to thousands.
 const BATCH_TOKENS: &[f64] = &[16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0];
 
+/// False when `INFERPUSH_METRICS` is `false` (or `off`, `0`): then no recorder is installed,
+/// every recording call site does nothing, and `/metrics` answers 404. For measuring what
+/// the metrics cost (`make bench-e2e` with `--metrics off`).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let setting = std::env::var("INFERPUSH_METRICS").unwrap_or_default();
+        !matches!(setting.to_ascii_lowercase().as_str(), "false" | "off" | "0")
+    })
+}
+
+/// Installs the recorder at start, unless metrics are turned off ([`enabled`]).
+pub fn start() {
+    if enabled() {
+        install();
+    }
+}
+
 /// The recorder of this process, installed on the first call; later calls return it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -52,9 +70,14 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// `/metrics`: the text format, as Prometheus scrapes it.
-pub async fn serve_metrics() -> impl axum::response::IntoResponse {
+pub async fn serve_metrics() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !enabled() {
+        let off = "metrics are turned off (INFERPUSH_METRICS=false)\n";
+        return (axum::http::StatusCode::NOT_FOUND, off).into_response();
+    }
     let body = install().render();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// Task states written, by `status`: the api writes queued, cancelled, and failed when it

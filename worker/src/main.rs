@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let _telemetry = inferpush_service::init_tracing("inferpush-worker");
     inferpush_service::tls::install_crypto_provider();
-    inferpush_service::metrics::install();
+    inferpush_service::metrics::start();
     inferpush_worker::metrics::describe();
     let config = WorkerConfig::parse();
     if let Some(WorkerCommand::Embed(args)) = &config.command {

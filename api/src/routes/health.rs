@@ -45,7 +45,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
 }
 
 /// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "The metrics", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
+    (status = 404, description = "Metrics are turned off (`INFERPUSH_METRICS=false`)", body = String, content_type = "text/plain"),
+))]
 pub(crate) async fn metrics() -> impl axum::response::IntoResponse {
     inferpush_service::metrics::serve_metrics().await
 }

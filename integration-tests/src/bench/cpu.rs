@@ -57,21 +57,62 @@ pub fn pids_named(comm: &str) -> Vec<u32> {
 
 /// CPU time of each measured process at one moment.
 #[derive(Debug, Clone)]
-pub struct CpuSnapshot(Vec<(&'static str, Duration)>);
+pub struct CpuSnapshot {
+    at: std::time::Instant,
+    used: Vec<(&'static str, Duration)>,
+}
+
+/// What each process spends doing nothing (timers, heartbeats, metrics upkeep), in CPU
+/// milliseconds per second: subtracted from a run so a task's figure is its own.
+#[derive(Debug, Clone, Default)]
+pub struct IdleCpu(Vec<(&'static str, f64)>);
+
+impl IdleCpu {
+    /// Measures `processes` at rest for `period`.
+    pub async fn measure(processes: &[Measured], period: Duration) -> Self {
+        let before = CpuSnapshot::take(processes);
+        tokio::time::sleep(period).await;
+        let after = CpuSnapshot::take(processes);
+        let seconds = after.at.duration_since(before.at).as_secs_f64();
+        Self(
+            before.deltas(&after).map(|(name, used)| (name, used.as_secs_f64() * 1000.0 / seconds)).collect(),
+        )
+    }
+
+    /// Milliseconds per second of `process` at rest.
+    pub fn ms_per_second(&self, process: &str) -> f64 {
+        self.0.iter().find(|(name, _)| *name == process).map_or(0.0, |(_, ms)| *ms)
+    }
+
+    /// Every process's figure.
+    pub fn all(&self) -> &[(&'static str, f64)] {
+        &self.0
+    }
+}
 
 impl CpuSnapshot {
     /// Reads every process's CPU time now.
     pub fn take(processes: &[Measured]) -> Self {
-        Self(processes.iter().map(|p| (p.name, p.pids.iter().map(|pid| cpu_time(*pid)).sum())).collect())
+        let used =
+            processes.iter().map(|p| (p.name, p.pids.iter().map(|pid| cpu_time(*pid)).sum())).collect();
+        Self { at: std::time::Instant::now(), used }
     }
 
-    /// Milliseconds of CPU per task of each process between `self` and `later`.
-    pub fn per_task_ms(&self, later: &CpuSnapshot, tasks: usize) -> Vec<(&'static str, f64)> {
-        self.0
+    fn deltas<'a>(&'a self, later: &'a CpuSnapshot) -> impl Iterator<Item = (&'static str, Duration)> + 'a {
+        self.used
             .iter()
-            .zip(&later.0)
-            .map(|((name, before), (_, after))| {
-                (*name, after.saturating_sub(*before).as_secs_f64() * 1000.0 / tasks.max(1) as f64)
+            .zip(&later.used)
+            .map(|((name, before), (_, after))| (*name, after.saturating_sub(*before)))
+    }
+
+    /// Milliseconds of CPU per task of each process between `self` and `later`, less what
+    /// the process would have spent at rest over that time.
+    pub fn per_task_ms(&self, later: &CpuSnapshot, tasks: usize, idle: &IdleCpu) -> Vec<(&'static str, f64)> {
+        let seconds = later.at.duration_since(self.at).as_secs_f64();
+        self.deltas(later)
+            .map(|(name, used)| {
+                let own = used.as_secs_f64() * 1000.0 - idle.ms_per_second(name) * seconds;
+                (name, own.max(0.0) / tasks.max(1) as f64)
             })
             .collect()
     }

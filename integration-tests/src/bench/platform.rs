@@ -11,7 +11,7 @@ use inferpush_client::pusher::PusherClient;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::cpu::{CpuSnapshot, Measured, rss_bytes};
+use super::cpu::{CpuSnapshot, IdleCpu, Measured, rss_bytes};
 use super::{Latencies, open_loop};
 use crate::stack::{Stack, user_jwt};
 
@@ -38,7 +38,15 @@ pub struct PlatformRun {
     pub submit: Latencies,
     /// From sending a submit to its event's arrival.
     pub end_to_end: Latencies,
-    /// Milliseconds of CPU per accepted task, by process.
+    /// Where that time went, from the event's own `timings`: accepted until a worker
+    /// started the task (RabbitMQ and the worker's intake).
+    pub queued: Latencies,
+    /// Started until its result was ready (the model, and storing the result).
+    pub running: Latencies,
+    /// Result ready until the client had the event (the push through Soketi, and the
+    /// submit's own way to the api, well under a millisecond).
+    pub pushing: Latencies,
+    /// Milliseconds of CPU per accepted task, by process, net of what it uses at rest.
     pub cpu_ms_per_task: Vec<(&'static str, f64)>,
     /// The api's largest resident memory during the run.
     pub api_rss_max_bytes: u64,
@@ -95,13 +103,15 @@ impl Platform {
     }
 
     /// Offers `rate` tasks per second for `seconds`, then waits up to `drain` for the last
-    /// events; `processes` are measured for CPU time and `api_pid` for memory.
+    /// events; `processes` are measured for CPU time (less their `idle` use) and `api_pid`
+    /// for memory.
     pub async fn run(
         &mut self,
         rate: u32,
         seconds: u64,
         drain: Duration,
         processes: &[Measured],
+        idle: &IdleCpu,
         api_pid: u32,
     ) -> PlatformRun {
         while self.arrivals.try_recv().is_ok() {}
@@ -134,7 +144,7 @@ impl Platform {
         }));
 
         let mut answers: HashMap<usize, Submitted> = HashMap::with_capacity(count);
-        let mut arrived: HashMap<usize, Instant> = HashMap::with_capacity(count);
+        let mut arrived: HashMap<usize, (Instant, Value)> = HashMap::with_capacity(count);
         let (mut misrouted, mut duplicates, mut api_rss_max_bytes) = (0, 0, 0);
         let mut sampling = tokio::time::interval(Duration::from_millis(100));
         let mut deadline = None;
@@ -162,7 +172,7 @@ impl Platform {
                     let seq = output["seq"].as_u64().unwrap_or(u64::MAX) as usize;
                     if output["user"].as_u64() != Some(arrival.user as u64) {
                         misrouted += 1;
-                    } else if arrived.insert(seq, arrival.at).is_some() {
+                    } else if arrived.insert(seq, (arrival.at, arrival.data["timings"].clone())).is_some() {
                         duplicates += 1;
                     }
                 }
@@ -173,13 +183,20 @@ impl Platform {
         let cpu_after = CpuSnapshot::take(processes);
 
         let (mut submit, mut end_to_end) = (Latencies::default(), Latencies::default());
+        let (mut queued, mut running, mut pushing) =
+            (Latencies::default(), Latencies::default(), Latencies::default());
+        let ms = |timings: &Value, name: &str| Duration::from_millis(timings[name].as_u64().unwrap_or(0));
         let mut accepted = 0;
         for answer in answers.values() {
             submit.push(answer.answered - answer.sent);
             if answer.status == 202 {
                 accepted += 1;
-                if let Some(at) = arrived.get(&answer.seq) {
-                    end_to_end.push(at.saturating_duration_since(answer.sent));
+                if let Some((at, timings)) = arrived.get(&answer.seq) {
+                    let total = at.saturating_duration_since(answer.sent);
+                    end_to_end.push(total);
+                    queued.push(ms(timings, "queued_ms"));
+                    running.push(ms(timings, "total_ms").saturating_sub(ms(timings, "queued_ms")));
+                    pushing.push(total.saturating_sub(ms(timings, "total_ms")));
                 }
             }
         }
@@ -195,7 +212,10 @@ impl Platform {
             duplicates,
             submit,
             end_to_end,
-            cpu_ms_per_task: cpu_before.per_task_ms(&cpu_after, accepted),
+            queued,
+            running,
+            pushing,
+            cpu_ms_per_task: cpu_before.per_task_ms(&cpu_after, accepted, idle),
             api_rss_max_bytes,
         }
     }

@@ -50,11 +50,11 @@ pub const PROCESSES: [&str; 6] = ["api", "worker", "rabbitmq", "soketi", "redis"
 pub fn table(points: &[RatePoint]) -> String {
     let mut out = String::from(
         "| rate/s | sent | delivered | lost | misrouted | refused | submit p50 | submit p99 | e2e p50 | e2e p90 | e2e p99 | \
-         e2e max | confirm p50/p99 | trigger p50/p99 | e2e p50 ÷ parts | CPU ms/task api+worker | ",
+         e2e max | confirm p50/p99 | trigger p50/p99 | e2e p50 ÷ parts | CPU ms/task: api+worker | ",
     );
-    out += &PROCESSES[2..].iter().map(|p| format!("{p} ms/task")).collect::<Vec<_>>().join(" | ");
+    out += &PROCESSES.join(" | ");
     out += " | api RSS max |\n|";
-    out += &"---|".repeat(19);
+    out += &"---|".repeat(22);
     out += "\n";
     for point in points {
         let run = &point.platform;
@@ -79,8 +79,23 @@ pub fn table(points: &[RatePoint]) -> String {
             ms(&point.trigger, 99.0),
             point.overhead(),
             point.cpu("api") + point.cpu("worker"),
-            PROCESSES[2..].iter().map(|p| format!("{:.3}", point.cpu(p))).collect::<Vec<_>>().join(" | "),
+            PROCESSES.iter().map(|p| format!("{:.3}", point.cpu(p))).collect::<Vec<_>>().join(" | "),
             run.api_rss_max_bytes as f64 / 1e6,
+        );
+    }
+    out += "\nWhere the time goes, p50/p99 ms (the queue, run and push parts from each event's own `timings`):\n\n\
+        | rate/s | send → 202 | accepted → started | started → result | result → client | end to end |\n|---|---|---|---|---|---|\n";
+    for point in points {
+        let run = &point.platform;
+        let both = |l: &Latencies| format!("{:.1}/{:.1}", l.percentile_ms(50.0), l.percentile_ms(99.0));
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            run.rate,
+            both(&run.submit),
+            both(&run.queued),
+            both(&run.running),
+            both(&run.pushing),
+            both(&run.end_to_end)
         );
     }
     let best = points.iter().filter(|p| p.sustained(100.0)).map(|p| p.platform.rate).max();
@@ -105,7 +120,8 @@ pub fn json(points: &[RatePoint]) -> serde_json::Value {
                 "rate": run.rate, "sent": run.sent, "accepted": run.accepted, "refused": run.refused,
                 "delivered": run.delivered, "lost": run.lost, "misrouted": run.misrouted,
                 "duplicates": run.duplicates, "submit": latencies(&run.submit),
-                "end_to_end": latencies(&run.end_to_end), "confirmed_publish": latencies(&p.publish),
+                "end_to_end": latencies(&run.end_to_end), "queued": latencies(&run.queued),
+                "running": latencies(&run.running), "pushing": latencies(&run.pushing), "confirmed_publish": latencies(&p.publish),
                 "pusher_trigger": latencies(&p.trigger), "overhead_p50": p.overhead(),
                 "cpu_ms_per_task": run.cpu_ms_per_task.iter().map(|(n, ms)| (n.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>(),
                 "api_rss_max_bytes": run.api_rss_max_bytes,

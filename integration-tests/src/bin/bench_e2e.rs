@@ -8,14 +8,31 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use inferpush_integration_tests::bench::cpu::{Measured, pids_named};
+use inferpush_integration_tests::bench::cpu::{IdleCpu, Measured, pids_named};
 use inferpush_integration_tests::bench::parts;
 use inferpush_integration_tests::bench::platform::Platform;
 use inferpush_integration_tests::bench::report::{self, RatePoint};
+use inferpush_integration_tests::otlp::OtlpReceiver;
 use inferpush_integration_tests::{Stack, StackOptions};
 
 #[derive(Debug, Parser)]
-#[command(about = "End-to-end load generator: latency and CPU per task against offered rate")]
+#[command(
+    about = "End-to-end load generator: latency and CPU per task against offered rate",
+    long_about = "End-to-end load generator for inferpush: latency and CPU per task against offered rate.\n\n\
+It starts Soketi, inferpush-api and inferpush-worker (the release binaries beside it, or \
+INFERPUSH_BIN_DIR) on free ports against the machine's RabbitMQ (AMQP_URL) and Redis (REDIS_URL), \
+connects --users users to Soketi, each subscribed to their private channel as pusher-js would be, \
+then for each --rates value submits echo tasks open-loop for --seconds (a tick is never held back \
+by a slow answer) and times each task from sending its submit to its inference.completed event's \
+arrival. Beside each rate it measures the platform's two parts alone at the same rate: a persistent \
+publish confirmed by a quorum queue, and a Soketi REST trigger until a subscribed client has it.\n\n\
+Reading the report (report.md, results.json, latency.svg in --out): `e2e p50 ÷ parts` is what the \
+platform adds over RabbitMQ + Soketi alone; the CPU columns are milliseconds of CPU per task of each \
+process, net of what it uses at rest (read from /proc): on a small machine they say which process \
+runs out first, and a deployment's cores divided by their sum bounds its rate; `lost` must be 0. \
+Sizing a deployment: run it on a machine like the one you will deploy on, and read the highest \
+rate held with p99 under your budget."
+)]
 struct Args {
     /// Offered rates, tasks per second.
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,2000")]
@@ -32,6 +49,14 @@ struct Args {
     /// Longest wait for the last events after the load stops.
     #[arg(long, default_value_t = 15)]
     drain_seconds: u64,
+    /// Run the api and the worker with their Prometheus metrics turned off
+    /// (`INFERPUSH_METRICS=false`), to measure what the metrics cost.
+    #[arg(long)]
+    metrics_off: bool,
+    /// Export OpenTelemetry traces from the api and the worker (to a receiver in this
+    /// process), to measure what tracing costs.
+    #[arg(long)]
+    traces: bool,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench-e2e")]
     out: PathBuf,
@@ -50,7 +75,14 @@ async fn main() -> anyhow::Result<()> {
         ("INFERPUSH_MAX_IN_FLIGHT", unlimited.clone()),
         ("INFERPUSH_FAIR_SHARE", unlimited),
     ];
-    let options = StackOptions { api_env, prefetch: 256, ..Default::default() };
+    let mut telemetry = vec![("INFERPUSH_METRICS", (!args.metrics_off).to_string())];
+    let receiver = match args.traces {
+        true => Some(OtlpReceiver::start().await),
+        false => None,
+    };
+    telemetry.extend(receiver.iter().flat_map(OtlpReceiver::env));
+    let api_env = [api_env, telemetry.clone()].concat();
+    let options = StackOptions { api_env, worker_env: telemetry, prefetch: 256, ..Default::default() };
     let stack = Stack::start_with(options).await;
     let mut measured: Vec<Measured> =
         stack.pids().into_iter().map(|(name, pid)| Measured { name, pids: vec![pid] }).collect();
@@ -59,12 +91,16 @@ async fn main() -> anyhow::Result<()> {
     measured.push(Measured { name: "loadgen", pids: vec![std::process::id()] });
     let api_pid = stack.pids().iter().find(|(name, _)| *name == "api").map(|(_, pid)| *pid).unwrap_or(0);
     let mut platform = Platform::connect(&stack, args.users).await;
+    let idle = IdleCpu::measure(&measured, Duration::from_secs(5)).await;
+    let at_rest: Vec<String> = idle.all().iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
+    let at_rest = format!("CPU at rest, ms per second (subtracted from the runs): {}", at_rest.join(", "));
+    eprintln!("{at_rest}");
 
     let mut points = Vec::new();
     for &rate in &args.rates {
         eprintln!("rate {rate}/s: platform for {} s", args.seconds);
         let run = platform
-            .run(rate, args.seconds, Duration::from_secs(args.drain_seconds), &measured, api_pid)
+            .run(rate, args.seconds, Duration::from_secs(args.drain_seconds), &measured, &idle, api_pid)
             .await;
         eprintln!("rate {rate}/s: parts alone for {} s each", args.part_seconds);
         let publish = parts::confirmed_publish(&stack, rate, args.part_seconds).await;
@@ -74,7 +110,15 @@ async fn main() -> anyhow::Result<()> {
         points.push(point);
     }
 
-    let table = report::table(&points);
+    let setting = format!(
+        "Users {}, {} s per rate, metrics {}, trace export {}{}.",
+        args.users,
+        args.seconds,
+        if args.metrics_off { "off" } else { "on" },
+        if args.traces { "on" } else { "off" },
+        receiver.map_or(String::new(), |r| format!(" ({} spans received)", r.spans().len()))
+    );
+    let table = format!("{setting}\n\n{}\n{at_rest}\n", report::table(&points));
     println!("{table}");
     std::fs::write(args.out.join("report.md"), &table)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&report::json(&points))?)?;

@@ -157,7 +157,14 @@ pub fn plot(points: &[RatePoint], path: &Path) -> anyhow::Result<()> {
         .x_label_area_size(44)
         .y_label_area_size(60)
         .build_cartesian_2d((low * 0.8..high * 1.25).log_scale(), (0.1..top * 2.0).log_scale())?;
-    chart.configure_mesh().x_desc("tasks per second").y_desc("milliseconds").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("tasks per second")
+        .y_desc("milliseconds")
+        .x_labels(8)
+        .x_label_formatter(&|rate| format!("{rate:.0}"))
+        .y_label_formatter(&|ms| format!("{ms}"))
+        .draw()?;
     for (name, get, color) in series {
         for (p, dashed) in [(50.0, false), (99.0, true)] {
             let line: Vec<(f64, f64)> = points
@@ -177,7 +184,12 @@ pub fn plot(points: &[RatePoint], path: &Path) -> anyhow::Result<()> {
             chart.draw_series(line.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))?;
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -156,4 +156,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Writes `record` if its status may follow the stored one; a task leaving queued or
     /// running for a final state frees one of its user's in-flight slots.
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError>;
+
+    /// A worker's claim of a task it was handed: [`Self::transition`] to `running`, except
+    /// that on a `first_delivery` a task already running is kept (another copy of it runs;
+    /// a redelivery takes over from a worker that died). One round trip instead of a read
+    /// and a write.
+    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError>;
 }

@@ -180,10 +180,21 @@ impl TaskStore for MemoryTaskStore {
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
+        self.write_state(record, false)
+    }
+
+    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
+        self.write_state(running, first_delivery)
+    }
+}
+
+impl MemoryTaskStore {
+    /// A transition; `exclusive` keeps a record already in the new state.
+    fn write_state(&self, record: &TaskRecord, exclusive: bool) -> Result<Transition, StoreError> {
         let mut state = self.state()?;
         let current = state.records.get(&record.task_id).cloned();
         let status = current.as_ref().map(|r| r.status);
-        if !record.status.may_follow(status) {
+        if !record.status.may_follow(status) || (exclusive && status == Some(record.status)) {
             return Ok(current.map_or(Transition::Missing, |c| Transition::Kept(Box::new(c))));
         }
         if record.status.is_final() && status.is_some_and(|s| !s.is_final()) {

@@ -241,6 +241,17 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
+        self.write_state(record, false).await
+    }
+
+    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
+        self.write_state(running, first_delivery).await
+    }
+}
+
+impl RedisTaskStore {
+    /// The transition script; `exclusive` keeps a record already in the new state.
+    async fn write_state(&self, record: &TaskRecord, exclusive: bool) -> Result<Transition, StoreError> {
         let answer: String = self
             .transition
             .key(self.keys.task(record.task_id))
@@ -251,6 +262,7 @@ impl TaskStore for RedisTaskStore {
             .arg(self.ttl_secs())
             .arg(record.task_id.to_string())
             .arg(record.submitted_at_ms)
+            .arg(if exclusive { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         match answer.as_str() {

@@ -102,8 +102,11 @@ pub fn confirm_published() -> Script {
 /// `missing`. A task leaving an unfinished state for a final one frees one of its user's
 /// in-flight slots; a task written with no record before joins its user's index.
 ///
+/// With ARGV[6] = `1`, a record already in the new state is kept rather than written again
+/// (a worker's first claim of a task another worker runs).
+///
 /// KEYS: task, user index, user's in-flight counter
-/// ARGV: new record JSON, new status, ttl seconds, task id, submitted ms
+/// ARGV: new record JSON, new status, ttl seconds, task id, submitted ms, exclusive (0/1)
 pub fn transition() -> Script {
     Script::new(&format!(
         r#"
@@ -113,6 +116,7 @@ pub fn transition() -> Script {
         local status = current and cjson.decode(current).status or ''
         local new = ARGV[2]
         if not (allowed[new] and allowed[new][status]) then return current or 'missing' end
+        if ARGV[6] == '1' and status == new then return current end
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
         if final[new] and status ~= '' and not final[status]
             and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then

@@ -45,6 +45,7 @@ on_both_stores!(
     the_in_flight_cap_refuses_new_tasks_until_one_finishes,
     the_result_quota_refuses_a_task_whose_result_would_pass_it,
     every_move_is_applied_exactly_when_the_lifecycle_allows_it,
+    a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_takes_it_over,
 );
 
 fn record(user: &str, submitted_at_ms: u64) -> TaskRecord {
@@ -364,4 +365,24 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
     assert!(!store.is_ready().await);
     let result = tokio::time::timeout(Duration::from_secs(20), store.get(TaskId::new_v7())).await.unwrap();
     assert!(result.is_err());
+}
+
+async fn a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_takes_it_over(
+    store: &dyn TaskStore,
+) {
+    let queued = record("alice", 1_000);
+    store.create(&queued, None, Admission::in_flight(1000)).await.unwrap();
+    let running = with_status(&queued, TaskStatus::Running);
+    assert_eq!(store.claim(&running, true).await.unwrap(), Transition::Applied, "the first claim runs it");
+    match store.claim(&running, true).await.unwrap() {
+        Transition::Kept(current) => assert_eq!(current.status, TaskStatus::Running),
+        other => panic!("a second first delivery must leave the task to its worker: {other:?}"),
+    }
+    assert_eq!(store.claim(&running, false).await.unwrap(), Transition::Applied, "a redelivery takes over");
+    let done = with_status(&queued, TaskStatus::Succeeded);
+    store.transition(&done).await.unwrap();
+    match store.claim(&running, false).await.unwrap() {
+        Transition::Kept(current) => assert_eq!(current.status, TaskStatus::Succeeded),
+        other => panic!("a finished task is not claimed again: {other:?}"),
+    }
 }

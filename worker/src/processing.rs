@@ -71,20 +71,15 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     if !owns_its_channel(&task) {
         return Settlement::DeadLetter;
     }
-    if arrival == Arrival::First {
-        match store_retrying(context, || context.store.get(task.task_id)).await {
-            Err(settlement) => return settlement,
-            Ok(Some(current)) if current.status == TaskStatus::Running => {
-                tracing::info!(task_id = %task.task_id, "a second copy of a running task; not running it twice");
-                return Settlement::Ack;
-            }
-            Ok(_) => {}
-        }
-    }
     let clock = context.clock.as_ref();
     let running = TaskRecord::queued(&task).started(clock);
-    match store_retrying(context, || context.store.transition(&running)).await {
+    let first_delivery = arrival == Arrival::First;
+    match store_retrying(context, || context.store.claim(&running, first_delivery)).await {
         Err(settlement) => return settlement,
+        Ok(Transition::Kept(current)) if current.status == TaskStatus::Running => {
+            tracing::info!(task_id = %task.task_id, "a second copy of a running task; not running it twice");
+            return Settlement::Ack;
+        }
         Ok(Transition::Kept(current)) if current.status.is_final() => {
             // Finished before (a redelivery) or cancelled: make sure the user heard, then ack.
             tracing::info!(task_id = %task.task_id, status = %current.status, "task already final; announcing it again");

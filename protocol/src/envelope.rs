@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::channel::InferenceChannel;
+use crate::delivery::Delivery;
 
 /// A task's id: a UUIDv7, so ids sort by submission time.
 #[derive(
@@ -49,6 +50,9 @@ pub struct TaskEnvelope {
     pub channel: InferenceChannel,
     /// Milliseconds since the Unix epoch when the api accepted it.
     pub submitted_at_ms: u64,
+    /// Where its events go, when its owner chose (absent: every sink of the deployment).
+    #[serde(default, skip_serializing_if = "Delivery::is_default")]
+    pub delivery: Delivery,
 }
 
 impl TaskEnvelope {
@@ -68,7 +72,13 @@ impl TaskEnvelope {
             input,
             channel,
             submitted_at_ms,
+            delivery: Delivery::default(),
         }
+    }
+
+    /// The same task with its owner's choice of where its events go.
+    pub fn with_delivery(self, delivery: Delivery) -> Self {
+        Self { delivery, ..self }
     }
 
     /// Serialises the envelope as the message body.

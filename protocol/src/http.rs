@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::ModelSpec;
 use crate::channel::InferenceChannel;
+use crate::delivery::{Delivery, SinkKind, WebhookEvent};
 use crate::envelope::TaskId;
 use crate::lifecycle::{EventName, TaskStatus, status_url};
 use crate::record::TaskRecord;
@@ -23,6 +24,16 @@ pub struct SubmitRequest {
     /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Only these of the deployment's sinks (`GET /v1/delivery` lists them); absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<SinkKind>>,
+    /// Also send the task's events to this URL as signed webhooks (Standard Webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, examples("https://hooks.example.com/inferpush"))]
+    pub webhook: Option<String>,
+    /// Which events the webhook gets; absent: all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_events_filter: Option<Vec<WebhookEvent>>,
 }
 
 /// The schema of a model's name: one of the catalogue's.
@@ -37,7 +48,23 @@ fn model_name_schema() -> utoipa::openapi::schema::Object {
 impl SubmitRequest {
     /// A plain (not encrypted) request for `model` on `input`.
     pub fn new(model: impl Into<String>, input: serde_json::Value) -> Self {
-        Self { model: model.into(), input, encrypted: false }
+        Self {
+            model: model.into(),
+            input,
+            encrypted: false,
+            sinks: None,
+            webhook: None,
+            webhook_events_filter: None,
+        }
+    }
+
+    /// The owner's choice of where the task's events go.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            sinks: self.sinks.clone(),
+            webhook: self.webhook.clone(),
+            webhook_events_filter: self.webhook_events_filter.clone(),
+        }
     }
 
     /// A digest of what the request asks for (hex SHA-256 of its JSON, object keys
@@ -84,6 +111,12 @@ pub struct Accepted {
     pub events: EventNames,
     /// Where its state can be read (also the `Location` header).
     pub status_url: String,
+    /// Where its events go: the deployment's sinks that apply to it.
+    #[serde(default)]
+    pub sinks: Vec<SinkKind>,
+    /// Its events as server-sent events, when `sse` is among its sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_url: Option<String>,
 }
 
 impl Accepted {
@@ -95,8 +128,38 @@ impl Accepted {
             channel: record.channel.clone(),
             events: EventNames::default(),
             status_url: status_url(public_url, record.task_id),
+            sinks: Vec::new(),
+            events_url: None,
         }
     }
+
+    /// The same answer naming where the events go, of the deployment's `enabled` sinks.
+    pub fn delivered_by(self, record: &TaskRecord, enabled: &[SinkKind]) -> Self {
+        let sinks = record.delivery.sinks(enabled);
+        let events_url = sinks.contains(&SinkKind::Sse).then(|| format!("{}/events", self.status_url));
+        Self { sinks, events_url, ..self }
+    }
+}
+
+/// One sink of `GET /v1/delivery`, and how to receive from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SinkInfo {
+    /// The sink.
+    pub name: SinkKind,
+    /// Whether this deployment has it on.
+    pub enabled: bool,
+    /// How the caller receives from it: the channel, URL or topic, and what it guarantees.
+    pub description: String,
+    /// The caller's own channel (pusher), stream URL (sse) or topic (mqtt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// `GET /v1/delivery`: the ways this deployment can deliver a task's events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryOptions {
+    /// Every sink, enabled or not.
+    pub sinks: Vec<SinkInfo>,
 }
 
 /// `GET /v1/inference?since=…&limit=…`.
@@ -233,6 +296,12 @@ mod tests {
     fn a_plain_submit_leaves_encrypted_out_and_unknown_fields_are_refused() {
         let json = serde_json::to_value(SubmitRequest::new("echo", serde_json::json!({}))).unwrap();
         assert_eq!(json, serde_json::json!({"model": "echo", "input": {}}));
+        let hooked = serde_json::json!({"model": "echo", "input": {}, "webhook": "https://h.example/",
+            "webhook_events_filter": ["completed"], "sinks": ["pusher", "webhook"]});
+        let request = serde_json::from_value::<SubmitRequest>(hooked).unwrap();
+        assert_eq!(request.delivery().webhook_events_filter, Some(vec![WebhookEvent::Completed]));
+        let wrong = serde_json::json!({"model": "echo", "input": {}, "sinks": ["fax"]});
+        assert!(serde_json::from_value::<SubmitRequest>(wrong).unwrap_err().to_string().contains("fax"));
         let extra = serde_json::json!({"model": "echo", "input": {}, "priority": 1});
         assert!(serde_json::from_value::<SubmitRequest>(extra).is_err());
     }

@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod channel;
 pub mod clock;
+pub mod delivery;
 pub mod encryption;
 pub mod envelope;
 pub mod event;
@@ -16,9 +17,11 @@ pub mod lifecycle;
 pub mod record;
 pub mod signature;
 pub mod topology;
+pub mod webhook;
 
 pub use channel::{ChannelError, ChannelKind, InferenceChannel};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use delivery::{Delivery, SinkKind, WebhookEvent, WebhookTargets};
 pub use envelope::{TaskEnvelope, TaskId};
 pub use event::{ErrorBody, InferenceEvent, Timings};
 pub use lifecycle::{EventName, TaskStatus};

@@ -148,6 +148,7 @@ impl TaskRecord {
             output: None,
             error: None,
             timings: None,
+            delivery: task.delivery.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::channel::InferenceChannel;
+use crate::delivery::Delivery;
 use crate::envelope::TaskId;
 use crate::event::{ErrorBody, InferenceEvent, Timings};
 use crate::lifecycle::TaskStatus;
@@ -38,6 +39,9 @@ pub struct TaskRecord {
     /// Stage durations, once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// Where its events go, when its owner chose.
+    #[serde(default, skip_serializing_if = "Delivery::is_default")]
+    pub delivery: Delivery,
 }
 
 impl TaskRecord {

@@ -35,6 +35,21 @@ impl Keys {
         format!("{}:user:{user_id}:held:{bucket}", self.prefix)
     }
 
+    /// A user's event log (a stream).
+    pub fn events(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}:events", self.prefix)
+    }
+
+    /// Marks a task's event as logged, holding its id, so a repeat is not logged twice.
+    pub fn event_marker(&self, task_id: TaskId, event: &str) -> String {
+        format!("{}:event:{task_id}:{event}", self.prefix)
+    }
+
+    /// The Pub/Sub channel a user's events are published on as they are logged.
+    pub fn live_channel(&self, user_id: &str) -> String {
+        format!("{}:events:{user_id}", self.prefix)
+    }
+
     /// An `Idempotency-Key` of a user, hashed so any header value makes a safe key.
     pub fn idempotency(&self, user_id: &str, key: &str) -> String {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));

@@ -5,8 +5,10 @@
 //! [`TaskStatus::may_follow`](inferpush_protocol::TaskStatus::may_follow), so a state
 //! only ever advances and a redelivered task can never overwrite a finished one.
 
+pub mod events;
 mod keys;
 mod memory;
+mod memory_events;
 mod page;
 mod redis_store;
 mod scripts;
@@ -14,8 +16,10 @@ mod scripts;
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord};
 
+pub use events::{EventLog, RedisEventLog};
 pub use keys::Keys;
 pub use memory::MemoryTaskStore;
+pub use memory_events::MemoryEventLog;
 pub(crate) use page::PageBuilder;
 pub use page::{MAX_EXAMINED_PER_PAGE, Page};
 pub use redis_store::RedisTaskStore;

@@ -9,12 +9,14 @@ use inferpush_protocol::{Clock, TaskId, TaskRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::events::RedisEventLog;
 use crate::keys::Keys;
 use crate::{Admission, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts};
 
 /// Task state in Redis.
 #[derive(Clone)]
 pub struct RedisTaskStore {
+    client: redis::Client,
     connection: ConnectionManager,
     keys: Keys,
     ttl: Duration,
@@ -54,8 +56,9 @@ impl RedisTaskStore {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
+            client,
             connection,
             keys: Keys::new(prefix),
             ttl,
@@ -65,6 +68,11 @@ impl RedisTaskStore {
             confirm_published: Arc::new(scripts::confirm_published()),
             transition: Arc::new(scripts::transition()),
         })
+    }
+
+    /// The users' event logs on the same server, under the same prefix and TTL.
+    pub fn events(&self) -> RedisEventLog {
+        RedisEventLog::new(self.client.clone(), self.connection.clone(), self.keys.clone(), self.ttl)
     }
 
     /// Key names in use.

@@ -1,0 +1,268 @@
+//! Each user's log of announced events, for server-sent events: the worker appends a
+//! task's event once (a repeat of the same task and event is the same entry), readers
+//! replay what they missed by id, and every append is also published live on Redis
+//! Pub/Sub, which feeds the api replicas (and any gateway of the user's own).
+//!
+//! In Redis a user's log is a stream (`XADD`, trimmed to about [`MAX_EVENTS_PER_USER`]
+//! and expiring with the results); its ids (`ms-seq`) are the SSE event ids.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use inferpush_protocol::TaskId;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+use crate::keys::Keys;
+
+/// About how many events a user's log keeps (older ones are trimmed).
+pub const MAX_EVENTS_PER_USER: usize = 10_000;
+
+/// One logged event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// Its id in the user's log (`ms-seq`), increasing.
+    pub id: EventId,
+    /// Whose log.
+    pub user_id: String,
+    /// The task it announces.
+    pub task_id: TaskId,
+    /// The event name, e.g. `inference.completed`.
+    pub event: String,
+    /// The event data (JSON).
+    pub data: String,
+}
+
+/// An event's id: a stream id, `ms-seq`. Ordered as the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId {
+    /// Milliseconds since the Unix epoch.
+    pub ms: u64,
+    /// Sequence within that millisecond.
+    pub seq: u64,
+}
+
+impl std::str::FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not an event id (`<ms>-<seq>`)");
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Self { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl TryFrom<String> for EventId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<EventId> for String {
+    fn from(id: EventId) -> Self {
+        id.to_string()
+    }
+}
+
+/// Where a read of a log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this event (a reconnecting client's `Last-Event-ID`).
+    After(EventId),
+    /// At this millisecond (a task's submission).
+    Since(u64),
+}
+
+/// What a live subscription yields: an event, or word that some may have been missed
+/// (the subscription was re-established), so readers should replay from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// An event as it was appended.
+    Event(Arc<LoggedEvent>),
+    /// The feed was interrupted; what came in between is only in the log.
+    Gap,
+}
+
+/// A live feed of every user's events.
+pub type LiveFeed = Pin<Box<dyn Stream<Item = Live> + Send>>;
+
+/// Users' event logs.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `event` of `task_id` to its user's log and publishes it, unless that task's
+    /// event of this name is already there; answers the entry's id either way.
+    async fn append(
+        &self,
+        user_id: &str,
+        task_id: TaskId,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, StoreError>;
+
+    /// A user's events from `from`, oldest first, at most `limit`.
+    async fn read(&self, user_id: &str, from: Start, limit: usize) -> Result<Vec<LoggedEvent>, StoreError>;
+
+    /// Every user's events as they are appended, for as long as the feed is held; it
+    /// reconnects by itself, saying [`Live::Gap`] when it did.
+    fn live(&self) -> LiveFeed;
+}
+
+/// Appends an event once, publishes it, and answers its id.
+///
+/// KEYS: the user's stream, the (task, event) marker
+/// ARGV: task id, event name, data, max stream length, ttl seconds, pub/sub channel, user
+const APPEND: &str = r#"
+local existing = redis.call('GET', KEYS[2])
+if existing then return existing end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'task', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], cjson.encode({id = id, user_id = ARGV[7], task_id = ARGV[1], event = ARGV[2], data = ARGV[3]}))
+return id
+"#;
+
+/// The event logs in Redis.
+#[derive(Clone)]
+pub struct RedisEventLog {
+    client: redis::Client,
+    connection: ConnectionManager,
+    keys: Keys,
+    ttl: Duration,
+    append: Arc<redis::Script>,
+}
+
+impl RedisEventLog {
+    /// Logs on the server `client` names, under `keys`, kept for `ttl`.
+    pub(crate) fn new(
+        client: redis::Client,
+        connection: ConnectionManager,
+        keys: Keys,
+        ttl: Duration,
+    ) -> Self {
+        Self { client, connection, keys, ttl, append: Arc::new(redis::Script::new(APPEND)) }
+    }
+}
+
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
+fn logged(user_id: &str, (id, fields): (String, Vec<(String, String)>)) -> Option<LoggedEvent> {
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    Some(LoggedEvent {
+        id: id.parse().ok()?,
+        user_id: user_id.to_owned(),
+        task_id: field("task")?.parse().ok()?,
+        event: field("event")?,
+        data: field("data")?,
+    })
+}
+
+#[async_trait]
+impl EventLog for RedisEventLog {
+    async fn append(
+        &self,
+        user_id: &str,
+        task_id: TaskId,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, StoreError> {
+        let id: String = self
+            .append
+            .key(self.keys.events(user_id))
+            .key(self.keys.event_marker(task_id, event))
+            .arg(task_id.to_string())
+            .arg(event)
+            .arg(data)
+            .arg(MAX_EVENTS_PER_USER)
+            .arg(self.ttl.as_secs().max(1))
+            .arg(self.keys.live_channel(user_id))
+            .arg(user_id)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        id.parse().map_err(|e: String| StoreError::Unavailable(e))
+    }
+
+    async fn read(&self, user_id: &str, from: Start, limit: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+        let start = match from {
+            Start::After(id) => format!("({id}"),
+            Start::Since(ms) => format!("{ms}-0"),
+        };
+        let entries: StreamEntries = redis::cmd("XRANGE")
+            .arg(self.keys.events(user_id))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(entries.into_iter().filter_map(|entry| logged(user_id, entry)).collect())
+    }
+
+    fn live(&self) -> LiveFeed {
+        let (client, pattern) = (self.client.clone(), self.keys.live_channel("*"));
+        Box::pin(async_stream(client, pattern))
+    }
+}
+
+/// Subscribes to `pattern`, yielding events, and a [`Live::Gap`] each time it has
+/// (re)subscribed.
+fn async_stream(client: redis::Client, pattern: String) -> impl Stream<Item = Live> + Send {
+    use futures::StreamExt;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Live>(1024);
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.psubscribe(&pattern).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = match subscribed.await {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    tracing::warn!(%error, "live events: cannot subscribe to Redis; retrying");
+                    if sender.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            wait = Duration::from_millis(100);
+            // Whatever was appended before this subscription (or while none was held) is
+            // only in the log: readers replay.
+            if sender.send(Live::Gap).await.is_err() {
+                return;
+            }
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(payload) = message.get_payload::<String>() else { continue };
+                match serde_json::from_str::<LoggedEvent>(&payload) {
+                    Ok(event) => {
+                        if sender.send(Live::Event(Arc::new(event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "live events: an unreadable message"),
+                }
+            }
+            tracing::warn!("live events: the Redis subscription ended; subscribing again");
+        }
+    });
+    tokio_stream_of(receiver)
+}
+
+fn tokio_stream_of(mut receiver: tokio::sync::mpsc::Receiver<Live>) -> impl Stream<Item = Live> + Send {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

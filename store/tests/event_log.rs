@@ -1,0 +1,79 @@
+//! Both event logs through the same scenarios: the real Redis (`REDIS_URL`, default
+//! local) under its own key prefix, and the in-memory one the in-process tests use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use inferpush_protocol::{SystemClock, TaskId};
+use inferpush_store::events::{Live, Start};
+use inferpush_store::{EventLog, MemoryEventLog, RedisTaskStore};
+
+fn redis() -> impl EventLog {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("eventtest-{}", uuid::Uuid::now_v7().simple());
+    RedisTaskStore::new(&url, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap().events()
+}
+
+/// The next event of a live feed, skipping gap notices.
+async fn next_event(
+    feed: &mut inferpush_store::events::LiveFeed,
+) -> Arc<inferpush_store::events::LoggedEvent> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), feed.next()).await.expect("a live event in time") {
+            Some(Live::Event(event)) => return event,
+            Some(Live::Gap) => continue,
+            None => panic!("the feed ended"),
+        }
+    }
+}
+
+async fn an_event_is_logged_once_read_by_id_and_published_live(log: &dyn EventLog) {
+    let mut feed = log.live();
+    // A Redis subscription is in place once it reports its first gap.
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap(), Some(Live::Gap));
+    let (task, other) = (TaskId::new_v7(), TaskId::new_v7());
+    let started = log.append("alice", task, "inference.started", r#"{"s":1}"#).await.unwrap();
+    let again = log.append("alice", task, "inference.started", r#"{"s":1}"#).await.unwrap();
+    assert_eq!(started, again, "a repeat is the same entry");
+    let done = log.append("alice", task, "inference.completed", r#"{"s":2}"#).await.unwrap();
+    log.append("bob", other, "inference.completed", "{}").await.unwrap();
+    assert!(done > started);
+
+    let all = log.read("alice", Start::Since(0), 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["inference.started", "inference.completed"]
+    );
+    assert!(all.iter().all(|e| e.task_id == task && e.user_id == "alice"));
+    let missed = log.read("alice", Start::After(started), 100).await.unwrap();
+    assert_eq!(missed.len(), 1);
+    assert_eq!((missed[0].id, missed[0].data.as_str()), (done, r#"{"s":2}"#));
+    assert!(log.read("alice", Start::After(done), 100).await.unwrap().is_empty());
+    assert_eq!(log.read("alice", Start::Since(0), 1).await.unwrap().len(), 1, "limit");
+
+    let live: Vec<_> =
+        [next_event(&mut feed).await, next_event(&mut feed).await, next_event(&mut feed).await]
+            .into_iter()
+            .map(|e| (e.user_id.clone(), e.event.clone(), e.id))
+            .collect();
+    assert_eq!(
+        live,
+        [
+            ("alice".into(), "inference.started".into(), started),
+            ("alice".into(), "inference.completed".into(), done),
+            ("bob".into(), "inference.completed".into(), live[2].2),
+        ],
+        "each append once, in order, the repeat not published again"
+    );
+}
+
+#[tokio::test]
+async fn redis_log() {
+    an_event_is_logged_once_read_by_id_and_published_live(&redis()).await;
+}
+
+#[tokio::test]
+async fn memory_log() {
+    an_event_is_logged_once_read_by_id_and_published_live(&MemoryEventLog::default()).await;
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use inferpush_protocol::encryption::{EncryptionError, MasterKey};
 use inferpush_protocol::topology::DEFAULT_DELIVERY_LIMIT;
-use inferpush_protocol::{AppCredentials, Clock, Topology};
+use inferpush_protocol::{AppCredentials, Clock, SinkKind, Topology, WebhookTargets};
 use inferpush_store::{RedisTaskStore, StoreError};
 
 use crate::tls::TrustedCas;
@@ -205,6 +205,64 @@ impl PublicUrlArgs {
     /// The base URL without a trailing slash.
     pub fn base(&self) -> String {
         self.public_url.trim_end_matches('/').to_owned()
+    }
+}
+
+/// Where tasks' events go, as both the api (which validates and advertises the choice) and
+/// the worker (which delivers) must agree.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// The sinks this deployment turns on, comma-separated from `pusher`, `sse`, `mqtt`,
+    /// `webhook`.
+    #[arg(
+        long = "sinks",
+        env = "INFERPUSH_SINKS",
+        default_value = "pusher,sse,webhook",
+        value_delimiter = ',',
+        value_parser = parse_sink
+    )]
+    pub sinks: Vec<SinkKind>,
+    /// MQTT topics are `{prefix}/{user}/events`.
+    #[arg(long = "mqtt-topic-prefix", env = "INFERPUSH_MQTT_TOPIC_PREFIX", default_value = "inferpush")]
+    pub mqtt_topic_prefix: String,
+    /// Hosts, addresses or CIDR networks that webhooks may target even though they are
+    /// private or loopback (comma-separated); public hosts are always allowed.
+    #[arg(long = "webhook-allowed-hosts", env = "INFERPUSH_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub webhook_allowed_hosts: Vec<String>,
+}
+
+fn parse_sink(text: &str) -> Result<SinkKind, String> {
+    text.parse()
+}
+
+impl DeliveryArgs {
+    /// The sinks turned on, each once, in a stable order.
+    pub fn enabled(&self) -> Vec<SinkKind> {
+        let mut enabled = self.sinks.clone();
+        enabled.sort();
+        enabled.dedup();
+        enabled
+    }
+
+    /// Which webhook targets are allowed.
+    pub fn webhook_targets(&self) -> Result<WebhookTargets, String> {
+        WebhookTargets::parse(&self.webhook_allowed_hosts)
+            .map_err(|e| format!("INFERPUSH_WEBHOOK_ALLOWED_HOSTS: {e}"))
+    }
+
+    /// Checks what start-up reads.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.sinks.is_empty(),
+            "INFERPUSH_SINKS is empty: turn on at least one of pusher, sse, mqtt, webhook"
+        );
+        let prefix = &self.mqtt_topic_prefix;
+        anyhow::ensure!(
+            !prefix.is_empty() && !prefix.contains(['+', '#']),
+            "INFERPUSH_MQTT_TOPIC_PREFIX must be a non-empty topic without wildcards (`+`, `#`), not `{prefix}`"
+        );
+        self.webhook_targets().map_err(anyhow::Error::msg)?;
+        Ok(())
     }
 }
 

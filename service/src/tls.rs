@@ -52,6 +52,24 @@ impl TrustedCas {
         self.pem.as_deref()
     }
 
+    /// A rustls client configuration trusting the system's authorities and these (for
+    /// clients that take one, such as MQTT's).
+    pub fn rustls_client(&self) -> anyhow::Result<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(pem) = &self.pem {
+            for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(certificate.map_err(|e| anyhow::anyhow!("unreadable certificate: {e}"))?)?;
+            }
+        }
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "no certificate authority to trust: install the system's (Debian's ca-certificates) or set INFERPUSH_TLS_CA_FILE"
+        );
+        Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+    }
+
     /// lapin's TLS settings: these authorities added to the system's.
     pub fn amqp(&self) -> OwnedTLSConfig {
         OwnedTLSConfig { identity: None, cert_chain: self.pem.as_deref().map(str::to_owned) }

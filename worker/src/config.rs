@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use inferpush_protocol::SinkKind;
 use inferpush_protocol::catalogue::minilm;
-use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration};
+use inferpush_protocol::webhook::WebhookSecret;
+use inferpush_service::{
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
+};
 
 use crate::delivery::pusher::SOKETI_MAX_EVENT_BYTES;
 use crate::model::EmbeddingSettings;
@@ -57,9 +61,31 @@ pub struct WorkerConfig {
     /// Concurrent `batch_events` calls to Soketi.
     #[arg(long, env = "INFERPUSH_PUSH_CONCURRENCY", default_value_t = 4)]
     pub push_concurrency: usize,
-    /// How long to keep retrying a result's push before acking anyway (it stays retrievable).
+    /// How long to keep retrying a result's push to Soketi, or its entry in the event log,
+    /// before acking anyway (it stays retrievable).
     #[arg(long, env = "INFERPUSH_PUSH_DEADLINE", default_value = "120s", value_parser = parse_duration)]
     pub push_deadline: Duration,
+    /// The MQTT broker (`mqtt` sink): `mqtt://host:port` or `mqtts://host:port`, optionally
+    /// with `user:password@`.
+    #[arg(long, env = "INFERPUSH_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", hide_env_values = true)]
+    pub mqtt_url: String,
+    /// The MQTT user name (wins over the URL's).
+    #[arg(long, env = "INFERPUSH_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// The MQTT password (wins over the URL's).
+    #[arg(long, env = "INFERPUSH_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// How long an event is held for the MQTT broker (through its restarts) before giving up.
+    #[arg(long, env = "INFERPUSH_MQTT_DEADLINE", default_value = "120s", value_parser = parse_duration)]
+    pub mqtt_deadline: Duration,
+    /// The Standard Webhooks signing secret (`whsec_` and the base64 of 24–64 random bytes);
+    /// needed with the `webhook` sink outside development mode.
+    #[arg(long, env = "INFERPUSH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// How long a webhook is retried (5xx, timeouts) before giving up. The task's message
+    /// is held meanwhile, so this bounds what a dead receiver costs.
+    #[arg(long, env = "INFERPUSH_WEBHOOK_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_deadline: Duration,
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
@@ -88,8 +114,14 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub pusher: PusherArgs,
     #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    #[command(flatten)]
     pub tls: TlsArgs,
 }
+
+/// The webhook secret of development mode, when none is set: well known, so only
+/// `INFERPUSH_DEV_MODE=true` uses it (the README names it for local receivers).
+pub const DEV_WEBHOOK_SECRET: &str = "whsec_aW5mZXJwdXNoLWRldmVsb3BtZW50LW9ubHktc2VjcmV0";
 
 impl WorkerConfig {
     /// What `--check-config` checks: everything start-up reads, short of models and services.
@@ -106,7 +138,25 @@ impl WorkerConfig {
         }
         self.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
         self.tls.trusted()?;
+        self.delivery.check()?;
+        if self.delivery.sinks.contains(&SinkKind::Webhook) {
+            self.webhook_secret()?;
+        }
         Ok(())
+    }
+
+    /// The webhook signing secret: the one set, or in development mode the well-known one.
+    pub fn webhook_secret(&self) -> anyhow::Result<WebhookSecret> {
+        match (&self.webhook_secret, self.dev_mode) {
+            (Some(secret), _) => {
+                WebhookSecret::parse(secret).map_err(|e| anyhow::anyhow!("INFERPUSH_WEBHOOK_SECRET: {e}"))
+            }
+            (None, true) => Ok(WebhookSecret::parse(DEV_WEBHOOK_SECRET).expect("a valid secret")),
+            (None, false) => anyhow::bail!(
+                "INFERPUSH_SINKS has `webhook` but INFERPUSH_WEBHOOK_SECRET is not set: set a Standard Webhooks \
+                 secret (`echo whsec_$(openssl rand -base64 32)`), or take `webhook` out of INFERPUSH_SINKS"
+            ),
+        }
     }
 }
 

@@ -5,11 +5,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use inferpush_protocol::SinkKind;
 use inferpush_protocol::catalogue::minilm;
 use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
+use inferpush_worker::delivery::mqtt::{MqttSettings, MqttSink};
 use inferpush_worker::delivery::publisher::{CredentialsError, Publisher, SoketiTarget, verify_credentials};
 use inferpush_worker::delivery::pusher::PusherSink;
+use inferpush_worker::delivery::sse::EventLogSink;
+use inferpush_worker::delivery::webhook::{WebhookSettings, WebhookSink};
+use inferpush_worker::delivery::{EventSink, Route, Sinks};
 use inferpush_worker::health::Readiness;
 use inferpush_worker::model::Registry;
 use inferpush_worker::processing::TaskContext;
@@ -54,39 +59,11 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let target = SoketiTarget {
-        base_url: config.pusher.base_url(),
-        credentials: config.pusher.credentials(),
-        clock: clock.clone(),
-        trusted: trusted.clone(),
-    };
-    match verify_credentials(&target).await {
-        Ok(()) => {
-            tracing::info!(soketi = target.base_url, "the Pusher server accepted this app's credentials")
-        }
-        Err(refused @ CredentialsError::Refused { .. }) => return Err(refused.into()),
-        Err(error) => {
-            tracing::warn!(%error, "could not check the Pusher credentials now; pushes wait for the server")
-        }
-    }
-    let sink = PusherSink {
-        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone())
-            .map_err(anyhow::Error::msg)
-            .context("starting the Pusher client")?,
-        max_event_bytes: config.max_event_bytes,
-        result_base_url: config.public.base(),
-        master_key: config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?,
-    };
-    let context = TaskContext {
-        registry,
-        store: Arc::new(
-            config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?,
-        ),
-        sink: Arc::new(sink),
-        clock,
-        push_deadline: config.push_deadline,
-        abort: abort.clone(),
-    };
+    let store =
+        config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?;
+    let sinks = sinks(&config, &store, &clock, &trusted, &abort).await?;
+    tracing::info!(sinks = ?sinks.enabled(), "delivering events");
+    let context = TaskContext { registry, store: Arc::new(store), sinks, clock, abort: abort.clone() };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),
         topology: config.amqp.topology(),
@@ -115,4 +92,91 @@ async fn main() -> anyhow::Result<()> {
     signals.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The sinks INFERPUSH_SINKS turns on, each with its deadline.
+async fn sinks(
+    config: &WorkerConfig,
+    store: &inferpush_store::RedisTaskStore,
+    clock: &Arc<dyn Clock>,
+    trusted: &inferpush_service::TrustedCas,
+    abort: &CancellationToken,
+) -> anyhow::Result<Sinks> {
+    let mut routes = Vec::new();
+    let result_base_url = config.public.base();
+    for kind in config.delivery.enabled() {
+        let (sink, deadline): (Arc<dyn EventSink>, _) = match kind {
+            SinkKind::Pusher => {
+                (Arc::new(pusher_sink(config, clock, trusted, abort).await?), config.push_deadline)
+            }
+            SinkKind::Sse => {
+                let sink = EventLogSink {
+                    log: Arc::new(store.events()),
+                    max_event_bytes: config.max_event_bytes,
+                    result_base_url: result_base_url.clone(),
+                    abort: abort.clone(),
+                };
+                (Arc::new(sink), config.push_deadline)
+            }
+            SinkKind::Mqtt => {
+                let settings = MqttSettings {
+                    url: config.mqtt_url.clone(),
+                    username: config.mqtt_username.clone(),
+                    password: config.mqtt_password.clone(),
+                    topic_prefix: config.delivery.mqtt_topic_prefix.clone(),
+                    trusted: trusted.clone(),
+                    max_event_bytes: config.max_event_bytes,
+                    result_base_url: result_base_url.clone(),
+                };
+                tracing::info!(broker = settings.redacted_url(), "publishing events over MQTT");
+                let sink = MqttSink::start(settings, abort.clone()).map_err(anyhow::Error::msg)?;
+                (Arc::new(sink), config.mqtt_deadline)
+            }
+            SinkKind::Webhook => {
+                let settings = WebhookSettings {
+                    secret: config.webhook_secret()?,
+                    targets: config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
+                    max_event_bytes: config.max_event_bytes,
+                    result_base_url: result_base_url.clone(),
+                    trusted: trusted.clone(),
+                };
+                let sink = WebhookSink::new(settings, abort.clone()).map_err(anyhow::Error::msg)?;
+                (Arc::new(sink), config.webhook_deadline)
+            }
+        };
+        routes.push(Route { sink, deadline });
+    }
+    Ok(Sinks::new(routes))
+}
+
+/// The Pusher sink, once the server accepted the app's credentials (or could not be asked).
+async fn pusher_sink(
+    config: &WorkerConfig,
+    clock: &Arc<dyn Clock>,
+    trusted: &inferpush_service::TrustedCas,
+    abort: &CancellationToken,
+) -> anyhow::Result<PusherSink> {
+    let target = SoketiTarget {
+        base_url: config.pusher.base_url(),
+        credentials: config.pusher.credentials(),
+        clock: clock.clone(),
+        trusted: trusted.clone(),
+    };
+    match verify_credentials(&target).await {
+        Ok(()) => {
+            tracing::info!(soketi = target.base_url, "the Pusher server accepted this app's credentials")
+        }
+        Err(refused @ CredentialsError::Refused { .. }) => return Err(refused.into()),
+        Err(error) => {
+            tracing::warn!(%error, "could not check the Pusher credentials now; pushes wait for the server")
+        }
+    }
+    Ok(PusherSink {
+        publisher: Publisher::spawn(target, config.push_concurrency, abort.clone())
+            .map_err(anyhow::Error::msg)
+            .context("starting the Pusher client")?,
+        max_event_bytes: config.max_event_bytes,
+        result_base_url: config.public.base(),
+        master_key: config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?,
+    })
 }

@@ -32,6 +32,12 @@ pub const DEAD_LETTERS: &str = "inferpush_worker_dead_letters_total";
 /// From the api's accepting a task to its final event being pushed, by `model` and `status`.
 pub const END_TO_END: &str = "inferpush_worker_end_to_end_duration_seconds";
 
+/// Events handed to a sink, by `sink`, `event` (the task status it announces) and
+/// `outcome` (`delivered`, `refused`, `timeout`, `aborted`).
+pub const DELIVERIES: &str = "inferpush_worker_deliveries_total";
+/// From handing an event to a sink until it settled, by `sink`.
+pub const DELIVERY: &str = "inferpush_worker_delivery_duration_seconds";
+
 /// Registers the descriptions (shown as `# HELP`).
 pub fn describe() {
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Accepted by the api until a worker started it");
@@ -43,6 +49,8 @@ pub fn describe() {
     describe_histogram!(PUSH, Unit::Seconds, "One batch_events call to the Pusher server");
     describe_counter!(PUSH_FAILURES, "Failed calls to the Pusher server, by status");
     describe_counter!(DEAD_LETTERS, "Tasks failed for good after their delivery limit");
+    describe_counter!(DELIVERIES, "Events handed to a sink, by sink, event and outcome");
+    describe_histogram!(DELIVERY, Unit::Seconds, "Handing an event to a sink until it settled, by sink");
     describe_histogram!(END_TO_END, Unit::Seconds, "Accepted by the api until its final event was pushed");
     inferpush_service::metrics::describe_shared();
 }
@@ -92,6 +100,25 @@ pub fn pushed(record: &TaskRecord, now_ms: u64) {
     let (model, status) = (model_label(&record.model), record.status.as_str());
     histogram!(END_TO_END, "model" => model, "status" => status)
         .record(seconds_between_ms(record.submitted_at_ms, now_ms));
+}
+
+/// A sink settled an event announcing `status` after `took`.
+pub fn delivered(
+    sink: inferpush_protocol::SinkKind,
+    status: &'static str,
+    outcome: &Result<Result<(), crate::delivery::PushError>, tokio::time::error::Elapsed>,
+    took: Duration,
+) {
+    use crate::delivery::PushError;
+    let outcome = match outcome {
+        Ok(Ok(())) => "delivered",
+        Ok(Err(PushError::Rejected(_))) => "refused",
+        Ok(Err(PushError::Aborted)) => "aborted",
+        Err(_) => "timeout",
+    };
+    let sink = sink.name();
+    counter!(DELIVERIES, "sink" => sink, "event" => status, "outcome" => outcome).increment(1);
+    histogram!(DELIVERY, "sink" => sink).record(took.as_secs_f64());
 }
 
 /// The label of an HTTP status the Pusher server answered with.

@@ -15,13 +15,11 @@ use inferpush_store::{StoreError, TaskStore, Transition};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::delivery::{EventSink, PushError};
+use crate::delivery::{Announced, Sinks, StartedAnnouncements};
 use crate::model::{ModelError, Registry};
 
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(3);
-/// How long an `inference.started` push may take before it is dropped.
-const STARTED_PUSH_WINDOW: Duration = Duration::from_secs(5);
 
 /// What every task needs from the worker.
 #[derive(Clone)]
@@ -30,12 +28,10 @@ pub struct TaskContext {
     pub registry: Registry,
     /// Task state and results.
     pub store: Arc<dyn TaskStore>,
-    /// Where events go.
-    pub sink: Arc<dyn EventSink>,
+    /// Where events go, each sink with its own deadline.
+    pub sinks: Sinks,
     /// The time, for stamping tasks.
     pub clock: Arc<dyn Clock>,
-    /// How long to keep retrying a push before acking anyway (the result stays in the store).
-    pub push_deadline: Duration,
     /// Fires when tasks in hand must be given back to the queue (end of the grace period).
     pub abort: CancellationToken,
 }
@@ -74,7 +70,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     let clock = context.clock.as_ref();
     let running = TaskRecord::queued(&task).started(clock);
     let first_delivery = arrival == Arrival::First;
-    match store_retrying(context, || context.store.claim(&running, first_delivery)).await {
+    let started = match store_retrying(context, || context.store.claim(&running, first_delivery)).await {
         Err(settlement) => return settlement,
         Ok(Transition::Kept(current)) if current.status == TaskStatus::Running => {
             tracing::info!(task_id = %task.task_id, "a second copy of a running task; not running it twice");
@@ -83,7 +79,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         Ok(Transition::Kept(current)) if current.status.is_final() => {
             // Finished before (a redelivery) or cancelled: make sure the user heard, then ack.
             tracing::info!(task_id = %task.task_id, status = %current.status, "task already final; announcing it again");
-            return announce(&current, context).await;
+            return announce(&current, StartedAnnouncements::default(), context).await;
         }
         Ok(_) => {
             crate::metrics::started(&running);
@@ -94,11 +90,11 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
                 std::time::SystemTime::now(),
                 Vec::new(),
             );
-            announce_started(&running, context)
+            context.sinks.announce_started(&running)
         }
-    }
+    };
 
-    let started = Instant::now();
+    let began = Instant::now();
     let outcome = match context.registry.get(&task.model) {
         Some(model) => {
             let span = tracing::info_span!("inference", model = task.model);
@@ -106,8 +102,8 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         }
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
-    crate::metrics::task_inference(&task.model, started.elapsed());
-    let inference_ms = started.elapsed().as_millis() as u64;
+    crate::metrics::task_inference(&task.model, began.elapsed());
+    let inference_ms = began.elapsed().as_millis() as u64;
     let finished = match outcome {
         Ok(output) => running.succeeded(output, inference_ms, clock),
         Err(error) => {
@@ -115,7 +111,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
             running.failed(error, inference_ms, clock)
         }
     };
-    finish(finished, context).await
+    finish(finished, started, context).await
 }
 
 /// Defence in depth: a task may only ever be pushed to its own user's channel.
@@ -135,11 +131,13 @@ pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> S
     }
     tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
     crate::metrics::dead_letter(&task.model);
-    finish(TaskRecord::queued(&task).dead_lettered(context.clock.as_ref()), context).await
+    let failed = TaskRecord::queued(&task).dead_lettered(context.clock.as_ref());
+    finish(failed, StartedAnnouncements::default(), context).await
 }
 
-/// Stores a final record (or takes the final one already stored) and announces it.
-async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
+/// Stores a final record (or takes the final one already stored) and announces it (after
+/// each sink's `started`).
+async fn finish(record: TaskRecord, started: StartedAnnouncements, context: &TaskContext) -> Settlement {
     let stored = match store_retrying(context, || context.store.transition(&record)).await {
         Err(settlement) => return settlement,
         Ok(Transition::Kept(current)) if current.status.is_final() => *current,
@@ -148,39 +146,24 @@ async fn finish(record: TaskRecord, context: &TaskContext) -> Settlement {
             record
         }
     };
-    announce(&stored, context).await
+    announce(&stored, started, context).await
 }
 
-/// Tells the owner a worker started the task, in the background and on a best-effort
-/// basis: it never holds the task, and a lost one costs nothing, since the final event
-/// and the status API are what count.
-fn announce_started(record: &TaskRecord, context: &TaskContext) {
-    let (record, sink) = (record.clone(), context.sink.clone());
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(STARTED_PUSH_WINDOW, sink.deliver(&record)).await;
-    });
-}
-
-/// Announces a final record; the record is already safe, so whatever the sink does, the
-/// task is acked (unless the worker is stopping, when it is requeued and the next worker
-/// announces the stored result).
-async fn announce(record: &TaskRecord, context: &TaskContext) -> Settlement {
-    let push = context.sink.deliver(record).instrument(tracing::info_span!("push", status = %record.status));
-    match tokio::time::timeout(context.push_deadline, push).await {
-        Ok(Ok(())) => {
+/// Announces a final record to every sink it wants; the record is already safe, so
+/// whatever the sinks do the task is acked, unless the worker is stopping, when it is
+/// requeued and the next worker announces the stored result.
+async fn announce(record: &TaskRecord, started: StartedAnnouncements, context: &TaskContext) -> Settlement {
+    let push = context
+        .sinks
+        .announce(record, started)
+        .instrument(tracing::info_span!("push", status = %record.status));
+    match push.await {
+        Announced::Settled => {
             crate::metrics::pushed(record, context.clock.now_ms());
             tracing::info!(task_id = %record.task_id, model = record.model, status = %record.status, "task done");
             Settlement::Ack
         }
-        Ok(Err(PushError::Aborted)) => Settlement::Requeue,
-        Ok(Err(PushError::Rejected(reason))) => {
-            tracing::error!(task_id = %record.task_id, reason, "the result was not pushed; it stays retrievable by GET");
-            Settlement::Ack
-        }
-        Err(_) => {
-            tracing::warn!(task_id = %record.task_id, deadline = ?context.push_deadline, "could not push in time; the result stays retrievable by GET");
-            Settlement::Ack
-        }
+        Announced::Aborted => Settlement::Requeue,
     }
 }
 

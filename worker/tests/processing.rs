@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use inferpush_protocol::{
-    Clock, InferenceChannel, Lane, ManualClock, TaskEnvelope, TaskRecord, TaskStatus, Timings,
+    Clock, InferenceChannel, Lane, ManualClock, SinkKind, TaskEnvelope, TaskRecord, TaskStatus, Timings,
 };
 use inferpush_store::{Admission, Created, MemoryTaskStore, TaskStore};
-use inferpush_worker::delivery::{EventSink, PushError};
+use inferpush_worker::delivery::{EventSink, PushError, Route, Sinks};
 use inferpush_worker::model::device::{DeviceChoice, Precision};
 use inferpush_worker::model::embedding::{BatchSettings, EngineChoice};
 use inferpush_worker::model::{EmbeddingSettings, Registry};
@@ -31,6 +31,10 @@ struct RecordingSink {
 
 #[async_trait]
 impl EventSink for RecordingSink {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Pusher
+    }
+
     async fn deliver(&self, record: &TaskRecord) -> Result<(), PushError> {
         let store = self.store.lock().unwrap().clone().expect("store set");
         let stored = store.get(record.task_id).await.unwrap().map(|r| r.status);
@@ -73,9 +77,8 @@ fn harness() -> Harness {
     let context = TaskContext {
         registry: Registry::build(&["echo".into()], &embedding).unwrap(),
         store: store.clone(),
-        sink: sink.clone(),
+        sinks: Sinks::new(vec![Route { sink: sink.clone(), deadline: Duration::from_secs(5) }]),
         clock: clock.clone(),
-        push_deadline: Duration::from_secs(5),
         abort: CancellationToken::new(),
     };
     Harness { context, store, sink, clock }

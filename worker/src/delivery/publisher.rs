@@ -23,7 +23,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-use super::PushError;
+use super::{PushError, jittered};
 
 struct Pending {
     event: BatchEvent,
@@ -297,11 +297,6 @@ pub async fn verify_credentials(target: &SoketiTarget) -> Result<(), Credentials
     }
 }
 
-/// `base` scaled by a random factor in [0.5, 1.5), so retrying workers spread out.
-fn jittered(base: Duration) -> Duration {
-    base.mul_f64(0.5 + fastrand::f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,13 +327,5 @@ mod tests {
         assert_eq!(verdict(413, "too large"), "rejected");
         assert_eq!(verdict(503, "down"), "retry");
         assert_eq!(verdict(429, ""), "retry");
-    }
-
-    #[test]
-    fn jitter_stays_within_half_to_one_and_a_half() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_millis(1000));
-            assert!(d >= Duration::from_millis(500) && d < Duration::from_millis(1500), "{d:?}");
-        }
     }
 }

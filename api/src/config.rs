@@ -7,7 +7,9 @@ use clap::Parser;
 use inferpush_service::settings::UnsafeSetting;
 
 use crate::queue::DEFAULT_PUBLISH_TIMEOUT;
-use inferpush_service::{AmqpArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration};
+use inferpush_service::{
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
+};
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
 #[derive(Debug, Clone, Parser)]
@@ -126,6 +128,8 @@ pub struct ApiConfig {
     pub store: StoreArgs,
     #[command(flatten)]
     pub pusher: PusherArgs,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod delivery;
 pub mod dev;
 pub mod error;
 pub mod limits;
@@ -42,6 +43,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::tasks::router())
         .merge(routes::channel_auth::router())
         .merge(routes::models::router())
+        .merge(routes::delivery::router())
+        .merge(routes::events::router())
         .merge(routes::health::router())
         .merge(openapi::router())
         .fallback(|| async { error::AppError::NotFound("no such endpoint".into()) })

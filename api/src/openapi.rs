@@ -32,8 +32,9 @@ pub const BEARER: &str = "bearer";
         description = "Asynchronous inference whose results are pushed over the Pusher Channels protocol. \
             Submit a task (`POST /v1/inference`, answered `202` at once), subscribe to the channel the answer \
             names with pusher-js or Laravel Echo, and receive `inference.started`, then `inference.completed` \
-            or `inference.failed`, whose data is an `InferenceEvent`. Errors are `application/problem+json` \
-            (RFC 9457).",
+            or `inference.failed`, whose data is an `InferenceEvent`. The same events also come as server-sent \
+            events (`GET /v1/events`), over MQTT and as signed webhooks (`GET /v1/delivery`). Errors are \
+            `application/problem+json` (RFC 9457).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -42,6 +43,9 @@ pub const BEARER: &str = "bearer";
         routes::tasks::status,
         routes::tasks::cancel,
         routes::models::list,
+        routes::delivery::options,
+        routes::events::user_events,
+        routes::events::task_events,
         routes::channel_auth::authorize,
         routes::health::healthz,
         routes::health::readyz,
@@ -52,6 +56,7 @@ pub const BEARER: &str = "bearer";
     modifiers(&SharedAnswers),
     tags(
         (name = "tasks", description = "Submit tasks and follow them"),
+        (name = "events", description = "Where a task's events go: server-sent events, and the sinks on offer"),
         (name = "pusher", description = "Sign Pusher channel subscriptions (pusher-js, Laravel Echo)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),

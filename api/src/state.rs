@@ -14,6 +14,7 @@ use inferpush_store::TaskStore;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::keys::{ApiKeys, DEV_KEYS};
 use crate::config::ApiConfig;
+use crate::delivery::DeliveryState;
 use crate::dev::{DevMode, DevTokens, PusherPublic, demo};
 use crate::limits::{Limits, UserLimit};
 use crate::queue::TaskQueue;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Development mode (demo tokens and page), when on.
     pub dev: Option<Arc<DevMode>>,
+    /// The sinks, webhook targets and event logs.
+    pub delivery: Arc<DeliveryState>,
 }
 
 impl AppState {
@@ -86,7 +89,15 @@ impl AppState {
         if !store.is_ready().await {
             tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
         }
+        let delivery = DeliveryState::new(
+            config.delivery.enabled(),
+            config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
+            config.delivery.mqtt_topic_prefix.clone(),
+            Arc::new(store.events()),
+        );
+        tracing::info!(sinks = ?delivery.enabled, "delivering events");
         Ok(Self {
+            delivery: Arc::new(delivery),
             queue: Arc::new(queue),
             store: Arc::new(store),
             clock,
@@ -124,6 +135,7 @@ pub fn check_config(config: &ApiConfig) -> anyhow::Result<()> {
     jwt_verifier(config)?;
     config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
     config.tls.trusted()?;
+    config.delivery.check()?;
     Ok(())
 }
 

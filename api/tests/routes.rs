@@ -5,6 +5,8 @@
 
 #[path = "routes/accepted.rs"]
 mod accepted;
+#[path = "routes/delivery.rs"]
+mod delivery;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +16,13 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use inferpush_api::auth::jwt::JwtVerifier;
 use inferpush_api::auth::keys::ApiKeys;
+use inferpush_api::delivery::DeliveryState;
 use inferpush_api::dev::{DevMode, DevTokens, PusherPublic};
 use inferpush_api::limits::{Limits, UserLimit};
 use inferpush_api::queue::amqp::Broker;
 use inferpush_api::{AppState, app};
-use inferpush_protocol::{AppCredentials, SystemClock, Topology};
-use inferpush_store::RedisTaskStore;
+use inferpush_protocol::{AppCredentials, SinkKind, SystemClock, Topology, WebhookTargets};
+use inferpush_store::{MemoryEventLog, RedisTaskStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -56,6 +59,12 @@ fn state() -> AppState {
         publish_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
         dev: None,
+        delivery: Arc::new(DeliveryState::new(
+            vec![SinkKind::Pusher, SinkKind::Sse, SinkKind::Webhook],
+            WebhookTargets::default(),
+            "inferpush".into(),
+            Arc::new(MemoryEventLog::default()),
+        )),
     }
 }
 

@@ -90,7 +90,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError> {
-    let body = Accepted::of(record, &state.public_url);
+    let body = Accepted::of(record, &state.public_url).delivered_by(record, &state.delivery.enabled);
     let location = HeaderValue::from_str(&body.status_url).map_err(|e| AppError::Internal(e.into()))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }
@@ -155,8 +155,13 @@ async fn accept(
     let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
     let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
+    let delivery = request.delivery();
+    delivery
+        .validate(&state.delivery.enabled, &state.delivery.webhook_targets)
+        .map_err(AppError::Unprocessable)?;
     let admission = admission(&state, &request)?;
-    let task = TaskEnvelope::new(user.id, request.model, request.input, channel, state.clock.now_ms());
+    let task = TaskEnvelope::new(user.id, request.model, request.input, channel, state.clock.now_ms())
+        .with_delivery(delivery);
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);

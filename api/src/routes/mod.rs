@@ -1,6 +1,8 @@
 //! The HTTP routes, one module per area.
 
 pub mod channel_auth;
+pub mod delivery;
+pub mod events;
 pub mod health;
 pub mod inference;
 pub mod models;

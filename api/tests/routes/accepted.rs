@@ -19,8 +19,8 @@ use tower::ServiceExt;
 /// A queue that keeps what it is handed, or refuses as an unreachable broker would, or
 /// loses what it is handed without a word (a publish whose confirm never comes).
 #[derive(Default)]
-struct RecordingQueue {
-    published: Mutex<Vec<(TaskEnvelope, String, Lane)>>,
+pub(super) struct RecordingQueue {
+    pub(super) published: Mutex<Vec<(TaskEnvelope, String, Lane)>>,
     down: AtomicBool,
     loses: AtomicBool,
 }
@@ -43,16 +43,16 @@ impl TaskQueue for RecordingQueue {
     }
 }
 
-struct InProcess {
-    state: AppState,
-    queue: Arc<RecordingQueue>,
-    store: Arc<MemoryTaskStore>,
+pub(super) struct InProcess {
+    pub(super) state: AppState,
+    pub(super) queue: Arc<RecordingQueue>,
+    pub(super) store: Arc<MemoryTaskStore>,
     clock: Arc<ManualClock>,
 }
 
 const NOW_MS: u64 = 1_800_000_000_000;
 
-fn in_process() -> InProcess {
+pub(super) fn in_process() -> InProcess {
     let queue = Arc::new(RecordingQueue::default());
     let store = Arc::new(MemoryTaskStore::new());
     let clock = Arc::new(ManualClock::at(NOW_MS));
@@ -74,7 +74,7 @@ fn submit_as(user: &str, idempotency_key: &str) -> Request<Body> {
         .unwrap()
 }
 
-fn as_alice(method: &str, uri: &str) -> Request<Body> {
+pub(super) fn as_alice(method: &str, uri: &str) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(uri)

@@ -1,0 +1,276 @@
+//! Server-sent events: `GET /v1/events` streams every event of the caller's tasks,
+//! `GET /v1/inference/{id}/events` those of one task (ending after its final event). Each
+//! event carries its id in the caller's log; a client that reconnects with
+//! `Last-Event-ID` first gets what it missed, from the log, then the live stream: nothing
+//! lost and nothing twice, whichever replica it reaches.
+//!
+//! A stream subscribes to its replica's live feed before it reads the log, and sends only
+//! events after the last one sent, so an event in both arrives once. When the feed had a
+//! gap (Redis reconnected, or the stream fell behind) it reads the log again from there.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::Stream;
+use inferpush_protocol::http::Problem;
+use inferpush_protocol::{SinkKind, TaskId, TaskRecord};
+use inferpush_store::events::{EventId, Live, LoggedEvent, Start};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::AppState;
+use crate::auth::User;
+use crate::body::Path;
+use crate::error::AppError;
+use crate::openapi::PROBLEM_JSON;
+
+/// Every event of the caller's tasks.
+pub const EVENTS_PATH: &str = "/v1/events";
+/// The events of one task.
+pub const TASK_EVENTS_ROUTE: &str = "/v1/inference/{task_id}/events";
+/// Events read from the log per call.
+const PAGE: usize = 500;
+/// How far the api's clock may be ahead of Redis's before a task's first events would be
+/// missed by its stream.
+const CLOCK_SKEW_MARGIN_MS: u64 = 60_000;
+/// How long a client waits before reconnecting (the SSE `retry` field).
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+/// The routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new().route(EVENTS_PATH, get(user_events)).route(TASK_EVENTS_ROUTE, get(task_events))
+}
+
+/// The `Last-Event-ID` a reconnecting client sends.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>, AppError> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    let text = value.to_str().map_err(|_| AppError::BadRequest("Last-Event-ID is not text".into()))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|e| AppError::BadRequest(format!("Last-Event-ID: {e}")))
+}
+
+fn ensure_on(state: &AppState) -> Result<(), AppError> {
+    if state.delivery.is_on(SinkKind::Sse) {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(
+            "server-sent events are not turned on here (INFERPUSH_SINKS has no `sse`)".into(),
+        ))
+    }
+}
+
+/// Every event of the caller's tasks as they happen, as `text/event-stream`. With
+/// `Last-Event-ID`, the events after it first.
+#[utoipa::path(
+    get,
+    path = EVENTS_PATH,
+    tag = "events",
+    security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the events after it are sent first")),
+    responses(
+        (status = 200, description = "A stream of `inference.started`, `inference.completed` and `inference.failed` events, each `data` an InferenceEvent", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "Server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn user_events(
+    State(state): State<AppState>,
+    user: User,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    ensure_on(&state)?;
+    let follow = Follow { user_id: user.id, task: None };
+    let cursor = match last_event_id(&headers)? {
+        Some(id) => Cursor::After(id),
+        None => Cursor::Fresh(state.clock.now_ms()),
+    };
+    follow.stream(state, cursor, None).await
+}
+
+/// The events of one of the caller's tasks, from its first, ending after its final one.
+/// With `Last-Event-ID`, the events after it.
+#[utoipa::path(
+    get,
+    path = TASK_EVENTS_ROUTE,
+    tag = "events",
+    security(("bearer" = [])),
+    params(
+        ("task_id" = String, Path, description = "The task's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the events after it are sent"),
+    ),
+    responses(
+        (status = 200, description = "The task's events; the stream ends after `inference.completed` or `inference.failed`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task (or not the caller's), or server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(crate) async fn task_events(
+    State(state): State<AppState>,
+    user: User,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    ensure_on(&state)?;
+    let record = super::tasks::own_task(&state, &user, &task_id).await?;
+    let cursor = match last_event_id(&headers)? {
+        Some(id) => Cursor::After(id),
+        // The log's ids are Redis's clock, the submission time the api's: a margin for skew.
+        None => Cursor::Since(record.submitted_at_ms.saturating_sub(CLOCK_SKEW_MARGIN_MS)),
+    };
+    let follow = Follow { user_id: user.id, task: Some(record.task_id) };
+    follow.stream(state, cursor, Some(record)).await
+}
+
+/// Where a stream stands in its log.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// Opened without an id: live events only, and after a gap the log from this moment.
+    Fresh(u64),
+    /// From this millisecond (a task's events from its submission).
+    Since(u64),
+    /// After this event, the last one sent.
+    After(EventId),
+}
+
+impl Cursor {
+    fn start(self) -> Start {
+        match self {
+            Cursor::Fresh(ms) | Cursor::Since(ms) => Start::Since(ms),
+            Cursor::After(id) => Start::After(id),
+        }
+    }
+
+    /// Whether a live event is new to this stream.
+    fn wants(self, id: EventId) -> bool {
+        match self {
+            Cursor::Fresh(_) => true,
+            Cursor::Since(ms) => id.ms >= ms,
+            Cursor::After(last) => id > last,
+        }
+    }
+}
+
+/// Whose events a stream carries.
+struct Follow {
+    user_id: String,
+    task: Option<TaskId>,
+}
+
+impl Follow {
+    fn carries(&self, event: &LoggedEvent) -> bool {
+        event.user_id == self.user_id && self.task.is_none_or(|task| task == event.task_id)
+    }
+
+    /// Subscribes, replays from `cursor` (failing with 503 when the log cannot be read
+    /// now), then follows the live feed in the background.
+    async fn stream(
+        self,
+        state: AppState,
+        mut cursor: Cursor,
+        record: Option<TaskRecord>,
+    ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+        let live = state.delivery.live.subscribe();
+        let (mut first, ended) = self.replay(&state, &mut cursor).await?;
+        first.insert(0, Event::default().retry(RECONNECT_AFTER));
+        let (sender, mut receiver) = mpsc::channel::<Event>(64);
+        match record {
+            _ if ended => {}
+            Some(record) if record.status.is_final() => {
+                // Final, yet no final event in the log: announced elsewhere only, or trimmed.
+                let data =
+                    serde_json::to_string(&record.event()).map_err(|e| AppError::Internal(e.into()))?;
+                let name = record.status.event_name().unwrap_or(inferpush_protocol::EventName::FAILED);
+                first.push(Event::default().event(name).data(data));
+            }
+            _ => {
+                tokio::spawn(self.follow(state, cursor, live, sender));
+            }
+        }
+        let rest = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let events = futures::StreamExt::chain(futures::stream::iter(first), rest);
+        Ok(Sse::new(futures::StreamExt::map(events, Ok)).keep_alive(KeepAlive::default()))
+    }
+
+    /// The log's events after `cursor`, page by page, moving the cursor past them; true
+    /// when one of them ends the stream (a task's final event).
+    async fn replay(&self, state: &AppState, cursor: &mut Cursor) -> Result<(Vec<Event>, bool), AppError> {
+        let mut out = Vec::new();
+        loop {
+            let page = state.delivery.events.read(&self.user_id, cursor.start(), PAGE).await?;
+            let full = page.len() == PAGE;
+            for event in page {
+                *cursor = Cursor::After(event.id);
+                if self.carries(&event) {
+                    out.push(sse_event(&event));
+                    if self.ends_with(&event) {
+                        return Ok((out, true));
+                    }
+                }
+            }
+            if !full {
+                return Ok((out, false));
+            }
+        }
+    }
+
+    /// Whether `event` is the last of this stream: a task's final event.
+    fn ends_with(&self, event: &LoggedEvent) -> bool {
+        self.task.is_some() && event.event != inferpush_protocol::EventName::STARTED
+    }
+
+    /// The live feed until the client leaves (or its task ends): new events out, and
+    /// after a gap the log read again from the last one sent.
+    async fn follow(
+        self,
+        state: AppState,
+        mut cursor: Cursor,
+        mut live: broadcast::Receiver<Live>,
+        sender: mpsc::Sender<Event>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                _ = sender.closed() => return,
+                next = live.recv() => next,
+            };
+            let outcome = match next {
+                Ok(Live::Event(event)) if self.carries(&event) && cursor.wants(event.id) => {
+                    cursor = Cursor::After(event.id);
+                    (vec![sse_event(&event)], self.ends_with(&event))
+                }
+                Ok(Live::Event(_)) => continue,
+                Ok(Live::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    match self.replay(&state, &mut cursor).await {
+                        Ok(replayed) => replayed,
+                        Err(error) => {
+                            // The log is unreadable now; the feed reports a gap when Redis is
+                            // back, and the log is read again then.
+                            tracing::warn!(%error, "event stream: cannot read the log");
+                            continue;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let (events, ended) = outcome;
+            for event in events {
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+}
+
+/// A logged event as sent.
+fn sse_event(event: &LoggedEvent) -> Event {
+    Event::default().id(event.id.to_string()).event(&event.event).data(&event.data)
+}

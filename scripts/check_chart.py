@@ -39,6 +39,9 @@ SECRET_STAND_INS = {
     "encryption-master-key": "A" * 43 + "=",
     "hs256-secret": "a-long-random-jwt-secret-of-at-least-32-bytes",
     "rs256-public-key.pem": "",
+    "webhook-secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "mqtt-username": "inferpush-worker",
+    "mqtt-password": "a-broker-password",
 }
 # Values that must not install, and a word the refusal must contain.
 REFUSED = [
@@ -49,6 +52,8 @@ REFUSED = [
     ({"workers": [{"name": "cpu", "models": ["gpt-17"]}]}, "models"),
     ({"workers": [{"name": "gpu", "models": ["echo"], "device": "tpu"}]}, "device"),
     ({"api": {"replicas": "two"}}, "replicas"),
+    ({"delivery": {"sinks": ["pusher", "mqtt"]}}, "delivery.mqtt.url"),
+    ({"delivery": {"sinks": ["fax"]}}, "sinks"),
 ]
 
 failures: list[str] = []

@@ -47,6 +47,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "inferpush.pusherSecret" -}}{{ .Values.pusher.existingSecret | default (printf "%s-pusher" (include "inferpush.fullname" .)) }}{{- end }}
 {{- define "inferpush.authSecret" -}}{{ .Values.auth.existingSecret | default (printf "%s-auth" (include "inferpush.fullname" .)) }}{{- end }}
 {{- define "inferpush.jwtSecret" -}}{{ .Values.auth.jwt.existingSecret | default (printf "%s-auth" (include "inferpush.fullname" .)) }}{{- end }}
+{{- define "inferpush.deliverySecret" -}}{{ .Values.delivery.webhook.existingSecret | default (printf "%s-delivery" (include "inferpush.fullname" .)) }}{{- end }}
 {{- define "inferpush.soketiHost" -}}{{ include "inferpush.fullname" . }}-soketi{{- end }}
 
 {{/* Which JWTs the api accepts: "HS256", "RS256", or empty. */}}
@@ -77,6 +78,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if and (include "inferpush.jwtAlgorithm" .) (or (not .Values.auth.jwt.issuer) (not .Values.auth.jwt.audience)) }}
 {{- fail "auth.jwt: JWTs are accepted, so auth.jwt.issuer and auth.jwt.audience are required (a token signed for another service would pass otherwise)" }}
+{{- end }}
+{{- if and (has "mqtt" .Values.delivery.sinks) (not .Values.delivery.mqtt.url) }}
+{{- fail "delivery.sinks has mqtt: set delivery.mqtt.url to the broker (mqtt://host:1883 or mqtts://host:8883)" }}
 {{- end }}
 {{- if and .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
 {{- fail "ingress.tls.enabled: set ingress.tls.secretName to the Secret holding the certificate" }}
@@ -135,6 +139,14 @@ app.kubernetes.io/component: {{ .component }}
 - name: INFERPUSH_TLS_CA_FILE
   value: /etc/inferpush/ca/{{ .Values.tls.caConfigMapKey }}
 {{- end }}
+- name: INFERPUSH_SINKS
+  value: {{ join "," .Values.delivery.sinks | quote }}
+- name: INFERPUSH_MQTT_TOPIC_PREFIX
+  value: {{ .Values.delivery.mqtt.topicPrefix | quote }}
+{{- with .Values.delivery.webhook.allowedHosts }}
+- name: INFERPUSH_WEBHOOK_ALLOWED_HOSTS
+  value: {{ join "," . | quote }}
+{{- end }}
 - name: INFERPUSH_LOG_FORMAT
   value: {{ .Values.observability.logFormat | quote }}
 {{- with .Values.observability.otlpEndpoint }}
@@ -170,5 +182,32 @@ app.kubernetes.io/component: {{ .component }}
 - name: ca
   mountPath: /etc/inferpush/ca
   readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* What only the workers need to deliver: the webhook secret and the MQTT broker. */}}
+{{- define "inferpush.deliveryEnv" -}}
+{{- if has "webhook" .Values.delivery.sinks }}
+- name: INFERPUSH_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "inferpush.deliverySecret" . }}
+      key: webhook-secret
+{{- end }}
+{{- if has "mqtt" .Values.delivery.sinks }}
+- name: INFERPUSH_MQTT_URL
+  value: {{ .Values.delivery.mqtt.url | quote }}
+{{- with .Values.delivery.mqtt.existingSecret }}
+- name: INFERPUSH_MQTT_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: mqtt-username
+- name: INFERPUSH_MQTT_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: mqtt-password
+{{- end }}
 {{- end }}
 {{- end }}

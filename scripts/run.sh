@@ -8,6 +8,18 @@ export INFERPUSH_DEV_MODE="${INFERPUSH_DEV_MODE:-true}"
 export PUSHER_APP_ID="${PUSHER_APP_ID:-app-id}" PUSHER_APP_KEY="${PUSHER_APP_KEY:-app-key}"
 export PUSHER_APP_SECRET="${PUSHER_APP_SECRET:-app-secret}" PUSHER_PORT="${PUSHER_PORT:-6001}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
+# Events go to Pusher, server-sent events and webhooks; and to MQTT when a broker answers
+# on INFERPUSH_MQTT_URL (the local Mosquitto by default).
+MQTT_HOSTPORT="${INFERPUSH_MQTT_URL:-mqtt://127.0.0.1:1883}"; MQTT_HOSTPORT="${MQTT_HOSTPORT#*://}"; MQTT_HOSTPORT="${MQTT_HOSTPORT#*@}"
+if [ -z "${INFERPUSH_SINKS:-}" ]; then
+  INFERPUSH_SINKS=pusher,sse,webhook
+  if timeout 1 bash -c "exec 3<>/dev/tcp/${MQTT_HOSTPORT%:*}/${MQTT_HOSTPORT##*:}" 2>/dev/null; then
+    INFERPUSH_SINKS="$INFERPUSH_SINKS,mqtt"
+  fi
+fi
+export INFERPUSH_SINKS
+# Development webhooks may go to this machine's own receivers.
+export INFERPUSH_WEBHOOK_ALLOWED_HOSTS="${INFERPUSH_WEBHOOK_ALLOWED_HOSTS:-localhost,127.0.0.0/8,::1}"
 
 scripts/ensure-services.sh
 
@@ -44,6 +56,6 @@ pids+=($!)
 "$BIN/inferpush-worker" > >(label worker) 2>&1 &
 pids+=($!)
 
-echo "inferpush is up: demo page and api http://127.0.0.1:8080/, Soketi ws://127.0.0.1:$PUSHER_PORT (Ctrl-C stops everything)"
+echo "inferpush is up: demo page and api http://127.0.0.1:8080/, Soketi ws://127.0.0.1:$PUSHER_PORT, events to $INFERPUSH_SINKS (Ctrl-C stops everything)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the others"

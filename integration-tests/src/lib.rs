@@ -10,12 +10,14 @@ pub mod burst;
 pub mod containers;
 pub mod listener;
 pub mod metrics;
+pub mod mosquitto;
 pub mod node;
 pub mod otlp;
 pub mod process;
 pub mod stack;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod webhooks;
 
 pub use inferpush_client::pusher::{PusherClient, PusherMessage};
 pub use stack::{Services, Stack, StackOptions};

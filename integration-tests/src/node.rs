@@ -41,9 +41,15 @@ pub struct NodeDriver {
 impl NodeDriver {
     /// Starts `node <script>` against `stack`.
     pub fn start(stack: &Stack, script: &str) -> Self {
+        Self::start_with(stack, script, &[])
+    }
+
+    /// Starts `node <script>` against `stack`, with `extra` environment.
+    pub fn start_with(stack: &Stack, script: &str, extra: &[(&str, String)]) -> Self {
         let mut child = Command::new("node")
             .arg(workspace_root().join(script))
             .envs(stack.node_env())
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

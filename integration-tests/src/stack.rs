@@ -25,6 +25,8 @@ pub const APP_SECRET: &str = "itest-secret-0123456789abcdef";
 
 /// The encryption master key of every test stack: base64 of 32 bytes of 9.
 pub const MASTER_KEY_BASE64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+/// The Standard Webhooks secret of every test stack.
+pub const WEBHOOK_SECRET: &str = "whsec_aXRlc3Qtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ==";
 /// HS256 secret for test JWTs.
 pub const JWT_SECRET: &str = "itest-jwt-secret";
 /// Required `iss` of test JWTs.
@@ -113,6 +115,8 @@ pub struct Stack {
     redis_dir: Option<std::path::PathBuf>,
     soketi: Option<Service>,
     api: Option<Service>,
+    /// More api replicas.
+    replicas: Vec<Service>,
     /// The current worker, if any.
     pub worker: Option<Service>,
     workers_started: usize,
@@ -144,6 +148,7 @@ impl Stack {
             options,
             soketi: None,
             api: None,
+            replicas: Vec::new(),
             worker: None,
             workers_started: 0,
             http: reqwest::Client::new(),
@@ -176,32 +181,48 @@ impl Stack {
         if stack.soketi_container.is_none() {
             stack.start_soketi().await;
         }
-        let mut api = Service::start(
-            "inferpush-api",
-            &format!("{}-api", stack.name),
-            &bin_dir().join("inferpush-api"),
-            &[],
-            &[
-                stack.common_env(),
-                vec![
-                    // Port 0: the api binds a free port itself and logs it, so no other
-                    // process can take it between choosing and binding.
-                    ("INFERPUSH_API_ADDR", "127.0.0.1:0".into()),
-                    ("INFERPUSH_DEV_MODE", stack.options.dev_mode.to_string()),
-                    ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
-                ],
-                stack.options.api_env.clone(),
-            ]
-            .concat(),
-        );
-        let addr = api.wait_for_log_value("listening", "addr", Duration::from_secs(30)).await;
-        stack.api_url = format!("http://{addr}");
+        let (api, api_url) = stack.launch_api("api").await;
+        stack.api_url = api_url;
         stack.api = Some(api);
-        wait_http_ok(&format!("{}/readyz", stack.api_url), Duration::from_secs(30), "inferpush-api").await;
         if stack.options.worker {
             stack.start_worker().await;
         }
         stack
+    }
+
+    /// Starts an api process on a free port and waits until it is ready.
+    async fn launch_api(&self, label: &str) -> (Service, String) {
+        let mut api = Service::start(
+            "inferpush-api",
+            &format!("{}-{label}", self.name),
+            &bin_dir().join("inferpush-api"),
+            &[],
+            &[
+                self.common_env(),
+                vec![
+                    // Port 0: the api binds a free port itself and logs it, so no other
+                    // process can take it between choosing and binding.
+                    ("INFERPUSH_API_ADDR", "127.0.0.1:0".into()),
+                    ("INFERPUSH_DEV_MODE", self.options.dev_mode.to_string()),
+                    ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
+                ],
+                self.options.api_env.clone(),
+            ]
+            .concat(),
+        );
+        let addr = api.wait_for_log_value("listening", "addr", Duration::from_secs(30)).await;
+        let url = format!("http://{addr}");
+        wait_http_ok(&format!("{url}/readyz"), Duration::from_secs(30), "inferpush-api").await;
+        (api, url)
+    }
+
+    /// Starts one more api replica on the same services (as behind a load balancer) and
+    /// answers its URL; it stops with the stack.
+    pub async fn start_api_replica(&mut self) -> String {
+        let label = format!("api{}", self.replicas.len() + 2);
+        let (api, url) = self.launch_api(&label).await;
+        self.replicas.push(api);
+        url
     }
 
     fn common_env(&self) -> Vec<(&'static str, String)> {
@@ -220,6 +241,9 @@ impl Stack {
             ("INFERPUSH_JWT_HS256_SECRET", JWT_SECRET.into()),
             ("INFERPUSH_JWT_ISSUER", JWT_ISSUER.into()),
             ("INFERPUSH_JWT_AUDIENCE", JWT_AUDIENCE.into()),
+            ("INFERPUSH_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+            // Tests' webhook receivers listen on loopback.
+            ("INFERPUSH_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1,localhost,::1".into()),
         ];
         if let Some((files, terminator)) = &self.tls {
             env[0].1 = format!("amqps://guest:guest@127.0.0.1:{}/%2f", terminator.port);
@@ -467,11 +491,16 @@ impl Stack {
 
     /// `POST /v1/inference`: (status, body).
     pub async fn submit(&self, api_key: &str, model: &str, input: Value) -> (u16, Value) {
+        self.submit_body(api_key, serde_json::to_value(SubmitRequest::new(model, input)).expect("json")).await
+    }
+
+    /// `POST /v1/inference` with any body: (status, body).
+    pub async fn submit_body(&self, api_key: &str, body: Value) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}/v1/inference", self.api_url))
             .bearer_auth(api_key)
-            .json(&SubmitRequest::new(model, input))
+            .json(&body)
             .send()
             .await
             .expect("api answers");
@@ -503,6 +532,7 @@ impl Stack {
         [&self.redis, &self.soketi, &self.api, &self.worker]
             .into_iter()
             .flatten()
+            .chain(&self.replicas)
             .map(|s| format!("== {} ==\n{}", s.log_path().display(), s.log_text()))
             .collect::<Vec<_>>()
             .join("\n")
@@ -513,6 +543,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         // Children are killed by kill_on_drop; the names on the shared broker go too.
         self.worker.take();
+        self.replicas.clear();
         self.api.take();
         self.soketi.take();
         self.redis.take();

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
 use inferpush_protocol::http::Problem;
 use inferpush_protocol::{SinkKind, TaskId, TaskRecord};
 use inferpush_store::events::{EventId, Live, LoggedEvent, Start};
@@ -83,7 +83,7 @@ pub(crate) async fn user_events(
     State(state): State<AppState>,
     user: User,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+) -> Result<Response, AppError> {
     ensure_on(&state)?;
     let follow = Follow { user_id: user.id, task: None };
     let cursor = match last_event_id(&headers)? {
@@ -106,6 +106,7 @@ pub(crate) async fn user_events(
     ),
     responses(
         (status = 200, description = "The task's events; the stream ends after `inference.completed` or `inference.failed`", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The task is finished and the client had its final event (a reconnect after the end): EventSource stops"),
         (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such task (or not the caller's), or server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
     ),
@@ -115,7 +116,7 @@ pub(crate) async fn task_events(
     user: User,
     Path(task_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+) -> Result<Response, AppError> {
     ensure_on(&state)?;
     let record = super::tasks::own_task(&state, &user, &task_id).await?;
     let cursor = match last_event_id(&headers)? {
@@ -174,9 +175,15 @@ impl Follow {
         state: AppState,
         mut cursor: Cursor,
         record: Option<TaskRecord>,
-    ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    ) -> Result<Response, AppError> {
         let live = state.delivery.live.subscribe();
+        let resumed = matches!(cursor, Cursor::After(_));
         let (mut first, ended) = self.replay(&state, &mut cursor).await?;
+        let finished = record.as_ref().is_some_and(|r| r.status.is_final());
+        if resumed && finished && first.is_empty() {
+            // A reconnect after the task's last event: 204 tells EventSource to stop.
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         first.insert(0, Event::default().retry(RECONNECT_AFTER));
         let (sender, mut receiver) = mpsc::channel::<Event>(64);
         match record {
@@ -194,7 +201,8 @@ impl Follow {
         }
         let rest = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
         let events = futures::StreamExt::chain(futures::stream::iter(first), rest);
-        Ok(Sse::new(futures::StreamExt::map(events, Ok)).keep_alive(KeepAlive::default()))
+        let events = futures::StreamExt::map(events, Ok::<_, Infallible>);
+        Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
     }
 
     /// The log's events after `cursor`, page by page, moving the cursor past them; true

@@ -1,0 +1,203 @@
+//! Every way a task's events leave, against the real services and real clients:
+//! signed webhooks checked by the Standard Webhooks reference library, server-sent events
+//! through a second api replica with a real EventSource, and MQTT to a Mosquitto of the
+//! test's own with mqtt.js subscribed, through a broker restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use inferpush_integration_tests::mosquitto::{self, Mosquitto};
+use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
+use inferpush_integration_tests::stack::WEBHOOK_SECRET;
+use inferpush_integration_tests::webhooks::{Attempt, WebhookReceiver};
+use inferpush_integration_tests::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+/// Submits `body` as alice and answers the task id.
+async fn submit(stack: &Stack, body: Value) -> String {
+    let (status, answer) = stack.submit_body("dev-alice", body.clone()).await;
+    assert_eq!(status, 202, "{body}: {answer}");
+    answer["task_id"].as_str().expect("a task id").to_owned()
+}
+
+/// Waits until alice's task is final.
+async fn finished(stack: &Stack, task_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, record) = stack.task("dev-alice", task_id).await;
+        if matches!(record["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            return record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {task_id} did not finish: {record}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_retried_on_5xx_with_one_id_filtered_and_never_retried_on_4xx() {
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let stack = Stack::start().await;
+    let hook = |path: &str| format!("{}{path}", receiver.url);
+    let flaky =
+        submit(&stack, json!({"model": "echo", "input": {"text": "a"}, "webhook": hook("/flaky")})).await;
+    let filtered = submit(
+        &stack,
+        json!({"model": "echo", "input": {"text": "b"}, "webhook": hook("/ok"), "webhook_events_filter": ["completed"]}),
+    )
+    .await;
+    let gone =
+        submit(&stack, json!({"model": "echo", "input": {"text": "c"}, "webhook": hook("/gone")})).await;
+    for task in [&flaky, &filtered, &gone] {
+        assert_eq!(finished(&stack, task).await["status"], "succeeded");
+    }
+    // The flaky receiver fails the first two attempts of each message; the backoff is
+    // 0.5 s then 1 s, jittered.
+    let delivered = |a: &[Attempt]| {
+        let ok = |task: &str, kind: &str| {
+            a.iter().any(|x| {
+                x.task_id.as_deref() == Some(task) && x.kind.as_deref() == Some(kind) && x.status == 204
+            })
+        };
+        ok(&flaky, "inference.started")
+            && ok(&flaky, "inference.completed")
+            && ok(&filtered, "inference.completed")
+    };
+    receiver.wait_for(Duration::from_secs(30), delivered).await;
+    // Anything late would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = receiver.attempts();
+
+    assert!(attempts.iter().all(|a| a.verified), "every request verifies: {attempts:#?}");
+    let mut ids: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for a in &attempts {
+        let key = (a.task_id.clone().unwrap_or_default(), a.kind.clone().unwrap_or_default());
+        ids.entry(key).or_default().insert(a.id.clone());
+    }
+    assert!(
+        ids.values().all(|set| set.len() == 1),
+        "one webhook-id per task and event, on every attempt: {ids:#?}"
+    );
+    let count = |task: &str, kind: &str, status: Option<u16>| {
+        attempts
+            .iter()
+            .filter(|a| a.task_id.as_deref() == Some(task) && a.kind.as_deref() == Some(kind))
+            .filter(|a| status.is_none_or(|s| a.status == s))
+            .count()
+    };
+    for kind in ["inference.started", "inference.completed"] {
+        assert_eq!(count(&flaky, kind, None), 3, "{kind}: two 503s, then delivered: {attempts:#?}");
+        assert_eq!(count(&flaky, kind, Some(204)), 1, "{kind} delivered once");
+        assert_eq!(count(&gone, kind, None), 1, "{kind}: a 410 is not retried: {attempts:#?}");
+    }
+    assert_eq!(count(&filtered, "inference.started", None), 0, "filtered out");
+    assert_eq!(count(&filtered, "inference.completed", None), 1);
+}
+
+#[tokio::test]
+async fn server_sent_events_reach_an_eventsource_through_another_replica_across_a_reconnect() {
+    let mut stack = Stack::start().await;
+    let second = stack.start_api_replica().await;
+    run_node_tests(&stack, "integration-tests/node/sse.test.mjs", &[("INFERPUSH_API_URL_2", second)]).await;
+}
+
+/// One subscriber's messages, as `(task, event)` pairs, read off its lines.
+fn received(lines: &[String]) -> Vec<(String, String, String)> {
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("message "))
+        .map(|json| {
+            let message: Value = serde_json::from_str(json).expect("a message line");
+            let field = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (field(&message["topic"]), field(&message["data"]["task_id"]), field(&message["event"]))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mqtt_events_reach_their_owner_only_at_qos_1_through_a_broker_restart_mid_burst() {
+    let mut broker = Mosquitto::start().await;
+    let worker_env = vec![
+        ("INFERPUSH_SINKS", "pusher,sse,webhook,mqtt".to_owned()),
+        ("INFERPUSH_MQTT_URL", broker.worker_url()),
+    ];
+    let stack = Stack::start_with(StackOptions { worker_env, ..Default::default() }).await;
+    let (user, password) = mosquitto::USERS[0];
+    // Alice asks for every user's topic; the ACL gives her only her own.
+    let mut alice = NodeDriver::start_with(
+        &stack,
+        "integration-tests/node/mqtt-subscriber.mjs",
+        &[
+            ("MQTT_URL", format!("mqtt://127.0.0.1:{}", broker.port)),
+            ("MQTT_CLIENT_ID", format!("alice-{}", stack.name)),
+            ("MQTT_USERNAME", user.into()),
+            ("MQTT_PASSWORD", password.into()),
+            ("MQTT_TOPIC", "inferpush/+/events".into()),
+        ],
+    );
+    let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
+    assert!(
+        subscribed.is_some_and(|l| l.starts_with("subscribed")),
+        "{:?}\n{}",
+        alice.transcript,
+        broker.log()
+    );
+
+    // Tasks keep coming while the broker is down for 2 s: their events wait in the worker.
+    const TASKS: usize = 120;
+    let burst = async {
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            let input = json!({"text": format!("t{i}"), "delay_ms": 5});
+            tasks.push(submit(&stack, json!({"model": "echo", "input": input})).await);
+            let (status, _) = stack.submit("dev-bob", "echo", json!({"text": "not for alice"})).await;
+            assert_eq!(status, 202);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tasks
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        broker.restart(Duration::from_secs(2)).await;
+    };
+    let (tasks, ()) = tokio::join!(burst, restart);
+    for task in &tasks {
+        finished(&stack, task).await;
+    }
+    let wanted: BTreeSet<&String> = tasks.iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received(&alice.transcript);
+        let completed: BTreeSet<&String> =
+            got.iter().filter(|(_, _, e)| e == "inference.completed").map(|(_, t, _)| t).collect();
+        if wanted.is_subset(&completed) {
+            break;
+        }
+        let missing = wanted.difference(&completed).count();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {TASKS} completions never arrived\n{:?}\n{}\n{}",
+            alice.transcript.iter().filter(|l| !l.starts_with("message")).collect::<Vec<_>>(),
+            broker.log(),
+            stack.logs()
+        );
+        let _ = alice.expect_line(&["message"], Duration::from_millis(500)).await;
+    }
+    let got = received(&alice.transcript);
+    assert!(got.iter().all(|(topic, _, _)| topic == "inferpush/alice/events"), "only alice's own topic");
+    assert!(got.iter().all(|(_, task, _)| wanted.contains(task)), "no task of bob's");
+    assert!(
+        alice.transcript.iter().any(|l| l.starts_with("offline")),
+        "the broker really went away mid-burst: {:?}",
+        alice.transcript.iter().filter(|l| !l.starts_with("message")).collect::<Vec<_>>()
+    );
+    assert!(stack.logs().contains("lost the MQTT broker"), "the worker saw the broker go");
+    let duplicates = got.len() - got.iter().collect::<BTreeSet<_>>().len();
+    println!(
+        "{TASKS} tasks, {} messages to alice, {duplicates} repeated (QoS 1 is at least once)",
+        got.len()
+    );
+}

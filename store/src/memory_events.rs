@@ -11,9 +11,12 @@ use tokio::sync::broadcast;
 use crate::StoreError;
 use crate::events::{EventId, EventLog, Live, LiveFeed, LoggedEvent, Start};
 
+/// Every event in order, and which (task, event name) are logged under which id.
+type Logged = (Vec<LoggedEvent>, HashMap<(TaskId, String), EventId>);
+
 /// Every user's events in one `Mutex`ed list.
 pub struct MemoryEventLog {
-    state: Mutex<(Vec<LoggedEvent>, HashMap<(TaskId, String), EventId>)>,
+    state: Mutex<Logged>,
     live: broadcast::Sender<Live>,
 }
 

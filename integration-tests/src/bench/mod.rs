@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod parts;
 pub mod platform;
 pub mod report;
+pub mod sinks;
 
 use std::time::Duration;
 

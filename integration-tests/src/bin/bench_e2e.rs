@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use inferpush_integration_tests::bench::cpu::{IdleCpu, Measured, pids_named};
-use inferpush_integration_tests::bench::parts;
+use inferpush_integration_tests::bench::{parts, sinks};
 use inferpush_integration_tests::bench::platform::Platform;
 use inferpush_integration_tests::bench::report::{self, RatePoint};
 use inferpush_integration_tests::otlp::OtlpReceiver;
@@ -57,6 +57,18 @@ struct Args {
     /// process), to measure what tracing costs.
     #[arg(long)]
     traces: bool,
+    /// The sinks the platform runs with (INFERPUSH_SINKS), e.g. `pusher` to measure the
+    /// Pusher path alone; default: the deployment default.
+    #[arg(long)]
+    sinks: Option<String>,
+    /// After the rates, measure every sink against the others at this rate on a stack
+    /// with all four on (0: skip).
+    #[arg(long, default_value_t = 100)]
+    per_sink_rate: u32,
+    /// The MQTT broker for the per-sink measurement (anonymous; topics under a prefix of
+    /// this run's own).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: String,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench-e2e")]
     out: PathBuf,
@@ -81,8 +93,12 @@ async fn main() -> anyhow::Result<()> {
         false => None,
     };
     telemetry.extend(receiver.iter().flat_map(OtlpReceiver::env));
+    if let Some(sinks) = &args.sinks {
+        telemetry.push(("INFERPUSH_SINKS", sinks.clone()));
+    }
     let api_env = [api_env, telemetry.clone()].concat();
-    let options = StackOptions { api_env, worker_env: telemetry, prefetch: 256, ..Default::default() };
+    let options =
+        StackOptions { api_env: api_env.clone(), worker_env: telemetry, prefetch: 256, ..Default::default() };
     let stack = Stack::start_with(options).await;
     let mut measured: Vec<Measured> =
         stack.pids().into_iter().map(|(name, pid)| Measured { name, pids: vec![pid] }).collect();
@@ -111,18 +127,41 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let setting = format!(
-        "Users {}, {} s per rate, metrics {}, trace export {}{}.",
+        "Users {}, {} s per rate, sinks {}, metrics {}, trace export {}{}.",
         args.users,
         args.seconds,
+        args.sinks.as_deref().unwrap_or("default (pusher,sse,webhook)"),
         if args.metrics_off { "off" } else { "on" },
         if args.traces { "on" } else { "off" },
         receiver.map_or(String::new(), |r| format!(" ({} spans received)", r.spans().len()))
     );
-    let table = format!("{setting}\n\n{}\n{at_rest}\n", report::table(&points));
+    drop(platform);
+    drop(stack);
+    let per_sink = match args.per_sink_rate {
+        0 => String::new(),
+        rate => per_sink(&args, rate, api_env).await?,
+    };
+    let table = format!("{setting}\n\n{}\n{at_rest}\n\n{per_sink}", report::table(&points));
     println!("{table}");
     std::fs::write(args.out.join("report.md"), &table)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&report::json(&points))?)?;
     report::plot(&points, &args.out.join("latency.svg"))?;
     eprintln!("wrote {}/report.md, results.json and latency.svg", args.out.display());
     Ok(())
+}
+
+/// Every sink against the others, on a stack of its own with all four on.
+async fn per_sink(args: &Args, rate: u32, api_env: Vec<(&'static str, String)>) -> anyhow::Result<String> {
+    let (host, port) = args.mqtt.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--mqtt is host:port"))?;
+    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let env = sinks::stack_env(&format!("mqtt://{}", args.mqtt), &prefix);
+    let api_env = [api_env, env.clone()].concat();
+    let options = StackOptions { api_env, worker_env: env, prefetch: 256, ..Default::default() };
+    let stack = Stack::start_with(options).await;
+    eprintln!("every sink at {rate}/s for {} s", args.seconds);
+    let drain = Duration::from_secs(args.drain_seconds);
+    let results = sinks::measure(&stack, (host, port.parse()?), &prefix, rate, args.seconds, drain).await?;
+    let table = sinks::table(rate, &results);
+    eprintln!("{table}");
+    Ok(table)
 }

@@ -28,6 +28,22 @@ use crate::body::Path;
 use crate::error::AppError;
 use crate::openapi::PROBLEM_JSON;
 
+/// One event of a stream, as its fields arrive (the OpenAPI document's description of
+/// `text/event-stream`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StreamedEvent {
+    /// Its id in the caller's log (`<ms>-<seq>`), to send back as `Last-Event-ID`. Absent
+    /// only on a finished task's final event rebuilt from its record.
+    #[schema(pattern = "^[0-9]+-[0-9]+$")]
+    id: Option<String>,
+    /// `inference.started`, `inference.completed` or `inference.failed`.
+    #[schema(pattern = "^inference\\.(started|completed|failed)$")]
+    event: String,
+    /// The event's data: an `InferenceEvent` as JSON.
+    data: String,
+}
+
 /// Every event of the caller's tasks.
 pub const EVENTS_PATH: &str = "/v1/events";
 /// The events of one task.
@@ -74,7 +90,7 @@ fn ensure_on(state: &AppState) -> Result<(), AppError> {
     security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the events after it are sent first")),
     responses(
-        (status = 200, description = "A stream of `inference.started`, `inference.completed` and `inference.failed` events, each `data` an InferenceEvent", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of `inference.started`, `inference.completed` and `inference.failed` events, each `data` an InferenceEvent", content_type = "text/event-stream", body = StreamedEvent),
         (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
     ),
@@ -105,7 +121,7 @@ pub(crate) async fn user_events(
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the events after it are sent"),
     ),
     responses(
-        (status = 200, description = "The task's events; the stream ends after `inference.completed` or `inference.failed`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The task's events; the stream ends after `inference.completed` or `inference.failed`", content_type = "text/event-stream", body = StreamedEvent),
         (status = 204, description = "The task is finished and the client had its final event (a reconnect after the end): EventSource stops"),
         (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such task (or not the caller's), or server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),

@@ -70,7 +70,8 @@ pub async fn measure(
     };
 
     // Pusher.
-    let mut pusher: PusherClient = stack.subscribed_client(&token, &format!("private-inference.{USER}")).await;
+    let mut pusher: PusherClient =
+        stack.subscribed_client(&token, &format!("private-inference.{USER}")).await;
     let (tx, seq) = (seen.clone(), seq_of.clone());
     tokio::spawn(async move {
         while let Some(message) = pusher.recv().await {
@@ -83,7 +84,8 @@ pub async fn measure(
     });
 
     // Server-sent events.
-    let response = stack.http().get(format!("{}/v1/events", stack.api_url)).bearer_auth(&*token).send().await?;
+    let response =
+        stack.http().get(format!("{}/v1/events", stack.api_url)).bearer_auth(&*token).send().await?;
     anyhow::ensure!(response.status() == 200, "GET /v1/events answered {}", response.status());
     let (tx, seq) = (seen.clone(), seq_of.clone());
     tokio::spawn(async move {
@@ -166,8 +168,10 @@ pub async fn measure(
             }
         }))
     };
-    let mut results: Vec<SinkLatency> =
-        SINKS.iter().map(|sink| SinkLatency { sink, delivered: 0, end_to_end: Latencies::default() }).collect();
+    let mut results: Vec<SinkLatency> = SINKS
+        .iter()
+        .map(|sink| SinkLatency { sink, delivered: 0, end_to_end: Latencies::default() })
+        .collect();
     let mut got: Vec<std::collections::HashSet<usize>> = vec![Default::default(); SINKS.len()];
     let mut deadline = None;
     loop {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use inferpush_integration_tests::bench::cpu::{IdleCpu, Measured, pids_named};
-use inferpush_integration_tests::bench::{parts, sinks};
 use inferpush_integration_tests::bench::platform::Platform;
 use inferpush_integration_tests::bench::report::{self, RatePoint};
+use inferpush_integration_tests::bench::{parts, sinks};
 use inferpush_integration_tests::otlp::OtlpReceiver;
 use inferpush_integration_tests::{Stack, StackOptions};
 

@@ -90,7 +90,7 @@ impl AppState {
             tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
         }
         let delivery = DeliveryState::new(
-            config.delivery.enabled(),
+            config.delivery.enabled(config.dev_mode),
             config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
             config.delivery.mqtt_topic_prefix.clone(),
             Arc::new(store.events()),
@@ -135,7 +135,7 @@ pub fn check_config(config: &ApiConfig) -> anyhow::Result<()> {
     jwt_verifier(config)?;
     config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
     config.tls.trusted()?;
-    config.delivery.check()?;
+    config.delivery.check(config.dev_mode)?;
     Ok(())
 }
 

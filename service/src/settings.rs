@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use inferpush_protocol::encryption::{EncryptionError, MasterKey};
 use inferpush_protocol::topology::DEFAULT_DELIVERY_LIMIT;
+use inferpush_protocol::webhook::WebhookSecret;
 use inferpush_protocol::{AppCredentials, Clock, SinkKind, Topology, WebhookTargets};
 use inferpush_store::{RedisTaskStore, StoreError};
 
@@ -225,6 +226,10 @@ pub struct DeliveryArgs {
     /// MQTT topics are `{prefix}/{user}/events`.
     #[arg(long = "mqtt-topic-prefix", env = "INFERPUSH_MQTT_TOPIC_PREFIX", default_value = "inferpush")]
     pub mqtt_topic_prefix: String,
+    /// The Standard Webhooks signing secret (`whsec_` and the base64 of 24–64 random
+    /// bytes). Without one, webhooks are off outside development mode.
+    #[arg(long = "webhook-secret", env = "INFERPUSH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// Hosts, addresses or CIDR networks that webhooks may target even though they are
     /// private or loopback (comma-separated); public hosts are always allowed.
     #[arg(long = "webhook-allowed-hosts", env = "INFERPUSH_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
@@ -236,12 +241,27 @@ fn parse_sink(text: &str) -> Result<SinkKind, String> {
 }
 
 impl DeliveryArgs {
-    /// The sinks turned on, each once, in a stable order.
-    pub fn enabled(&self) -> Vec<SinkKind> {
+    /// The sinks turned on, each once, in a stable order. Webhooks count only with a
+    /// secret to sign them (in development mode, the well-known one).
+    pub fn enabled(&self, dev_mode: bool) -> Vec<SinkKind> {
         let mut enabled = self.sinks.clone();
+        let unsigned = matches!(self.webhook_secret(dev_mode), Ok(None));
+        enabled.retain(|kind| *kind != SinkKind::Webhook || !unsigned);
         enabled.sort();
         enabled.dedup();
         enabled
+    }
+
+    /// The webhook signing secret: the one set, or in development mode the well-known one;
+    /// none outside it.
+    pub fn webhook_secret(&self, dev_mode: bool) -> Result<Option<WebhookSecret>, String> {
+        match (self.webhook_secret.as_deref().filter(|s| !s.is_empty()), dev_mode) {
+            (Some(secret), _) => {
+                WebhookSecret::parse(secret).map(Some).map_err(|e| format!("INFERPUSH_WEBHOOK_SECRET: {e}"))
+            }
+            (None, true) => Ok(Some(WebhookSecret::parse(DEV_WEBHOOK_SECRET).expect("a valid secret"))),
+            (None, false) => Ok(None),
+        }
     }
 
     /// Which webhook targets are allowed.
@@ -250,8 +270,9 @@ impl DeliveryArgs {
             .map_err(|e| format!("INFERPUSH_WEBHOOK_ALLOWED_HOSTS: {e}"))
     }
 
-    /// Checks what start-up reads.
-    pub fn check(&self) -> anyhow::Result<()> {
+    /// Checks what start-up reads; says so when webhooks are listed but off for want of a
+    /// secret.
+    pub fn check(&self, dev_mode: bool) -> anyhow::Result<()> {
         anyhow::ensure!(
             !self.sinks.is_empty(),
             "INFERPUSH_SINKS is empty: turn on at least one of pusher, sse, mqtt, webhook"
@@ -262,9 +283,20 @@ impl DeliveryArgs {
             "INFERPUSH_MQTT_TOPIC_PREFIX must be a non-empty topic without wildcards (`+`, `#`), not `{prefix}`"
         );
         self.webhook_targets().map_err(anyhow::Error::msg)?;
+        let secret = self.webhook_secret(dev_mode).map_err(anyhow::Error::msg)?;
+        if self.sinks.contains(&SinkKind::Webhook) && secret.is_none() {
+            tracing::warn!(
+                "webhooks are off: INFERPUSH_SINKS lists `webhook` but INFERPUSH_WEBHOOK_SECRET is not set \
+                 (generate one with `echo whsec_$(openssl rand -base64 32)`); tasks that ask for one get a 422"
+            );
+        }
         Ok(())
     }
 }
+
+/// The webhook secret of development mode when none is set: well known, so only
+/// `INFERPUSH_DEV_MODE=true` uses it (the README names it for local receivers).
+pub const DEV_WEBHOOK_SECRET: &str = "whsec_aW5mZXJwdXNoLWRldmVsb3BtZW50LW9ubHktc2VjcmV0";
 
 /// Reads `250ms`, `30s`, `15m`, `24h` or `1h 30m` (humantime's syntax); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -306,6 +338,31 @@ mod tests {
         store: StoreArgs,
         #[command(flatten)]
         public: PublicUrlArgs,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+    }
+
+    #[test]
+    fn webhooks_are_on_only_with_a_secret_to_sign_them() {
+        let parse = |args: &[&str]| Both::try_parse_from([&["x"], args].concat()).unwrap().delivery;
+        let default = parse(&[]);
+        assert_eq!(
+            default.sinks,
+            [SinkKind::Pusher, SinkKind::Sse, SinkKind::Webhook],
+            "the documented default"
+        );
+        assert_eq!(default.enabled(false), [SinkKind::Pusher, SinkKind::Sse], "no secret, no webhooks");
+        assert_eq!(
+            default.enabled(true),
+            [SinkKind::Pusher, SinkKind::Sse, SinkKind::Webhook],
+            "dev mode's secret"
+        );
+        let signed = parse(&["--webhook-secret", DEV_WEBHOOK_SECRET, "--sinks", "webhook,mqtt,webhook"]);
+        assert_eq!(signed.enabled(false), [SinkKind::Mqtt, SinkKind::Webhook]);
+        let bad = parse(&["--webhook-secret", "hunter2"]);
+        assert!(bad.check(false).unwrap_err().to_string().contains("INFERPUSH_WEBHOOK_SECRET"));
+        assert!(Both::try_parse_from(["x", "--sinks", "pusher,fax"]).is_err());
+        assert!(parse(&["--mqtt-topic-prefix", "a/#"]).check(true).is_err());
     }
 
     #[test]

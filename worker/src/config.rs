@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use inferpush_protocol::SinkKind;
 use inferpush_protocol::catalogue::minilm;
-use inferpush_protocol::webhook::WebhookSecret;
 use inferpush_service::{
     AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
 };
@@ -78,10 +76,6 @@ pub struct WorkerConfig {
     /// How long an event is held for the MQTT broker (through its restarts) before giving up.
     #[arg(long, env = "INFERPUSH_MQTT_DEADLINE", default_value = "120s", value_parser = parse_duration)]
     pub mqtt_deadline: Duration,
-    /// The Standard Webhooks signing secret (`whsec_` and the base64 of 24–64 random bytes);
-    /// needed with the `webhook` sink outside development mode.
-    #[arg(long, env = "INFERPUSH_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
     /// How long a webhook is retried (5xx, timeouts) before giving up. The task's message
     /// is held meanwhile, so this bounds what a dead receiver costs.
     #[arg(long, env = "INFERPUSH_WEBHOOK_DEADLINE", default_value = "60s", value_parser = parse_duration)]
@@ -119,10 +113,6 @@ pub struct WorkerConfig {
     pub tls: TlsArgs,
 }
 
-/// The webhook secret of development mode, when none is set: well known, so only
-/// `INFERPUSH_DEV_MODE=true` uses it (the README names it for local receivers).
-pub const DEV_WEBHOOK_SECRET: &str = "whsec_aW5mZXJwdXNoLWRldmVsb3BtZW50LW9ubHktc2VjcmV0";
-
 impl WorkerConfig {
     /// What `--check-config` checks: everything start-up reads, short of models and services.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -138,25 +128,8 @@ impl WorkerConfig {
         }
         self.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
         self.tls.trusted()?;
-        self.delivery.check()?;
-        if self.delivery.sinks.contains(&SinkKind::Webhook) {
-            self.webhook_secret()?;
-        }
+        self.delivery.check(self.dev_mode)?;
         Ok(())
-    }
-
-    /// The webhook signing secret: the one set, or in development mode the well-known one.
-    pub fn webhook_secret(&self) -> anyhow::Result<WebhookSecret> {
-        match (&self.webhook_secret, self.dev_mode) {
-            (Some(secret), _) => {
-                WebhookSecret::parse(secret).map_err(|e| anyhow::anyhow!("INFERPUSH_WEBHOOK_SECRET: {e}"))
-            }
-            (None, true) => Ok(WebhookSecret::parse(DEV_WEBHOOK_SECRET).expect("a valid secret")),
-            (None, false) => anyhow::bail!(
-                "INFERPUSH_SINKS has `webhook` but INFERPUSH_WEBHOOK_SECRET is not set: set a Standard Webhooks \
-                 secret (`echo whsec_$(openssl rand -base64 32)`), or take `webhook` out of INFERPUSH_SINKS"
-            ),
-        }
     }
 }
 

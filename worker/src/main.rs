@@ -104,7 +104,7 @@ async fn sinks(
 ) -> anyhow::Result<Sinks> {
     let mut routes = Vec::new();
     let result_base_url = config.public.base();
-    for kind in config.delivery.enabled() {
+    for kind in config.delivery.enabled(config.dev_mode) {
         let (sink, deadline): (Arc<dyn EventSink>, _) = match kind {
             SinkKind::Pusher => {
                 (Arc::new(pusher_sink(config, clock, trusted, abort).await?), config.push_deadline)
@@ -134,7 +134,11 @@ async fn sinks(
             }
             SinkKind::Webhook => {
                 let settings = WebhookSettings {
-                    secret: config.webhook_secret()?,
+                    secret: config
+                        .delivery
+                        .webhook_secret(config.dev_mode)
+                        .map_err(anyhow::Error::msg)?
+                        .expect("webhooks are on only with a secret"),
                     targets: config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
                     max_event_bytes: config.max_event_bytes,
                     result_base_url: result_base_url.clone(),

@@ -143,6 +143,13 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ join "," .Values.delivery.sinks | quote }}
 - name: INFERPUSH_MQTT_TOPIC_PREFIX
   value: {{ .Values.delivery.mqtt.topicPrefix | quote }}
+{{- if has "webhook" .Values.delivery.sinks }}
+- name: INFERPUSH_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "inferpush.deliverySecret" . }}
+      key: webhook-secret
+{{- end }}
 {{- with .Values.delivery.webhook.allowedHosts }}
 - name: INFERPUSH_WEBHOOK_ALLOWED_HOSTS
   value: {{ join "," . | quote }}
@@ -185,15 +192,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* What only the workers need to deliver: the webhook secret and the MQTT broker. */}}
+{{/* What only the workers need to deliver: the MQTT broker. */}}
 {{- define "inferpush.deliveryEnv" -}}
-{{- if has "webhook" .Values.delivery.sinks }}
-- name: INFERPUSH_WEBHOOK_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "inferpush.deliverySecret" . }}
-      key: webhook-secret
-{{- end }}
 {{- if has "mqtt" .Values.delivery.sinks }}
 - name: INFERPUSH_MQTT_URL
   value: {{ .Values.delivery.mqtt.url | quote }}

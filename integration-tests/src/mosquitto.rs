@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::process::{Service, free_port, log_dir};
+use crate::tls::TlsFiles;
 
 /// The worker's login: it may publish under `inferpush/`.
 pub const WORKER: (&str, &str) = ("inferpush-worker", "worker-password-123");
@@ -26,6 +27,11 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Writes its configuration and starts it.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// [`Self::start`], serving MQTT over TLS with `tls`'s certificate when given.
+    pub async fn start_with(tls: Option<&TlsFiles>) -> Self {
         let port = free_port();
         let dir = log_dir().join(format!("mosquitto-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).expect("creating the broker's folder");
@@ -40,13 +46,21 @@ impl Mosquitto {
             assert!(status.success(), "mosquitto_passwd failed");
         }
         std::fs::write(dir.join("acl"), ACL).expect("writing the ACL");
-        let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+        let mut config = format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
              persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
             passwords.display(),
             dir.join("acl").display(),
             dir.display()
         );
+        if let Some(files) = tls {
+            config.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display()
+            ));
+        }
         std::fs::write(dir.join("mosquitto.conf"), config).expect("writing the configuration");
         let mut broker = Self { port, dir, service: None };
         broker.run().await;
@@ -73,6 +87,11 @@ impl Mosquitto {
     /// `mqtt://user:password@127.0.0.1:{port}` for the worker.
     pub fn worker_url(&self) -> String {
         format!("mqtt://{}:{}@127.0.0.1:{}", WORKER.0, WORKER.1, self.port)
+    }
+
+    /// The broker's URL with `scheme` (`mqtt` or `mqtts`) and no login.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops it (SIGTERM: it saves its sessions and queued messages), then starts it again

@@ -9,6 +9,7 @@ use std::time::Duration;
 use inferpush_integration_tests::mosquitto::{self, Mosquitto};
 use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
 use inferpush_integration_tests::stack::WEBHOOK_SECRET;
+use inferpush_integration_tests::tls::TlsFiles;
 use inferpush_integration_tests::webhooks::{Attempt, WebhookReceiver};
 use inferpush_integration_tests::{Stack, StackOptions};
 use serde_json::{Value, json};
@@ -200,4 +201,44 @@ async fn mqtt_events_reach_their_owner_only_at_qos_1_through_a_broker_restart_mi
         "{TASKS} tasks, {} messages to alice, {duplicates} repeated (QoS 1 is at least once)",
         got.len()
     );
+}
+
+#[tokio::test]
+async fn mqtt_over_tls_with_the_login_in_its_own_settings() {
+    let dir = inferpush_integration_tests::process::log_dir().join(format!("mqtt-tls-{}", uuid::Uuid::now_v7().simple()));
+    let files = TlsFiles::make(&dir);
+    let broker = Mosquitto::start_with(Some(&files)).await;
+    let worker_env = vec![
+        ("INFERPUSH_SINKS", "pusher,mqtt".to_owned()),
+        ("INFERPUSH_MQTT_URL", broker.url("mqtts")),
+        ("INFERPUSH_MQTT_USERNAME", mosquitto::WORKER.0.to_owned()),
+        ("INFERPUSH_MQTT_PASSWORD", mosquitto::WORKER.1.to_owned()),
+        ("INFERPUSH_TLS_CA_FILE", files.ca.display().to_string()),
+    ];
+    let api_env = vec![("INFERPUSH_SINKS", "pusher,mqtt".to_owned())];
+    let stack = Stack::start_with(StackOptions { worker_env, api_env, ..Default::default() }).await;
+    let (user, password) = mosquitto::USERS[0];
+    let mut alice = NodeDriver::start_with(
+        &stack,
+        "integration-tests/node/mqtt-subscriber.mjs",
+        &[
+            ("MQTT_URL", broker.url("mqtts")),
+            ("MQTT_CLIENT_ID", format!("alice-tls-{}", stack.name)),
+            ("MQTT_USERNAME", user.into()),
+            ("MQTT_PASSWORD", password.into()),
+            ("MQTT_TOPIC", "inferpush/alice/events".into()),
+            ("NODE_EXTRA_CA_CERTS", files.ca.display().to_string()),
+        ],
+    );
+    let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
+    assert!(subscribed.is_some_and(|l| l.starts_with("subscribed")), "{:?}\n{}", alice.transcript, broker.log());
+    let task = submit(&stack, json!({"model": "echo", "input": {"text": "over tls"}})).await;
+    let done = |lines: &[String]| received(lines).iter().any(|(_, t, e)| t == &task && e == "inference.completed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done(&alice.transcript) && tokio::time::Instant::now() < deadline {
+        let _ = alice.expect_line(&["message"], Duration::from_millis(500)).await;
+    }
+    let completed = done(&alice.transcript);
+    assert!(completed, "{:?}\n{}\n{}", alice.transcript, broker.log(), stack.logs());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -14,6 +14,7 @@ pub mod mosquitto;
 pub mod node;
 pub mod otlp;
 pub mod process;
+pub mod sse;
 pub mod stack;
 pub mod tcp_proxy;
 pub mod tls;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use inferpush_integration_tests::mosquitto::{self, Mosquitto};
 use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
+use inferpush_integration_tests::sse;
 use inferpush_integration_tests::stack::WEBHOOK_SECRET;
 use inferpush_integration_tests::tls::TlsFiles;
 use inferpush_integration_tests::webhooks::{Attempt, WebhookReceiver};
@@ -96,6 +97,64 @@ async fn webhooks_are_signed_retried_on_5xx_with_one_id_filtered_and_never_retri
     }
     assert_eq!(count(&filtered, "inference.started", None), 0, "filtered out");
     assert_eq!(count(&filtered, "inference.completed", None), 1);
+}
+
+#[tokio::test]
+async fn a_stream_open_across_a_redis_restart_gets_every_event_once() {
+    let mut stack = Stack::start_with(StackOptions { own_redis: true, ..Default::default() }).await;
+    let url = format!("{}/v1/events", stack.api_url);
+    let mut events = sse::open(stack.http(), &url, "dev-alice", None).await.expect("a stream");
+    // Slow tasks: they finish while Redis is away, so their results and events wait.
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        tasks.push(
+            submit(&stack, json!({"model": "echo", "input": {"text": format!("{i}"), "delay_ms": 1500}}))
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.stop_redis().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.start_redis().await;
+    for i in 5..8 {
+        // As a client does, retry the 503s of the moments the api takes to reconnect.
+        let body = json!({"model": "echo", "input": {"text": format!("{i}")}});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, answer) = stack.submit_body("dev-alice", body.clone()).await;
+            if status == 202 {
+                tasks.push(answer["task_id"].as_str().unwrap().to_owned());
+                break;
+            }
+            assert!(status == 503 && tokio::time::Instant::now() < deadline, "{status} {answer}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut completed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while tasks.iter().any(|t| !completed.contains_key(t)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(Some(event)) = tokio::time::timeout(left, events.recv()).await else {
+            panic!("completions missing: {:?} of {tasks:?}\n{}", completed.keys(), stack.logs());
+        };
+        ids.push(event.id.clone().expect("an id"));
+        if event.event == "inference.completed" {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            *completed.entry(data["task_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    // Anything sent twice would come now.
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        if event.event == "inference.completed" {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            *completed.entry(data["task_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        ids.push(event.id.expect("an id"));
+    }
+    assert!(completed.values().all(|n| *n == 1), "each completion once: {completed:?}");
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event id twice");
 }
 
 #[tokio::test]
@@ -205,7 +264,8 @@ async fn mqtt_events_reach_their_owner_only_at_qos_1_through_a_broker_restart_mi
 
 #[tokio::test]
 async fn mqtt_over_tls_with_the_login_in_its_own_settings() {
-    let dir = inferpush_integration_tests::process::log_dir().join(format!("mqtt-tls-{}", uuid::Uuid::now_v7().simple()));
+    let dir = inferpush_integration_tests::process::log_dir()
+        .join(format!("mqtt-tls-{}", uuid::Uuid::now_v7().simple()));
     let files = TlsFiles::make(&dir);
     let broker = Mosquitto::start_with(Some(&files)).await;
     let worker_env = vec![
@@ -231,9 +291,15 @@ async fn mqtt_over_tls_with_the_login_in_its_own_settings() {
         ],
     );
     let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
-    assert!(subscribed.is_some_and(|l| l.starts_with("subscribed")), "{:?}\n{}", alice.transcript, broker.log());
+    assert!(
+        subscribed.is_some_and(|l| l.starts_with("subscribed")),
+        "{:?}\n{}",
+        alice.transcript,
+        broker.log()
+    );
     let task = submit(&stack, json!({"model": "echo", "input": {"text": "over tls"}})).await;
-    let done = |lines: &[String]| received(lines).iter().any(|(_, t, e)| t == &task && e == "inference.completed");
+    let done =
+        |lines: &[String]| received(lines).iter().any(|(_, t, e)| t == &task && e == "inference.completed");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done(&alice.transcript) && tokio::time::Instant::now() < deadline {
         let _ = alice.expect_line(&["message"], Duration::from_millis(500)).await;

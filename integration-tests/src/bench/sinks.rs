@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use inferpush_client::pusher::PusherClient;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -84,25 +83,15 @@ pub async fn measure(
     });
 
     // Server-sent events.
-    let response =
-        stack.http().get(format!("{}/v1/events", stack.api_url)).bearer_auth(&*token).send().await?;
-    anyhow::ensure!(response.status() == 200, "GET /v1/events answered {}", response.status());
+    let mut events =
+        crate::sse::open(stack.http(), &format!("{}/v1/events", stack.api_url), &token, None).await?;
     let (tx, seq) = (seen.clone(), seq_of.clone());
     tokio::spawn(async move {
-        let mut body = response.bytes_stream();
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            let at = Instant::now();
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = text.find("\n\n") {
-                let block: String = text.drain(..end + 2).collect();
-                let completed = block.lines().any(|l| l == "event: inference.completed");
-                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                if let (true, Some(data)) = (completed, data)
-                    && let Some(seq) = serde_json::from_str(data).ok().as_ref().and_then(&seq)
-                {
-                    let _ = tx.send(Seen { sink: 1, seq, at });
-                }
+        while let Some(event) = events.recv().await {
+            if event.event == "inference.completed"
+                && let Some(seq) = serde_json::from_str(&event.data).ok().as_ref().and_then(&seq)
+            {
+                let _ = tx.send(Seen { sink: 1, seq, at: event.at });
             }
         }
     });

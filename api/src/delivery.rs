@@ -10,6 +10,7 @@ use inferpush_protocol::{SinkKind, WebhookTargets};
 use inferpush_store::EventLog;
 use inferpush_store::events::Live;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// Events a slow stream may fall behind the live feed before it replays from the log.
 const LIVE_BUFFER: usize = 4096;
@@ -52,6 +53,7 @@ impl DeliveryState {
 #[derive(Clone)]
 pub struct LiveHub {
     sender: broadcast::Sender<Live>,
+    closing: CancellationToken,
 }
 
 impl LiveHub {
@@ -70,7 +72,17 @@ impl LiveHub {
 
     /// A hub that never says anything (server-sent events off).
     fn idle() -> Self {
-        Self { sender: broadcast::channel(LIVE_BUFFER).0 }
+        Self { sender: broadcast::channel(LIVE_BUFFER).0, closing: CancellationToken::new() }
+    }
+
+    /// Ends every stream of this replica (it is shutting down).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves when the replica shuts down.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
     }
 
     /// Listens from now on.

@@ -69,6 +69,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            // EventSource clients resuming a stream.
+            HeaderName::from_static("last-event-id"),
             // Laravel Echo adds these to /broadcasting/auth on pages with a CSRF meta tag.
             HeaderName::from_static("x-csrf-token"),
             HeaderName::from_static("x-socket-id"),
@@ -79,7 +81,8 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 /// Serves `app(state)` on `listener` within `limits` until `shutdown` resolves, then
-/// drains requests. Meanwhile the rate limits forget idle users once a minute.
+/// drains requests; open event streams end then, so their clients resume elsewhere with
+/// `Last-Event-ID`. Meanwhile the rate limits forget idle users once a minute.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -93,6 +96,11 @@ pub async fn serve(
             rate_limits.shrink();
         }
     });
+    let live = state.delivery.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let served = server::serve_bounded(listener, app(state), limits, shutdown).await;
     pruning.abort();
     served

@@ -225,6 +225,16 @@ impl Stack {
         url
     }
 
+    /// Stops the newest api replica with SIGTERM, as an orchestrator does, and answers how
+    /// long it took to exit.
+    pub async fn stop_api_replica(&mut self) -> Duration {
+        let mut replica = self.replicas.pop().expect("a replica is running");
+        let began = std::time::Instant::now();
+        replica.signal("TERM");
+        replica.wait_exit(Duration::from_secs(30)).await;
+        began.elapsed()
+    }
+
     fn common_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("AMQP_URL", self.amqp_url.clone()),

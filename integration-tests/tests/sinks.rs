@@ -158,6 +158,19 @@ async fn a_stream_open_across_a_redis_restart_gets_every_event_once() {
 }
 
 #[tokio::test]
+async fn a_stopping_api_replica_ends_its_streams_and_exits_promptly() {
+    let mut stack = Stack::start().await;
+    let replica = stack.start_api_replica().await;
+    let mut events =
+        sse::open(stack.http(), &format!("{replica}/v1/events"), "dev-alice", None).await.unwrap();
+    let took = stack.stop_api_replica().await;
+    assert!(took < Duration::from_secs(5), "an open stream held the replica for {took:?}");
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), async { while events.recv().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the stream ended, so its client reconnects elsewhere");
+}
+
+#[tokio::test]
 async fn server_sent_events_reach_an_eventsource_through_another_replica_across_a_reconnect() {
     let mut stack = Stack::start().await;
     let second = stack.start_api_replica().await;

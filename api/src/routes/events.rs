@@ -260,6 +260,8 @@ impl Follow {
         loop {
             let next = tokio::select! {
                 _ = sender.closed() => return,
+                // The replica is stopping: ending the stream sends the client elsewhere.
+                () = state.delivery.live.closed() => return,
                 next = live.recv() => next,
             };
             let outcome = match next {

@@ -62,6 +62,9 @@ pub struct ApiConfig {
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
+    /// Server-sent event streams one user may hold open on one api replica.
+    #[arg(long, env = "INFERPUSH_MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub max_streams_per_user: usize,
     /// A user's fair share of the workers: while they have at most this many unfinished
     /// tasks, new ones go to the main lane of their model's queue; past it, to the bulk
     /// lane, which workers serve after the main one. A user's backlog then never delays

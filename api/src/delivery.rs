@@ -3,7 +3,8 @@
 //! users' event logs with one live feed per replica ([`LiveHub`]) that every server-sent
 //! event stream of this replica listens to.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use inferpush_protocol::{SinkKind, WebhookTargets};
@@ -27,19 +28,24 @@ pub struct DeliveryState {
     pub events: Arc<dyn EventLog>,
     /// This replica's live feed of every user's events.
     pub live: LiveHub,
+    /// The streams each user holds open on this replica, and how many they may.
+    pub streams: StreamCounts,
 }
 
 impl DeliveryState {
-    /// Delivery on `events`; starts the live feed when server-sent events are on.
+    /// Delivery on `events`, each user holding at most `max_streams_per_user` streams;
+    /// starts the live feed when server-sent events are on.
     pub fn new(
         enabled: Vec<SinkKind>,
         webhook_targets: WebhookTargets,
         mqtt_topic_prefix: String,
         events: Arc<dyn EventLog>,
+        max_streams_per_user: usize,
     ) -> Self {
         let live =
             if enabled.contains(&SinkKind::Sse) { LiveHub::start(events.as_ref()) } else { LiveHub::idle() };
-        Self { enabled, webhook_targets, mqtt_topic_prefix, events, live }
+        let streams = StreamCounts::new(max_streams_per_user);
+        Self { enabled, webhook_targets, mqtt_topic_prefix, events, live, streams }
     }
 
     /// Whether `kind` is on.
@@ -88,5 +94,66 @@ impl LiveHub {
     /// Listens from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.sender.subscribe()
+    }
+}
+
+/// Open streams per user, bounded, so one caller cannot hold every connection.
+pub struct StreamCounts {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    max: usize,
+}
+
+/// One open stream, counted until dropped.
+pub struct StreamSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    user_id: String,
+}
+
+impl StreamCounts {
+    fn new(max: usize) -> Self {
+        Self { open: Arc::default(), max: max.max(1) }
+    }
+
+    /// A slot for one more of `user_id`'s streams, unless they hold the most already.
+    pub fn open(&self, user_id: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(user_id.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { open: self.open.clone(), user_id: user_id.to_owned() })
+    }
+
+    /// The most one user may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_their_streams_and_closing_one_frees_it() {
+        let counts = StreamCounts::new(2);
+        let (a, _b) = (counts.open("alice").unwrap(), counts.open("alice").unwrap());
+        assert!(counts.open("alice").is_none());
+        assert!(counts.open("bob").is_some(), "per user");
+        drop(a);
+        assert!(counts.open("alice").is_some());
     }
 }

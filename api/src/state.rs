@@ -94,6 +94,7 @@ impl AppState {
             config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
             config.delivery.mqtt_topic_prefix.clone(),
             Arc::new(store.events()),
+            config.max_streams_per_user,
         );
         tracing::info!(sinks = ?delivery.enabled, "delivering events");
         Ok(Self {

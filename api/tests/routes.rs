@@ -64,6 +64,7 @@ fn state() -> AppState {
             WebhookTargets::default(),
             "inferpush".into(),
             Arc::new(MemoryEventLog::default()),
+            4,
         )),
     }
 }

@@ -192,6 +192,14 @@ impl Follow {
         mut cursor: Cursor,
         record: Option<TaskRecord>,
     ) -> Result<Response, AppError> {
+        let slot = state.delivery.streams.open(&self.user_id).ok_or_else(|| AppError::TooManyRequests {
+            detail: format!(
+                "you already hold {} event streams open here (INFERPUSH_MAX_STREAMS_PER_USER); close one, or \
+                 follow all your tasks on one GET /v1/events",
+                state.delivery.streams.max()
+            ),
+            seconds: 5,
+        })?;
         let live = state.delivery.live.subscribe();
         let resumed = matches!(cursor, Cursor::After(_));
         let (mut first, ended) = self.replay(&state, &mut cursor).await?;
@@ -215,7 +223,11 @@ impl Follow {
                 tokio::spawn(self.follow(state, cursor, live, sender));
             }
         }
-        let rest = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        // The slot is held as long as the response body lives.
+        let rest = futures::stream::poll_fn(move |cx| {
+            let _held = &slot;
+            receiver.poll_recv(cx)
+        });
         let events = futures::StreamExt::chain(futures::stream::iter(first), rest);
         let events = futures::StreamExt::map(events, Ok::<_, Infallible>);
         Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())

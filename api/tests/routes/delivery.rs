@@ -189,3 +189,21 @@ async fn one_tasks_stream_starts_at_its_first_event_and_ends_after_its_final_one
     assert_eq!(names, ["inference.started", "inference.completed"], "{text}");
     assert!(text.contains(r#"{"mine":1}"#) && !text.contains("other"), "{text}");
 }
+
+#[tokio::test]
+async fn a_user_holds_a_bounded_number_of_streams() {
+    let it = in_process();
+    let app = inferpush_api::app(it.state.clone());
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let response = app.clone().oneshot(events_request("/v1/events", None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let refused = app.clone().oneshot(events_request("/v1/events", None)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    drop(open.pop());
+    let again = app.oneshot(events_request("/v1/events", None)).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "closing a stream frees its slot");
+}

@@ -62,6 +62,10 @@ pub struct ApiConfig {
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
+    /// Longest a submit with `Prefer: wait` holds its answer for the result (and never past
+    /// the request timeout).
+    #[arg(long, env = "INFERPUSH_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub max_wait: Duration,
     /// Server-sent event streams one user may hold open on one api replica.
     #[arg(long, env = "INFERPUSH_MAX_STREAMS_PER_USER", default_value_t = 16)]
     pub max_streams_per_user: usize,
@@ -160,6 +164,12 @@ fn parse_origin(text: &str) -> Result<String, String> {
 }
 
 impl ApiConfig {
+    /// The longest `Prefer: wait` honoured: the setting, kept a second inside the request
+    /// timeout so the answer always beats the 408.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait.min(self.request_timeout.saturating_sub(Duration::from_secs(1)))
+    }
+
     /// The HTTP server's bounds.
     pub fn server_limits(&self) -> crate::ServerLimits {
         crate::ServerLimits {

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod waiting;
 
 use std::future::Future;
 use std::time::Duration;

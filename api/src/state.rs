@@ -57,6 +57,8 @@ pub struct AppState {
     pub dev: Option<Arc<DevMode>>,
     /// The sinks, webhook targets and event logs.
     pub delivery: Arc<DeliveryState>,
+    /// The longest `Prefer: wait` honoured.
+    pub max_wait: std::time::Duration,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
         tracing::info!(sinks = ?delivery.enabled, "delivering events");
         Ok(Self {
             delivery: Arc::new(delivery),
+            max_wait: config.max_wait(),
             queue: Arc::new(queue),
             store: Arc::new(store),
             clock,

@@ -7,6 +7,8 @@
 mod accepted;
 #[path = "routes/delivery.rs"]
 mod delivery;
+#[path = "routes/waiting.rs"]
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +68,7 @@ fn state() -> AppState {
             Arc::new(MemoryEventLog::default()),
             4,
         )),
+        max_wait: Duration::from_secs(5),
     }
 }
 

@@ -528,3 +528,46 @@ async fn encrypted_results_cross_soketi_as_ciphertext_only() {
     let (status, _) = stack.channel_auth("dev-bob", &client.socket_id, channel).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn prefer_wait_answers_the_finished_task_and_the_push_still_happens() {
+    let stack = Stack::start().await;
+    let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
+    let began = std::time::Instant::now();
+    let response = stack
+        .http()
+        .post(format!("{}/v1/inference", stack.api_url))
+        .bearer_auth("dev-alice")
+        .header("prefer", "wait=10")
+        .json(&json!({"model": "echo", "input": {"text": "waited", "delay_ms": 300}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "finished in time");
+    assert_eq!(response.headers()["preference-applied"], "wait=10");
+    assert!(response.headers().contains_key("location"));
+    let finished: Value = response.json().await.unwrap();
+    assert_eq!(
+        (finished["status"].as_str(), finished["output"]["text"].as_str()),
+        (Some("succeeded"), Some("waited"))
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "answered as soon as it finished: {:?}",
+        began.elapsed()
+    );
+    let pushed = alice.next_event("inference.completed", Duration::from_secs(10)).await.expect("pushed too");
+    assert_eq!(pushed.json()["task_id"], finished["task_id"]);
+
+    // Not done in time: the usual 202, after the wait.
+    let response = stack
+        .http()
+        .post(format!("{}/v1/inference", stack.api_url))
+        .bearer_auth("dev-alice")
+        .header("prefer", "wait=1")
+        .json(&json!({"model": "echo", "input": {"delay_ms": 3000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}

@@ -30,6 +30,7 @@ use crate::metrics;
 use crate::openapi::PROBLEM_JSON;
 use crate::publishing::Submission;
 use crate::queue::QueueError;
+use crate::waiting::{self, Preferences};
 
 /// How long a pending idempotency key is left to the request that took it before a replay
 /// publishes its task: past the publish timeout and this margin, that request has
@@ -106,11 +107,14 @@ fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError>
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body answers the first task"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context; the task's spans join this trace"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (or `wait`): hold the answer up to N seconds (at most INFERPUSH_MAX_WAIT) and answer 201 with the finished task if it is done by then; the push happens either way"),
     ),
     request_body = SubmitRequest,
     responses(
-        (status = 202, description = "Accepted and queued", body = Accepted,
-            headers(("Location" = String, description = "The task's status URL"))),
+        (status = 201, description = "`Prefer: wait` and the task finished in time: the finished task", body = TaskRecord,
+            headers(("Location" = String, description = "The task's status URL"), ("Preference-Applied" = String, description = "`wait=N`"))),
+        (status = 202, description = "Accepted and queued (with `Prefer: wait`, not finished in time)", body = Accepted,
+            headers(("Location" = String, description = "The task's status URL"), ("Preference-Applied" = Option<String>, description = "`wait=N`, when a wait was asked"))),
         (status = 400, description = "The body is not JSON, or the Idempotency-Key is malformed", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "A request with this Idempotency-Key is still being accepted", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body, the input or its result is over a limit", body = Problem, content_type = PROBLEM_JSON),
@@ -125,7 +129,11 @@ pub(crate) async fn submit(
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, AppError> {
     let model = metrics::model_label(&request.model);
-    let answer = accept(state, user, headers, request).await;
+    let began = tokio::time::Instant::now();
+    let answer = match accept(state.clone(), user, headers.clone(), request).await {
+        Ok((task_id, accepted)) => finish_waiting(&state, &headers, began, task_id, accepted).await,
+        Err(error) => Err(error),
+    };
     match &answer {
         Ok(_) => metrics::submit(model, "accepted"),
         Err(error) => metrics::submit(model, error.kind()),
@@ -133,12 +141,13 @@ pub(crate) async fn submit(
     answer
 }
 
+/// Validates, records and publishes; answers the task and its 202.
 async fn accept(
     state: AppState,
     user: User,
     headers: HeaderMap,
     request: SubmitRequest,
-) -> Result<Response, AppError> {
+) -> Result<(TaskId, Response), AppError> {
     catalogue::validate(&request.model, &request.input).map_err(|e| match e {
         InputError::TooLarge { .. } => AppError::InputTooLarge(e.to_string()),
         other => AppError::Unprocessable(other.to_string()),
@@ -196,12 +205,42 @@ async fn accept(
         Created::Existing { task_id, published, same_request: true } => {
             let (span, traceparent) = task_span(&headers, task_id);
             let replay = Replay { task_id, published, key: idempotency, traceparent };
-            return replay.answer(&state, task).instrument(span).await;
+            return Ok((task_id, replay.answer(&state, task).instrument(span).await?));
         }
     };
     let (span, traceparent) = task_span(&headers, task.task_id);
     let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
-    publish_accepted(&state, &record, submission).instrument(span).await
+    Ok((record.task_id, publish_accepted(&state, &record, submission).instrument(span).await?))
+}
+
+/// With `Prefer: wait`, the finished task as `201 Created` if it finishes in time, else the
+/// 202 as it was; either way `Preference-Applied` says the wait was honoured.
+async fn finish_waiting(
+    state: &AppState,
+    headers: &HeaderMap,
+    began: tokio::time::Instant,
+    task_id: TaskId,
+    accepted: Response,
+) -> Result<Response, AppError> {
+    let Some(wait) = Preferences::of(headers, state.max_wait).wait else {
+        return Ok(accepted);
+    };
+    let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("a valid header");
+    // Counted from the request's start, so the answer always comes before the request timeout.
+    let deadline = began + wait;
+    let mut answer = match waiting::until_final(state, task_id, deadline).await {
+        Some(finished) => {
+            let location = accepted.headers().get(header::LOCATION).cloned();
+            let mut created = (StatusCode::CREATED, axum::Json(finished)).into_response();
+            if let Some(location) = location {
+                created.headers_mut().insert(header::LOCATION, location);
+            }
+            created
+        }
+        None => accepted,
+    };
+    answer.headers_mut().insert("preference-applied", applied);
+    Ok(answer)
 }
 
 /// Publishes a recorded task and answers for it (in the task's span, so its log lines name

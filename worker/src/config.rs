@@ -14,7 +14,7 @@ use crate::model::EmbeddingSettings;
 use crate::model::device::{DeviceChoice, Precision};
 use crate::model::embedding::{BatchSettings, EngineChoice};
 
-/// `inferpush-worker`: runs models on queued tasks and pushes results through Soketi.
+/// `inferpush-worker`: runs models on queued tasks and delivers their results (Soketi, SSE, MQTT, webhooks).
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct WorkerConfig {

@@ -1,6 +1,6 @@
 //! The inferpush worker: consumes tasks from RabbitMQ ([`queue`]), runs the model
 //! ([`model`], [`processing`]), announces each result to its owner ([`delivery`]: Pusher
-//! through Soketi), and only then acknowledges.
+//! through Soketi, server-sent events, MQTT, webhooks), and only then acknowledges.
 
 pub mod config;
 pub mod delivery;

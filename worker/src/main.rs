@@ -1,4 +1,4 @@
-//! `inferpush-worker`: parses the settings, builds the models, the store and the Pusher
+//! `inferpush-worker`: parses the settings, builds the models, the store and the sinks,
 //! sink, consumes until SIGTERM, then drains.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! `inferpush-worker`: parses the settings, builds the models, the store and the sinks,
-//! sink, consumes until SIGTERM, then drains.
+//! consumes until SIGTERM, then drains.
 
 use std::sync::Arc;
 

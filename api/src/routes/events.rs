@@ -48,8 +48,8 @@ pub(crate) struct StreamedEvent {
 pub const EVENTS_PATH: &str = "/v1/events";
 /// The events of one task.
 pub const TASK_EVENTS_ROUTE: &str = "/v1/inference/{task_id}/events";
-/// Events read from the log per call.
-const PAGE: usize = 500;
+/// Events read from the log per call (and held at once while replaying).
+const PAGE: usize = 100;
 /// How far the api's clock may be ahead of Redis's before a task's first events would be
 /// missed by its stream.
 const CLOCK_SKEW_MARGIN_MS: u64 = 60_000;
@@ -202,7 +202,7 @@ impl Follow {
         })?;
         let live = state.delivery.live.subscribe();
         let resumed = matches!(cursor, Cursor::After(_));
-        let (mut first, ended) = self.replay(&state, &mut cursor).await?;
+        let Replayed { events: mut first, ended, more } = self.replay_page(&state, &mut cursor).await?;
         let finished = record.as_ref().is_some_and(|r| r.status.is_final());
         if resumed && finished && first.is_empty() {
             // A reconnect after the task's last event: 204 tells EventSource to stop.
@@ -220,7 +220,7 @@ impl Follow {
                 first.push(Event::default().event(name).data(data));
             }
             _ => {
-                tokio::spawn(self.follow(state, cursor, live, sender));
+                tokio::spawn(self.follow(state, cursor, more, live, sender));
             }
         }
         // The slot is held as long as the response body lives.
@@ -233,24 +233,45 @@ impl Follow {
         Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
     }
 
-    /// The log's events after `cursor`, page by page, moving the cursor past them; true
-    /// when one of them ends the stream (a task's final event).
-    async fn replay(&self, state: &AppState, cursor: &mut Cursor) -> Result<(Vec<Event>, bool), AppError> {
-        let mut out = Vec::new();
-        loop {
-            let page = state.delivery.events.read(&self.user_id, cursor.start(), PAGE).await?;
-            let full = page.len() == PAGE;
-            for event in page {
-                *cursor = Cursor::After(event.id);
-                if self.carries(&event) {
-                    out.push(sse_event(&event));
-                    if self.ends_with(&event) {
-                        return Ok((out, true));
-                    }
+    /// One page of the log's events after `cursor`, moving the cursor past it.
+    async fn replay_page(&self, state: &AppState, cursor: &mut Cursor) -> Result<Replayed, AppError> {
+        let page = state.delivery.events.read(&self.user_id, cursor.start(), PAGE).await?;
+        let mut replayed = Replayed { events: Vec::new(), ended: false, more: page.len() == PAGE };
+        for event in page {
+            *cursor = Cursor::After(event.id);
+            if self.carries(&event) {
+                replayed.events.push(sse_event(&event));
+                if self.ends_with(&event) {
+                    replayed.ended = true;
+                    replayed.more = false;
+                    break;
                 }
             }
-            if !full {
-                return Ok((out, false));
+        }
+        Ok(replayed)
+    }
+
+    /// Sends the log's events after `cursor`, a page at a time (the client's pace holds
+    /// the next read back); true when the stream is over (its task's final event went
+    /// out, or the client left).
+    async fn replay_into(
+        &self,
+        state: &AppState,
+        cursor: &mut Cursor,
+        sender: &mpsc::Sender<Event>,
+    ) -> Result<bool, AppError> {
+        loop {
+            let page = self.replay_page(state, cursor).await?;
+            for event in page.events {
+                if sender.send(event).await.is_err() {
+                    return Ok(true);
+                }
+            }
+            if page.ended {
+                return Ok(true);
+            }
+            if !page.more {
+                return Ok(false);
             }
         }
     }
@@ -260,52 +281,57 @@ impl Follow {
         self.task.is_some() && event.event != inferpush_protocol::EventName::STARTED
     }
 
-    /// The live feed until the client leaves (or its task ends): new events out, and
-    /// after a gap the log read again from the last one sent.
+    /// The rest of the log when `more` of it waits, then the live feed until the client
+    /// leaves (or its task ends): new events out, and after a gap the log read again from
+    /// the last one sent.
     async fn follow(
         self,
         state: AppState,
         mut cursor: Cursor,
+        more: bool,
         mut live: broadcast::Receiver<Live>,
         sender: mpsc::Sender<Event>,
     ) {
+        let mut gap = more;
         loop {
+            if std::mem::take(&mut gap) {
+                match self.replay_into(&state, &mut cursor, &sender).await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    // The log is unreadable now; the feed reports a gap when Redis is back,
+                    // and the log is read again then.
+                    Err(error) => tracing::warn!(%error, "event stream: cannot read the log"),
+                }
+            }
             let next = tokio::select! {
                 _ = sender.closed() => return,
                 // The replica is stopping: ending the stream sends the client elsewhere.
                 () = state.delivery.live.closed() => return,
                 next = live.recv() => next,
             };
-            let outcome = match next {
+            match next {
                 Ok(Live::Event(event)) if self.carries(&event) && cursor.wants(event.id) => {
                     cursor = Cursor::After(event.id);
-                    (vec![sse_event(&event)], self.ends_with(&event))
-                }
-                Ok(Live::Event(_)) => continue,
-                Ok(Live::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    match self.replay(&state, &mut cursor).await {
-                        Ok(replayed) => replayed,
-                        Err(error) => {
-                            // The log is unreadable now; the feed reports a gap when Redis is
-                            // back, and the log is read again then.
-                            tracing::warn!(%error, "event stream: cannot read the log");
-                            continue;
-                        }
+                    if sender.send(sse_event(&event)).await.is_err() || self.ends_with(&event) {
+                        return;
                     }
                 }
+                Ok(Live::Event(_)) => {}
+                Ok(Live::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => gap = true,
                 Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let (events, ended) = outcome;
-            for event in events {
-                if sender.send(event).await.is_err() {
-                    return;
-                }
-            }
-            if ended {
-                return;
             }
         }
     }
+}
+
+/// One read of the log.
+struct Replayed {
+    /// The stream's events of that page.
+    events: Vec<Event>,
+    /// One of them ends the stream.
+    ended: bool,
+    /// The page was full: more may follow.
+    more: bool,
 }
 
 /// A logged event as sent.

@@ -207,3 +207,23 @@ async fn a_user_holds_a_bounded_number_of_streams() {
     let again = app.oneshot(events_request("/v1/events", None)).await.unwrap();
     assert_eq!(again.status(), StatusCode::OK, "closing a stream frees its slot");
 }
+
+#[tokio::test]
+async fn a_long_replay_comes_page_by_page_in_order() {
+    let it = in_process();
+    let log = it.state.delivery.events.clone();
+    let mut ids = Vec::new();
+    for n in 0..250 {
+        ids.push(
+            log.append("alice", TaskId::new_v7(), "inference.completed", &format!(r#"{{"n":{n}}}"#))
+                .await
+                .unwrap(),
+        );
+    }
+    let app = inferpush_api::app(it.state.clone());
+    let response = app.oneshot(events_request("/v1/events", Some(&ids[0].to_string()))).await.unwrap();
+    let events = read_events(response.into_body(), 249).await;
+    let sent: Vec<String> = events.iter().map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = ids[1..].iter().map(ToString::to_string).collect();
+    assert_eq!(sent, expected, "every event after the last one seen, once, in order");
+}

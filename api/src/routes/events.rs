@@ -203,24 +203,19 @@ impl Follow {
         let live = state.delivery.live.subscribe();
         let resumed = matches!(cursor, Cursor::After(_));
         let Replayed { events: mut first, ended, more } = self.replay_page(&state, &mut cursor).await?;
-        let finished = record.as_ref().is_some_and(|r| r.status.is_final());
-        if resumed && finished && first.is_empty() {
+        let is_final = record.as_ref().is_some_and(|r| r.status.is_final());
+        if resumed && is_final && first.is_empty() {
             // A reconnect after the task's last event: 204 tells EventSource to stop.
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         first.insert(0, Event::default().retry(RECONNECT_AFTER));
         let (sender, mut receiver) = mpsc::channel::<Event>(64);
-        match record {
+        let finished = record.filter(|r| r.status.is_final());
+        match finished {
             _ if ended => {}
-            Some(record) if record.status.is_final() => {
-                // Final, yet no final event in the log: announced elsewhere only, or trimmed.
-                let data =
-                    serde_json::to_string(&record.event()).map_err(|e| AppError::Internal(e.into()))?;
-                let name = record.status.event_name().unwrap_or(inferpush_protocol::EventName::FAILED);
-                first.push(Event::default().event(name).data(data));
-            }
-            _ => {
-                tokio::spawn(self.follow(state, cursor, more, live, sender));
+            Some(record) if !more => first.push(final_event(&record)),
+            finished => {
+                tokio::spawn(self.follow(state, cursor, more, live, sender, finished));
             }
         }
         // The slot is held as long as the response body lives.
@@ -283,7 +278,8 @@ impl Follow {
 
     /// The rest of the log when `more` of it waits, then the live feed until the client
     /// leaves (or its task ends): new events out, and after a gap the log read again from
-    /// the last one sent.
+    /// the last one sent. A `finished` task whose final event is not in the log gets it
+    /// rebuilt from its record once the log is read.
     async fn follow(
         self,
         state: AppState,
@@ -291,13 +287,19 @@ impl Follow {
         more: bool,
         mut live: broadcast::Receiver<Live>,
         sender: mpsc::Sender<Event>,
+        finished: Option<TaskRecord>,
     ) {
         let mut gap = more;
         loop {
             if std::mem::take(&mut gap) {
                 match self.replay_into(&state, &mut cursor, &sender).await {
                     Ok(true) => return,
-                    Ok(false) => {}
+                    Ok(false) => {
+                        if let Some(record) = &finished {
+                            let _ = sender.send(final_event(record)).await;
+                            return;
+                        }
+                    }
                     // The log is unreadable now; the feed reports a gap when Redis is back,
                     // and the log is read again then.
                     Err(error) => tracing::warn!(%error, "event stream: cannot read the log"),
@@ -322,6 +324,14 @@ impl Follow {
             }
         }
     }
+}
+
+/// A finished task's final event rebuilt from its record (no id: it is not in the log,
+/// having been announced elsewhere only, or trimmed).
+fn final_event(record: &TaskRecord) -> Event {
+    let data = serde_json::to_string(&record.event()).expect("events always serialise");
+    let name = record.status.event_name().unwrap_or(inferpush_protocol::EventName::FAILED);
+    Event::default().event(name).data(data)
 }
 
 /// One read of the log.

@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use futures::StreamExt;
 use inferpush_protocol::TaskId;
 use inferpush_protocol::http::Accepted;
+use inferpush_store::TaskStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -226,4 +227,40 @@ async fn a_long_replay_comes_page_by_page_in_order() {
     let sent: Vec<String> = events.iter().map(|(id, _, _)| id.clone()).collect();
     let expected: Vec<String> = ids[1..].iter().map(ToString::to_string).collect();
     assert_eq!(sent, expected, "every event after the last one seen, once, in order");
+}
+
+#[tokio::test]
+async fn a_finished_tasks_stream_finds_its_final_event_past_the_first_page() {
+    let mut it = in_process();
+    it.state.clock = std::sync::Arc::new(inferpush_protocol::SystemClock);
+    let (status, _, body, _) =
+        super::send_to(it.state.clone(), submit(json!({"model": "echo", "input": {"text": "hi"}}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let accepted: Accepted = serde_json::from_value(body).unwrap();
+    let log = it.state.delivery.events.clone();
+    log.append("alice", accepted.task_id, "inference.started", "{}").await.unwrap();
+    for _ in 0..150 {
+        log.append("alice", TaskId::new_v7(), "inference.completed", r#"{"other":1}"#).await.unwrap();
+    }
+    log.append("alice", accepted.task_id, "inference.completed", r#"{"mine":1}"#).await.unwrap();
+    let task = it.queue.published.lock().unwrap()[0].0.clone();
+    let clock = inferpush_protocol::SystemClock;
+    let running = inferpush_protocol::TaskRecord::queued(&task).started(&clock);
+    it.store.transition(&running).await.unwrap();
+    it.store.transition(&running.succeeded(json!({"mine": 1}), 1, &clock)).await.unwrap();
+
+    let app = inferpush_api::app(it.state.clone());
+    let response = app.oneshot(events_request(accepted.events_url.as_deref().unwrap(), None)).await.unwrap();
+    let mut stream = response.into_body().into_data_stream();
+    let mut text = String::new();
+    while let Some(chunk) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("ends in time")
+    {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let ids = text.lines().filter(|l| l.starts_with("id:")).count();
+    let names: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("event:")).map(str::trim).collect();
+    assert_eq!(names, ["inference.started", "inference.completed"], "{text}");
+    assert_eq!(ids, 2, "the logged final event, with its id, not one rebuilt: {text}");
+    assert!(text.contains(r#"{"mine":1}"#) && !text.contains("other"));
 }

@@ -177,6 +177,23 @@ async fn server_sent_events_reach_an_eventsource_through_another_replica_across_
     run_node_tests(&stack, "integration-tests/node/sse.test.mjs", &[("INFERPUSH_API_URL_2", second)]).await;
 }
 
+/// mqtt.js logged in as alice (a session of its own) with `extra` settings (at least
+/// `MQTT_URL` and `MQTT_TOPIC`), once its subscription is granted.
+async fn alice_subscribed(stack: &Stack, broker: &Mosquitto, extra: &[(&str, String)]) -> NodeDriver {
+    let (user, password) = mosquitto::USERS[0];
+    let login = [
+        ("MQTT_CLIENT_ID", format!("alice-{}", uuid::Uuid::now_v7().simple())),
+        ("MQTT_USERNAME", user.into()),
+        ("MQTT_PASSWORD", password.into()),
+    ];
+    let env: Vec<(&str, String)> = login.into_iter().chain(extra.iter().cloned()).collect();
+    let mut alice = NodeDriver::start_with(stack, "integration-tests/node/mqtt-subscriber.mjs", &env);
+    let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
+    let granted = subscribed.is_some_and(|l| l.starts_with("subscribed"));
+    assert!(granted, "{:?}\n{}", alice.transcript, broker.log());
+    alice
+}
+
 /// One subscriber's messages, as `(task, event)` pairs, read off its lines.
 fn received(lines: &[String]) -> Vec<(String, String, String)> {
     lines
@@ -198,26 +215,11 @@ async fn mqtt_events_reach_their_owner_only_at_qos_1_through_a_broker_restart_mi
         ("INFERPUSH_MQTT_URL", broker.worker_url()),
     ];
     let stack = Stack::start_with(StackOptions { worker_env, ..Default::default() }).await;
-    let (user, password) = mosquitto::USERS[0];
     // Alice asks for every user's topic; the ACL gives her only her own.
-    let mut alice = NodeDriver::start_with(
-        &stack,
-        "integration-tests/node/mqtt-subscriber.mjs",
-        &[
-            ("MQTT_URL", format!("mqtt://127.0.0.1:{}", broker.port)),
-            ("MQTT_CLIENT_ID", format!("alice-{}", stack.name)),
-            ("MQTT_USERNAME", user.into()),
-            ("MQTT_PASSWORD", password.into()),
-            ("MQTT_TOPIC", "inferpush/+/events".into()),
-        ],
-    );
-    let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
-    assert!(
-        subscribed.is_some_and(|l| l.starts_with("subscribed")),
-        "{:?}\n{}",
-        alice.transcript,
-        broker.log()
-    );
+    let url = broker.url("mqtt");
+    let mut alice =
+        alice_subscribed(&stack, &broker, &[("MQTT_URL", url), ("MQTT_TOPIC", "inferpush/+/events".into())])
+            .await;
 
     // Tasks keep coming while the broker is down for 2 s: their events wait in the worker.
     const TASKS: usize = 120;
@@ -290,26 +292,12 @@ async fn mqtt_over_tls_with_the_login_in_its_own_settings() {
     ];
     let api_env = vec![("INFERPUSH_SINKS", "pusher,mqtt".to_owned())];
     let stack = Stack::start_with(StackOptions { worker_env, api_env, ..Default::default() }).await;
-    let (user, password) = mosquitto::USERS[0];
-    let mut alice = NodeDriver::start_with(
-        &stack,
-        "integration-tests/node/mqtt-subscriber.mjs",
-        &[
-            ("MQTT_URL", broker.url("mqtts")),
-            ("MQTT_CLIENT_ID", format!("alice-tls-{}", stack.name)),
-            ("MQTT_USERNAME", user.into()),
-            ("MQTT_PASSWORD", password.into()),
-            ("MQTT_TOPIC", "inferpush/alice/events".into()),
-            ("NODE_EXTRA_CA_CERTS", files.ca.display().to_string()),
-        ],
-    );
-    let subscribed = alice.expect_line(&["subscribed", "error"], Duration::from_secs(20)).await;
-    assert!(
-        subscribed.is_some_and(|l| l.starts_with("subscribed")),
-        "{:?}\n{}",
-        alice.transcript,
-        broker.log()
-    );
+    let extra = [
+        ("MQTT_URL", broker.url("mqtts")),
+        ("MQTT_TOPIC", "inferpush/alice/events".into()),
+        ("NODE_EXTRA_CA_CERTS", files.ca.display().to_string()),
+    ];
+    let mut alice = alice_subscribed(&stack, &broker, &extra).await;
     let task = submit(&stack, json!({"model": "echo", "input": {"text": "over tls"}})).await;
     let done =
         |lines: &[String]| received(lines).iter().any(|(_, t, e)| t == &task && e == "inference.completed");

@@ -112,6 +112,29 @@ async fn read_events(body: Body, count: usize) -> Vec<(String, String, String)> 
     events
 }
 
+/// The whole text of a stream that ends (within 5 s).
+async fn read_to_end(body: Body) -> String {
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    while let Some(chunk) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("ends in time")
+    {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    text
+}
+
+/// An in-process api on the real clock (the memory log stamps ids with the real time) and
+/// one echo task alice submitted to it.
+async fn submitted_now() -> (super::accepted::InProcess, Accepted) {
+    let mut it = in_process();
+    it.state.clock = std::sync::Arc::new(inferpush_protocol::SystemClock);
+    let (status, _, body, _) =
+        super::send_to(it.state.clone(), submit(json!({"model": "echo", "input": {"text": "hi"}}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    (it, serde_json::from_value(body).unwrap())
+}
+
 fn events_request(uri: &str, last_event_id: Option<&str>) -> Request<Body> {
     let mut request = Request::get(uri).header(header::AUTHORIZATION, "Bearer dev-alice");
     if let Some(id) = last_event_id {
@@ -161,13 +184,7 @@ async fn a_stream_replays_after_the_last_event_id_then_follows_live_each_event_o
 
 #[tokio::test]
 async fn one_tasks_stream_starts_at_its_first_event_and_ends_after_its_final_one() {
-    let mut it = in_process();
-    // The memory log stamps ids with the real time: submit at the real time too.
-    it.state.clock = std::sync::Arc::new(inferpush_protocol::SystemClock);
-    let (status, _, body, _) =
-        super::send_to(it.state.clone(), submit(json!({"model": "echo", "input": {"text": "hi"}}))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let accepted: Accepted = serde_json::from_value(body).unwrap();
+    let (it, accepted) = submitted_now().await;
     let log = it.state.delivery.events.clone();
     log.append("alice", accepted.task_id, "inference.started", "{}").await.unwrap();
     log.append("alice", TaskId::new_v7(), "inference.completed", r#"{"other":1}"#).await.unwrap();
@@ -179,13 +196,7 @@ async fn one_tasks_stream_starts_at_its_first_event_and_ends_after_its_final_one
         tokio::time::sleep(Duration::from_millis(100)).await;
         log.append("alice", task, "inference.completed", r#"{"mine":1}"#).await.unwrap();
     });
-    let mut stream = response.into_body().into_data_stream();
-    let mut text = String::new();
-    while let Some(chunk) =
-        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("ends in time")
-    {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
+    let text = read_to_end(response.into_body()).await;
     let names: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("event:")).map(str::trim).collect();
     assert_eq!(names, ["inference.started", "inference.completed"], "{text}");
     assert!(text.contains(r#"{"mine":1}"#) && !text.contains("other"), "{text}");
@@ -231,12 +242,7 @@ async fn a_long_replay_comes_page_by_page_in_order() {
 
 #[tokio::test]
 async fn a_finished_tasks_stream_finds_its_final_event_past_the_first_page() {
-    let mut it = in_process();
-    it.state.clock = std::sync::Arc::new(inferpush_protocol::SystemClock);
-    let (status, _, body, _) =
-        super::send_to(it.state.clone(), submit(json!({"model": "echo", "input": {"text": "hi"}}))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let accepted: Accepted = serde_json::from_value(body).unwrap();
+    let (it, accepted) = submitted_now().await;
     let log = it.state.delivery.events.clone();
     log.append("alice", accepted.task_id, "inference.started", "{}").await.unwrap();
     for _ in 0..150 {
@@ -251,13 +257,7 @@ async fn a_finished_tasks_stream_finds_its_final_event_past_the_first_page() {
 
     let app = inferpush_api::app(it.state.clone());
     let response = app.oneshot(events_request(accepted.events_url.as_deref().unwrap(), None)).await.unwrap();
-    let mut stream = response.into_body().into_data_stream();
-    let mut text = String::new();
-    while let Some(chunk) =
-        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("ends in time")
-    {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
+    let text = read_to_end(response.into_body()).await;
     let ids = text.lines().filter(|l| l.starts_with("id:")).count();
     let names: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("event:")).map(str::trim).collect();
     assert_eq!(names, ["inference.started", "inference.completed"], "{text}");

@@ -12,6 +12,7 @@ signature verified, the event type and task, and the status it answered.
 import json
 import os
 import sys
+import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +20,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 verifier = Webhook(os.environ["WEBHOOK_SECRET"])
 attempts = Counter()
+# Requests are served on threads: one line per attempt, written whole under a lock.
+output = threading.Lock()
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -32,21 +35,26 @@ class Receiver(BaseHTTPRequestHandler):
             payload, verified = json.loads(body or b"{}"), False
             print(f"# verification failed: {error}", file=sys.stderr, flush=True)
         message_id = headers.get("webhook-id", "")
-        attempts[message_id] += 1
+        with output:
+            attempts[message_id] += 1
+            attempt = attempts[message_id]
         if self.path == "/gone":
             status = 410
-        elif self.path == "/flaky" and attempts[message_id] <= 2:
+        elif self.path == "/flaky" and attempt <= 2:
             status = 503
         else:
             status = 204
-        print(json.dumps({
+        line = json.dumps({
             "path": self.path,
             "id": message_id,
             "verified": verified,
             "type": payload.get("type"),
             "task_id": (payload.get("data") or {}).get("task_id"),
             "status": status,
-        }), flush=True)
+        })
+        with output:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
         self.send_response(status)
         self.end_headers()
 

@@ -39,7 +39,8 @@ fn json_rejection(rejection: JsonRejection, limit: usize) -> AppError {
     }
 }
 
-fn bytes_rejection(rejection: BytesRejection, limit: usize) -> AppError {
+/// A body that could not be read: over `limit`, or broken off.
+pub fn bytes_rejection(rejection: BytesRejection, limit: usize) -> AppError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::PayloadTooLarge(limit)
     } else {

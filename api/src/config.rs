@@ -62,8 +62,9 @@ pub struct ApiConfig {
     /// Most unfinished (queued or running) tasks per user.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
-    /// Longest a submit with `Prefer: wait` holds its answer for the result (and never past
-    /// the request timeout).
+    /// Longest a request waits for its result (and never past the request timeout): a
+    /// submit with `Prefer: wait`, and every `/v1/embeddings` call (past it: 504 naming
+    /// the task, whose result is still pushed and kept).
     #[arg(long, env = "INFERPUSH_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
     pub max_wait: Duration,
     /// Server-sent event streams one user may hold open on one api replica.

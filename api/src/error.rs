@@ -146,32 +146,44 @@ impl AppError {
     }
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if matches!(self, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
-            crate::metrics::auth_refused(status.as_u16());
-        }
-        let retry_after = match &self {
+impl AppError {
+    /// The `Retry-After` value this error is answered with, if any.
+    pub fn retry_after(&self) -> Option<String> {
+        match self {
             AppError::TooManyRequests { seconds, .. } => Some(seconds.to_string()),
             AppError::Unavailable(_) | AppError::OutcomeUnknown { .. } => {
                 Some(RETRY_AFTER_SECONDS.to_owned())
             }
             AppError::InProgress(_) => Some("1".to_owned()),
             _ => None,
-        };
-        let detail = match &self {
+        }
+    }
+
+    /// What the client is told: the message, except for an internal error, which is
+    /// logged here and never shown.
+    pub fn public_detail(&self) -> String {
+        match self {
             AppError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
                 "an internal error occurred; it has been logged".to_owned()
             }
             other => other.to_string(),
-        };
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if matches!(self, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
+            crate::metrics::auth_refused(status.as_u16());
+        }
+        let retry_after = self.retry_after();
         let problem = Problem {
             kind: "about:blank".into(),
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
-            detail,
+            detail: self.public_detail(),
             task_id: None,
             status_url: None,
         };

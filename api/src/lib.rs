@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::models::router())
         .merge(routes::delivery::router())
         .merge(routes::events::router())
+        .merge(routes::openai::router())
         .merge(routes::health::router())
         .merge(openapi::router())
         .fallback(|| async { error::AppError::NotFound("no such endpoint".into()) })
@@ -70,6 +71,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("prefer"),
             // EventSource clients resuming a stream.
             HeaderName::from_static("last-event-id"),
             // Laravel Echo adds these to /broadcasting/auth on pages with a CSRF meta tag.
@@ -77,7 +79,12 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-socket-id"),
             HeaderName::from_static("x-requested-with"),
         ])
-        .expose_headers([header::LOCATION, header::RETRY_AFTER])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("preference-applied"),
+            HeaderName::from_static("inferpush-task-id"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

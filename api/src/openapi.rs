@@ -46,6 +46,7 @@ pub const BEARER: &str = "bearer";
         routes::delivery::options,
         routes::events::user_events,
         routes::events::task_events,
+        routes::openai::embeddings,
         routes::channel_auth::authorize,
         routes::health::healthz,
         routes::health::readyz,
@@ -57,6 +58,7 @@ pub const BEARER: &str = "bearer";
     tags(
         (name = "tasks", description = "Submit tasks and follow them"),
         (name = "events", description = "Where a task's events go: server-sent events, and the sinks on offer"),
+        (name = "openai", description = "OpenAI's embeddings API over the same tasks (for OpenAI's SDKs and text-embeddings-inference clients)"),
         (name = "pusher", description = "Sign Pusher channel subscriptions (pusher-js, Laravel Echo)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
@@ -184,6 +186,7 @@ mod tests {
             "/v1/inference",
             "/v1/inference/{task_id}",
             "/v1/models",
+            "/v1/embeddings",
             "/pusher/auth",
             "/broadcasting/auth",
             "/healthz",

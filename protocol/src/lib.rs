@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod event;
 pub mod http;
 pub mod lifecycle;
+pub mod openai;
 pub mod record;
 pub mod signature;
 pub mod topology;

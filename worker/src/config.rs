@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use inferpush_protocol::catalogue::minilm;
 use inferpush_service::{
     AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
 };
@@ -12,7 +11,7 @@ use inferpush_service::{
 use crate::delivery::pusher::SOKETI_MAX_EVENT_BYTES;
 use crate::model::EmbeddingSettings;
 use crate::model::device::{DeviceChoice, Precision};
-use crate::model::embedding::{BatchSettings, EngineChoice};
+use crate::model::embedding::{BatchSettings, EngineChoice, MAX_TOKENS};
 
 /// `inferpush-worker`: runs models on queued tasks and delivers their results (Soketi, SSE, MQTT, webhooks).
 #[derive(Debug, Clone, Parser)]
@@ -40,16 +39,17 @@ pub struct WorkerConfig {
     /// Threads for a forward pass.
     #[arg(long, env = "INFERPUSH_THREADS", default_value_t = default_threads())]
     pub threads: usize,
-    /// Most tasks in one forward pass (dynamic batching).
-    /// (8 measured best on 2 cores: larger batches pad more than they gain; see README.)
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = 8)]
+    /// Most texts in one forward pass (dynamic batching; a task's texts may take several).
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = BatchSettings::DEFAULT.max_batch_texts)]
     pub max_batch_size: usize,
-    /// Longest wait for more tasks once one is in hand.
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_DELAY", default_value = "2ms", value_parser = parse_duration)]
+    /// Most tokens in one forward pass, padding included (rows × the longest row); at
+    /// least 256, one text of the longest.
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_TOKENS", default_value_t = BatchSettings::DEFAULT.max_batch_tokens)]
+    pub max_batch_tokens: usize,
+    /// Longest wait for more texts once one is in hand, while a pass is not full (0: none;
+    /// under load passes fill while the engine is busy).
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_DELAY", default_value = "0ms", value_parser = parse_duration)]
     pub max_batch_delay: Duration,
-    /// Most texts in one forward pass (a task's texts are never split).
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_TEXTS", default_value_t = 256)]
-    pub max_batch_texts: usize,
     /// Unacknowledged tasks held per model (AMQP prefetch): the worker's concurrency.
     #[arg(long, env = "INFERPUSH_PREFETCH", default_value_t = 64)]
     pub prefetch: u16,
@@ -155,9 +155,9 @@ impl WorkerConfig {
             device: self.device,
             precision: self.dtype,
             batch: BatchSettings {
-                max_batch_size: self.max_batch_size.max(1),
+                max_batch_texts: self.max_batch_size.max(1),
+                max_batch_tokens: self.max_batch_tokens.max(MAX_TOKENS),
                 max_batch_delay: self.max_batch_delay,
-                max_batch_texts: self.max_batch_texts.max(minilm::MAX_TEXTS),
             },
         }
     }

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use inferpush_protocol::{TaskRecord, TaskStatus};
+
+use crate::model::embedding::Encoded;
 pub use inferpush_service::metrics::task_state;
 use inferpush_service::metrics::{model_label, seconds_between_ms};
 use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
@@ -14,11 +16,13 @@ use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 pub const QUEUE_WAIT: &str = "inferpush_worker_queue_wait_seconds";
 /// One task's run in its model (with any wait for its batch), by `model`.
 pub const TASK_INFERENCE: &str = "inferpush_worker_task_inference_duration_seconds";
-/// Tasks in one forward pass, by `model` and `engine`.
+/// Texts in one forward pass, by `model` and `engine`.
 pub const BATCH_SIZE: &str = "inferpush_worker_batch_size";
 /// Real (unpadded) tokens in one forward pass, by `model` and `engine`.
 pub const BATCH_TOKENS: &str = "inferpush_worker_batch_tokens";
-/// Tokenizing one batch, by `model` and `engine`.
+/// Tokens per forward pass, padding included, by `model` and `engine`.
+pub const BATCH_PADDED_TOKENS: &str = "inferpush_worker_batch_padded_tokens";
+/// Tokenizing one task's texts, by `model`.
 pub const TOKENIZATION: &str = "inferpush_worker_tokenization_duration_seconds";
 /// One forward pass, by `model` and `engine`.
 pub const INFERENCE: &str = "inferpush_worker_inference_duration_seconds";
@@ -42,9 +46,10 @@ pub const DELIVERY: &str = "inferpush_worker_delivery_duration_seconds";
 pub fn describe() {
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Accepted by the api until a worker started it");
     describe_histogram!(TASK_INFERENCE, Unit::Seconds, "One task's run in its model, batching included");
-    describe_histogram!(BATCH_SIZE, Unit::Count, "Tasks per forward pass");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Texts per forward pass");
     describe_histogram!(BATCH_TOKENS, Unit::Count, "Real tokens per forward pass");
-    describe_histogram!(TOKENIZATION, Unit::Seconds, "Tokenizing one batch");
+    describe_histogram!(BATCH_PADDED_TOKENS, Unit::Count, "Tokens per forward pass, padding included");
+    describe_histogram!(TOKENIZATION, Unit::Seconds, "Tokenizing one task's texts");
     describe_histogram!(INFERENCE, Unit::Seconds, "One forward pass");
     describe_histogram!(PUSH, Unit::Seconds, "One batch_events call to the Pusher server");
     describe_counter!(PUSH_FAILURES, "Failed calls to the Pusher server, by status");
@@ -67,19 +72,18 @@ pub fn task_inference(model: &str, took: Duration) {
     histogram!(TASK_INFERENCE, "model" => model_label(model)).record(took.as_secs_f64());
 }
 
-/// One forward pass of `tasks` tasks and `tokens` real tokens.
-pub fn batch(
-    model: &'static str,
-    engine: &'static str,
-    tasks: usize,
-    tokens: usize,
-    tokenizing: Duration,
-    inferring: Duration,
-) {
-    histogram!(BATCH_SIZE, "model" => model, "engine" => engine).record(tasks as f64);
-    histogram!(BATCH_TOKENS, "model" => model, "engine" => engine).record(tokens as f64);
-    histogram!(TOKENIZATION, "model" => model, "engine" => engine).record(tokenizing.as_secs_f64());
+/// One forward pass over `batch`, which took `inferring`.
+pub fn batch(model: &'static str, engine: &'static str, batch: &Encoded, inferring: Duration) {
+    histogram!(BATCH_SIZE, "model" => model, "engine" => engine).record(batch.rows as f64);
+    histogram!(BATCH_TOKENS, "model" => model, "engine" => engine).record(batch.real_tokens() as f64);
+    histogram!(BATCH_PADDED_TOKENS, "model" => model, "engine" => engine)
+        .record((batch.rows * batch.seq_len) as f64);
     histogram!(INFERENCE, "model" => model, "engine" => engine).record(inferring.as_secs_f64());
+}
+
+/// Tokenising one task's texts took `took`.
+pub fn tokenization(model: &'static str, took: Duration) {
+    histogram!(TOKENIZATION, "model" => model).record(took.as_secs_f64());
 }
 
 /// One call to the Pusher server, and how it failed if it did.

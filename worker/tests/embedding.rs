@@ -96,7 +96,7 @@ fn submit_all(
         .iter()
         .map(|texts| {
             let (batcher, texts) = (batcher.clone(), texts.clone());
-            tokio::spawn(async move { batcher.embed(texts, Lane::Main).await })
+            tokio::spawn(async move { batcher.embed(texts, Lane::Main).await.map(|e| e.rows) })
         })
         .collect()
 }
@@ -105,8 +105,11 @@ fn submit_all(
 async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
     let files = files();
     let reference = reference();
-    let settings =
-        BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(20), max_batch_texts: 64 };
+    let settings = BatchSettings {
+        max_batch_texts: 16,
+        max_batch_tokens: 4096,
+        max_batch_delay: Duration::from_millis(20),
+    };
     let engine =
         Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap());
     let batcher = Batcher::spawn(engine, tokenizer(&files), settings);
@@ -132,6 +135,52 @@ async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
             assert!(similarity >= 0.99999, "padding or cross-talk changed a result: cosine {similarity}");
         }
     }
+}
+
+/// Counts passes and their padded size, answering like an engine.
+struct Counting {
+    passes: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+}
+
+impl Engine for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn embed(&mut self, batch: &Encoded) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.passes.lock().unwrap().push((batch.rows, batch.seq_len));
+        // Each row says how long it was, so rows can be told apart.
+        let lengths = batch.attention_mask.chunks(batch.seq_len.max(1));
+        Ok(lengths.map(|mask| vec![mask.iter().sum::<i64>() as f32; 384]).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_task_runs_in_passes_within_the_token_budget_and_gets_its_rows_in_order() {
+    let files = files();
+    let passes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let settings =
+        BatchSettings { max_batch_texts: 32, max_batch_tokens: 512, max_batch_delay: Duration::ZERO };
+    let batcher = Batcher::spawn(Box::new(Counting { passes: passes.clone() }), tokenizer(&files), settings);
+    // 100 texts: short ones and long ones interleaved.
+    let texts: Vec<String> =
+        (0..100).map(|i| if i % 3 == 0 { "word ".repeat(60 + i) } else { format!("short {i}") }).collect();
+    let embedded = batcher.embed(texts.clone(), Lane::Main).await.unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let lengths: Vec<usize> = tokenizer(&files).tokens(&refs).unwrap().iter().map(|t| t.len()).collect();
+    assert_eq!(embedded.rows.len(), 100);
+    for (i, (row, length)) in embedded.rows.iter().zip(&lengths).enumerate() {
+        assert_eq!(row[0] as usize, *length, "text {i} got another text's row");
+    }
+    assert_eq!(embedded.tokens, lengths.iter().sum::<usize>(), "usage counts every token read");
+    let passes = passes.lock().unwrap().clone();
+    assert!(passes.len() > 1, "{passes:?}");
+    for (rows, seq_len) in &passes {
+        assert!(*rows <= 32 && (rows * seq_len <= 512 || *rows == 1), "pass over budget: {rows} × {seq_len}");
+    }
+    // Grouped by length: the short texts never pad to a long one's length.
+    let padded: usize = passes.iter().map(|(rows, seq_len)| rows * seq_len).sum();
+    assert!(padded < embedded.tokens * 5 / 4, "padded {padded} for {} real tokens", embedded.tokens);
 }
 
 #[test]
@@ -176,8 +225,11 @@ impl Engine for Failing {
 async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_keeps_serving() {
     let files = files();
     let batches = Arc::new(AtomicUsize::new(0));
-    let settings =
-        BatchSettings { max_batch_size: 16, max_batch_delay: Duration::from_millis(50), max_batch_texts: 64 };
+    let settings = BatchSettings {
+        max_batch_texts: 16,
+        max_batch_tokens: 4096,
+        max_batch_delay: Duration::from_millis(50),
+    };
     let batcher = Batcher::spawn(Box::new(Failing { batches: batches.clone() }), tokenizer(&files), settings);
     let tasks: Vec<Vec<String>> = vec![
         vec!["fine".into()],
@@ -197,7 +249,7 @@ async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_ke
     assert!(outcomes[3].as_ref().unwrap_err().contains("panicked"), "{:?}", outcomes[3]);
     assert_eq!(outcomes[4].as_ref().map(Vec::len), Ok(1));
     // Still serving after a failure and a panic.
-    assert_eq!(batcher.embed(vec!["after".into()], Lane::Main).await.map(|rows| rows.len()), Ok(1));
+    assert_eq!(batcher.embed(vec!["after".into()], Lane::Main).await.map(|e| e.rows.len()), Ok(1));
     assert!(batches.load(Ordering::SeqCst) >= 6, "the failed batch was split and retried");
 }
 
@@ -217,7 +269,8 @@ impl Engine for Slow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_main_lane_task_is_batched_before_the_bulk_tasks_waiting_ahead_of_it() {
-    let settings = BatchSettings { max_batch_size: 2, max_batch_delay: Duration::ZERO, max_batch_texts: 64 };
+    let settings =
+        BatchSettings { max_batch_texts: 2, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO };
     let batcher = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings);
     let finished = Arc::new(AtomicUsize::new(0));
     let send = |lane| {
@@ -248,7 +301,7 @@ fn a_gpu_that_cannot_be_had_is_refused_when_the_model_loads() {
         threads: 1,
         device: DeviceChoice::Cuda(0),
         precision: Precision::F32,
-        batch: BatchSettings { max_batch_size: 1, max_batch_delay: Duration::ZERO, max_batch_texts: 64 },
+        batch: BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO },
     };
     let error = EmbeddingModel::load(&settings(EngineChoice::Ort)).err().expect("ort on a GPU").to_string();
     assert!(error.contains("runs on the CPU only"), "{error}");

@@ -68,7 +68,7 @@ fn harness() -> Harness {
         threads: 1,
         device: DeviceChoice::Cpu,
         precision: Precision::F32,
-        batch: BatchSettings { max_batch_size: 1, max_batch_delay: Duration::ZERO, max_batch_texts: 64 },
+        batch: BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO },
     };
     let store = Arc::new(MemoryTaskStore::new());
     let sink = Arc::new(RecordingSink::default());

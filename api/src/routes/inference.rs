@@ -142,7 +142,7 @@ pub(crate) async fn submit(
 }
 
 /// Validates, records and publishes; answers the task and its 202.
-async fn accept(
+pub(crate) async fn accept(
     state: AppState,
     user: User,
     headers: HeaderMap,

@@ -6,4 +6,5 @@ pub mod events;
 pub mod health;
 pub mod inference;
 pub mod models;
+pub mod openai;
 pub mod tasks;

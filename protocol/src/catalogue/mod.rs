@@ -53,6 +53,19 @@ pub struct ModelSpec {
     /// About how many bytes the stored result of a valid input takes (what a task counts
     /// against its user's result quota).
     pub result_bytes: fn(&Value) -> u64,
+    /// For an embedding model: how `/v1/embeddings` (OpenAI's API) reaches it.
+    pub embeddings: Option<EmbeddingsSpec>,
+}
+
+/// What OpenAI's embeddings API needs to know of an embedding model.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingsSpec {
+    /// Other names it answers to there (matched ignoring case), e.g. its Hugging Face id.
+    pub aliases: &'static [&'static str],
+    /// The size of its vectors.
+    pub dimensions: usize,
+    /// The model's input for these texts.
+    pub input_of: fn(Vec<String>) -> Value,
 }
 
 /// Room for a record's fields besides its output (ids, status, times, channel).
@@ -69,23 +82,44 @@ pub const MODELS: &[ModelSpec] = &[
         validate: echo::validate,
         max_input_bytes: echo::MAX_INPUT_BYTES,
         result_bytes: echo::result_bytes,
+        embeddings: None,
     },
     ModelSpec {
         id: ModelId::MiniLm,
         name: minilm::NAME,
         description: "sentence-transformers/all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised); \
                       tokens past 256 are truncated",
-        input: "{\"texts\": [string, …]}: 1–64 non-empty strings of at most 10000 characters",
-        output: "{\"embeddings\": [[f32; 384], …], \"dimensions\": 384}: one unit vector per text, in order",
+        input: "{\"texts\": [string, …]}: 1–256 non-empty strings of at most 10000 characters",
+        output: "{\"embeddings\": [[f32; 384], …], \"dimensions\": 384, \"tokens\": n}: one unit vector per text, \
+                 in order, and the tokens the model read ([CLS] and [SEP] included, after truncation)",
         validate: minilm::validate,
         max_input_bytes: minilm::MAX_INPUT_BYTES,
         result_bytes: minilm::result_bytes,
+        embeddings: Some(EmbeddingsSpec {
+            aliases: minilm::ALIASES,
+            dimensions: minilm::DIMENSIONS,
+            input_of: minilm::input_of,
+        }),
     },
 ];
 
 /// Looks a model up by name.
 pub fn find(name: &str) -> Option<&'static ModelSpec> {
     MODELS.iter().find(|m| m.name == name)
+}
+
+/// Looks an embedding model up by name or alias, ignoring case.
+pub fn find_embedding(name: &str) -> Option<&'static ModelSpec> {
+    MODELS.iter().find(|m| {
+        m.embeddings.is_some_and(|e| {
+            m.name.eq_ignore_ascii_case(name) || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+    })
+}
+
+/// The names of the embedding models, comma-separated (for error messages).
+pub fn embedding_names() -> String {
+    MODELS.iter().filter(|m| m.embeddings.is_some()).map(|m| m.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The names of every model, comma-separated (for error messages).
@@ -190,6 +224,17 @@ mod tests {
         assert!(validate("echo", &json!([])).is_err());
         assert!(validate(minilm::NAME, &json!({"texts": ["a"]})).is_ok());
         assert!(validate(minilm::NAME, &json!({})).is_err());
+    }
+
+    #[test]
+    fn embedding_models_are_found_by_name_or_alias_ignoring_case() {
+        for name in ["all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "ALL-MINILM-L6-V2"] {
+            assert_eq!(find_embedding(name).map(|m| m.id), Some(ModelId::MiniLm), "{name}");
+        }
+        assert!(find_embedding("echo").is_none(), "echo makes no embeddings");
+        assert_eq!(embedding_names(), minilm::NAME);
+        let input = (find_embedding(minilm::NAME).unwrap().embeddings.unwrap().input_of)(vec!["a".into()]);
+        assert_eq!(validate(minilm::NAME, &input), Ok(()));
     }
 
     #[test]

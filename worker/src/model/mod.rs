@@ -119,9 +119,9 @@ mod tests {
             device: device::DeviceChoice::Cpu,
             precision: device::Precision::F32,
             batch: embedding::BatchSettings {
-                max_batch_size: 8,
+                max_batch_texts: 8,
+                max_batch_tokens: 1024,
                 max_batch_delay: std::time::Duration::ZERO,
-                max_batch_texts: 64,
             },
         }
     }

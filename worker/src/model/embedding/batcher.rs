@@ -1,16 +1,21 @@
-//! Dynamic batching as Triton does it, on a dedicated thread that owns the engine:
-//! gather up to `max_batch_size` tasks (each with its own texts), waiting at most
-//! `max_batch_delay` for more, run them as one forward pass, answer each task with
-//! exactly its own rows. Inference never runs on the tokio threads.
+//! Dynamic batching on a dedicated thread that owns the engine. Each task's texts are
+//! tokenised when it arrives; the thread keeps every waiting text in its lane's pool and
+//! runs them in forward passes chosen by [`super::plan`]: the oldest text and those
+//! nearest its length, within a token budget. A task's texts may run in several passes
+//! (with other tasks' texts); it is answered once all of its rows are in, with exactly
+//! its own rows. While the engine is busy the pool fills, so batches form under load
+//! without a delay; at low load a task runs at once (`max_batch_delay` may add a wait).
+//! Inference never runs on the tokio threads.
 //!
-//! Tasks of the main lane are taken before those of the bulk lane (see
+//! Texts of the main lane are taken before those of the bulk lane (see
 //! [`inferpush_protocol::topology`]): a task that came by the main queue never waits
-//! behind the bulk tasks the worker holds, only behind the batch already running.
+//! behind the bulk tasks the worker holds, only behind the pass already running.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::minilm;
@@ -18,22 +23,46 @@ use inferpush_service::telemetry::KeyValue;
 use tokio::sync::oneshot;
 
 use super::engine::Engine;
-use super::tokenize::TextTokenizer;
+use super::plan::{self, PassLimits};
+use super::tokenize::{Encoded, TextTokenizer, Tokens};
 
-/// How batches are formed.
+/// How forward passes are formed.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
-    /// Most tasks in one forward pass.
-    pub max_batch_size: usize,
-    /// Longest wait for more tasks once one is in hand.
-    pub max_batch_delay: Duration,
-    /// Most texts in one forward pass (a task is never split).
+    /// Most texts in one forward pass.
     pub max_batch_texts: usize,
+    /// Most tokens in one forward pass, padding included (rows × the longest row).
+    pub max_batch_tokens: usize,
+    /// Longest wait for more texts once one is in hand, while the pass is not full.
+    pub max_batch_delay: Duration,
 }
+
+impl BatchSettings {
+    /// The worker's defaults, measured with `make bench-model` on 2 cores (see README).
+    pub const DEFAULT: BatchSettings =
+        BatchSettings { max_batch_texts: 32, max_batch_tokens: 2048, max_batch_delay: Duration::ZERO };
+
+    /// The size of one pass.
+    pub fn limits(&self) -> PassLimits {
+        PassLimits { max_texts: self.max_batch_texts.max(1), max_tokens: self.max_batch_tokens }
+    }
+}
+
+/// One task's embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// One row per text, in order.
+    pub rows: Vec<Vec<f32>>,
+    /// Tokens the model read, `[CLS]` and `[SEP]` included, after truncation.
+    pub tokens: usize,
+}
+
+/// Texts longer than this (in bytes, all together) are tokenised off the async threads.
+const TOKENIZE_INLINE_BYTES: usize = 16 * 1024;
 
 struct Request {
     lane: Lane,
-    texts: Vec<String>,
+    texts: Vec<Tokens>,
     /// The task's span, for the trace's `batch` span.
     span: tracing::Span,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
@@ -43,10 +72,11 @@ struct Request {
 #[derive(Clone)]
 pub struct Batcher {
     queue: Sender<Request>,
+    tokenizer: Arc<TextTokenizer>,
 }
 
 impl Batcher {
-    /// Starts the thread that owns `engine` and `tokenizer`.
+    /// Starts the thread that owns `engine`.
     pub fn spawn(engine: Box<dyn Engine>, tokenizer: TextTokenizer, settings: BatchSettings) -> Self {
         let (queue, requests) = mpsc::channel();
         let name = format!("inferpush-{}", engine.name());
@@ -54,78 +84,114 @@ impl Batcher {
             .name(name)
             .spawn(move || {
                 let waiting = Lane::ALL.map(|_| VecDeque::new());
-                BatchLoop { engine, tokenizer, settings, requests, waiting }.run()
+                let pending = HashMap::new();
+                BatchLoop { engine, settings, requests, waiting, pending, next_id: 0 }.run()
             })
             .expect("spawning the inference thread");
-        Self { queue }
+        Self { queue, tokenizer: Arc::new(tokenizer) }
     }
 
     /// Embeds `texts` (one task that came by `lane`), batched with whatever else is waiting.
-    pub async fn embed(&self, texts: Vec<String>, lane: Lane) -> Result<Vec<Vec<f32>>, String> {
+    pub async fn embed(&self, texts: Vec<String>, lane: Lane) -> Result<Embedded, String> {
+        let texts = self.tokenize(texts).await?;
+        let tokens = texts.iter().map(Tokens::len).sum();
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request { lane, texts, span: tracing::Span::current(), reply })
             .map_err(|_| "the inference thread has stopped".to_owned())?;
-        answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))
+        let rows =
+            answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))?;
+        Ok(Embedded { rows, tokens })
     }
+
+    async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Tokens>, String> {
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let tokenizer = self.tokenizer.clone();
+        let run = move || {
+            let started = Instant::now();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let tokens = tokenizer.tokens(&refs).map_err(|e| format!("{e:#}"));
+            crate::metrics::tokenization(minilm::NAME, started.elapsed());
+            tokens
+        };
+        if bytes <= TOKENIZE_INLINE_BYTES {
+            run()
+        } else {
+            tokio::task::spawn_blocking(run).await.map_err(|_| "tokenising panicked".to_owned())?
+        }
+    }
+}
+
+/// A task being embedded: the rows it has so far.
+struct Pending {
+    rows: Vec<Option<Vec<f32>>>,
+    missing: usize,
+    passes: usize,
+    first_pass: Option<SystemTime>,
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// One waiting text: which task, which of its texts.
+struct Item {
+    task: u64,
+    index: usize,
+    tokens: Tokens,
 }
 
 struct BatchLoop {
     engine: Box<dyn Engine>,
-    tokenizer: TextTokenizer,
     settings: BatchSettings,
     requests: Receiver<Request>,
-    /// Tasks received and not yet batched, by lane, in the order of [`Lane::ALL`].
-    waiting: [VecDeque<Request>; 2],
+    /// Texts received and not yet run, by lane in the order of [`Lane::ALL`], oldest first.
+    waiting: [VecDeque<Item>; 2],
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
 }
 
 impl BatchLoop {
     fn run(mut self) {
-        while let Some(batch) = self.gather() {
-            self.execute(batch);
+        while self.fill() {
+            self.run_next_pass();
         }
     }
 
-    /// Waits for a first task, then takes more until the batch is full or the delay is
-    /// up; the main lane's tasks first. `None` once no task can come any more.
-    fn gather(&mut self) -> Option<Vec<Request>> {
+    /// Waits for a first text, then, with a delay set, for more until a pass is full or
+    /// the delay is up. False once no task can come any more.
+    fn fill(&mut self) -> bool {
         self.receive_waiting();
-        if self.next_lane().is_none() {
-            let request = self.requests.recv().ok()?;
-            self.hold(request);
+        while self.next_lane().is_none() {
+            match self.requests.recv() {
+                Ok(request) => self.hold(request),
+                Err(_) => return false,
+            }
             self.receive_waiting();
         }
-        let first = self.take_next().expect("a task is waiting");
-        let mut texts = first.texts.len();
-        let mut batch = vec![first];
         let deadline = Instant::now() + self.settings.max_batch_delay;
-        while batch.len() < self.settings.max_batch_size {
-            if self.next_lane().is_none() {
-                // Nothing waiting: wait out the delay for more.
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+        while !self.pass_is_full() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.requests.recv_timeout(left) {
+                Ok(request) if !left.is_zero() => self.hold(request),
+                Ok(request) => {
+                    self.hold(request);
                     break;
                 }
-                match self.requests.recv_timeout(left) {
-                    Ok(request) => self.hold(request),
-                    Err(_) => break,
-                }
-                self.receive_waiting();
+                Err(_) => break,
             }
-            let lane = self.next_lane().expect("a task is waiting");
-            // A task is never split: one that does not fit opens the next batch.
-            if texts + self.waiting[lane].front().map_or(0, |r| r.texts.len()) > self.settings.max_batch_texts
-            {
-                break;
-            }
-            let next = self.take_next().expect("a task is waiting");
-            texts += next.texts.len();
-            batch.push(next);
         }
-        Some(batch)
+        true
     }
 
-    /// Moves every task already sent into its lane's queue, without waiting.
+    /// True when the first lane holds enough for a full pass.
+    fn pass_is_full(&self) -> bool {
+        let Some(lane) = self.next_lane() else { return false };
+        let limits = self.settings.limits();
+        let texts = &self.waiting[lane];
+        texts.len() >= limits.max_texts
+            || texts.iter().map(|t| t.tokens.len()).sum::<usize>() >= limits.max_tokens
+    }
+
+    /// Moves every task already sent into its lane's pool, without waiting.
     fn receive_waiting(&mut self) {
         while let Ok(request) = self.requests.try_recv() {
             self.hold(request);
@@ -133,84 +199,129 @@ impl BatchLoop {
     }
 
     fn hold(&mut self, request: Request) {
+        if request.texts.is_empty() {
+            let _ = request.reply.send(Ok(Vec::new()));
+            return;
+        }
+        let task = self.next_id;
+        self.next_id += 1;
         let lane = Lane::ALL.iter().position(|l| *l == request.lane).unwrap_or(0);
-        self.waiting[lane].push_back(request);
+        let count = request.texts.len();
+        for (index, tokens) in request.texts.into_iter().enumerate() {
+            self.waiting[lane].push_back(Item { task, index, tokens });
+        }
+        let pending = Pending {
+            rows: vec![None; count],
+            missing: count,
+            passes: 0,
+            first_pass: None,
+            span: request.span,
+            reply: request.reply,
+        };
+        self.pending.insert(task, pending);
     }
 
-    /// The first lane with a task waiting.
+    /// The first lane with a text waiting.
     fn next_lane(&self) -> Option<usize> {
         self.waiting.iter().position(|lane| !lane.is_empty())
     }
 
-    fn take_next(&mut self) -> Option<Request> {
-        let lane = self.next_lane()?;
-        self.waiting[lane].pop_front()
+    /// Takes the next pass out of the first lane's pool and runs it.
+    fn run_next_pass(&mut self) {
+        let Some(lane) = self.next_lane() else { return };
+        let lengths: Vec<usize> = self.waiting[lane].iter().map(|t| t.tokens.len()).collect();
+        let pass = plan::next_pass(&lengths, self.settings.limits());
+        let mut pool: Vec<Item> = self.waiting[lane].drain(..).collect();
+        let items = plan::take_positions(&mut pool, &pass);
+        self.waiting[lane] = pool.into();
+        self.execute(items);
     }
 
-    /// Runs one batch and answers its tasks. When a batch of several tasks fails (a CUDA
-    /// out-of-memory, a bad input), each task is run again alone, so only the task that
-    /// cannot run fails; the thread keeps serving either way.
-    fn execute(&mut self, batch: Vec<Request>) {
-        let started = Instant::now();
-        let start_time = std::time::SystemTime::now();
-        let rows = {
-            let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
-            self.forward(&texts, batch.len())
-        };
-        tracing::debug!(tasks = batch.len(), ms = started.elapsed().as_millis() as u64, "batch");
-        let end_time = std::time::SystemTime::now();
-        let texts = batch.iter().map(|r| r.texts.len()).sum::<usize>() as i64;
-        for request in &batch {
-            let attributes =
-                vec![KeyValue::new("batch.tasks", batch.len() as i64), KeyValue::new("batch.texts", texts)];
-            inferpush_service::telemetry::record_span(
-                &request.span,
-                "batch",
-                start_time,
-                end_time,
-                attributes,
-            );
+    /// Runs one pass and files its rows; answers each task whose rows are all in. When a
+    /// pass of several tasks fails (a CUDA out-of-memory, a bad input), each task's texts
+    /// of it run again apart, so only the task that cannot run fails; the thread keeps
+    /// serving either way.
+    fn execute(&mut self, items: Vec<Item>) {
+        let now = SystemTime::now();
+        let mut tasks: Vec<u64> = items.iter().map(|i| i.task).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        for task in &tasks {
+            if let Some(pending) = self.pending.get_mut(task) {
+                pending.first_pass.get_or_insert(now);
+                pending.passes += 1;
+            }
         }
-        match rows {
+        let batch = Encoded::pad(&items.iter().map(|i| &i.tokens).collect::<Vec<_>>());
+        match self.forward(&batch) {
             Ok(rows) => {
-                let mut rows = rows.into_iter();
-                for request in batch {
-                    let own: Vec<Vec<f32>> = rows.by_ref().take(request.texts.len()).collect();
-                    let _ = request.reply.send(Ok(own));
+                for (item, row) in items.into_iter().zip(rows) {
+                    self.file(item.task, item.index, row);
                 }
             }
-            Err(error) if batch.len() > 1 => {
-                tracing::warn!(error, tasks = batch.len(), "batch failed; running its tasks one at a time");
-                for request in batch {
-                    self.execute(vec![request]);
+            Err(error) if tasks.len() > 1 => {
+                tracing::warn!(error, tasks = tasks.len(), "pass failed; running its tasks apart");
+                let mut items = items;
+                for task in tasks {
+                    let (own, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.task == task);
+                    items = rest;
+                    self.execute(own);
                 }
             }
             Err(error) => {
                 tracing::error!(error, "task failed");
-                for request in batch {
-                    let _ = request.reply.send(Err(error.clone()));
-                }
+                self.fail(tasks[0], error);
             }
         }
     }
 
-    /// One forward pass over `texts` (of `tasks` tasks): their rows, or why there are none.
-    fn forward(&mut self, texts: &[&str], tasks: usize) -> Result<Vec<Vec<f32>>, String> {
-        let (tokenizer, engine) = (&self.tokenizer, &mut self.engine);
-        // A panic in an engine must fail this batch, not kill the thread.
+    /// Files one row; answers its task when it was the last missing.
+    fn file(&mut self, task: u64, index: usize, row: Vec<f32>) {
+        let Some(pending) = self.pending.get_mut(&task) else { return };
+        pending.rows[index] = Some(row);
+        pending.missing -= 1;
+        if pending.missing > 0 {
+            return;
+        }
+        let pending = self.pending.remove(&task).expect("present");
+        let texts = pending.rows.len() as i64;
+        let attributes =
+            vec![KeyValue::new("batch.passes", pending.passes as i64), KeyValue::new("task.texts", texts)];
+        let started = pending.first_pass.unwrap_or_else(SystemTime::now);
+        inferpush_service::telemetry::record_span(
+            &pending.span,
+            "batch",
+            started,
+            SystemTime::now(),
+            attributes,
+        );
+        let rows = pending.rows.into_iter().map(|row| row.expect("every row filed")).collect();
+        let _ = pending.reply.send(Ok(rows));
+    }
+
+    /// Fails a task and drops its texts still waiting.
+    fn fail(&mut self, task: u64, error: String) {
+        for lane in &mut self.waiting {
+            lane.retain(|item| item.task != task);
+        }
+        if let Some(pending) = self.pending.remove(&task) {
+            let _ = pending.reply.send(Err(error));
+        }
+    }
+
+    /// One forward pass: its rows, or why there are none.
+    fn forward(&mut self, batch: &Encoded) -> Result<Vec<Vec<f32>>, String> {
+        let engine = &mut self.engine;
+        // A panic in an engine must fail this pass, not kill the thread.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let tokenizing = Instant::now();
-            let encoded = tokenizer.encode(texts)?;
-            let tokenized = tokenizing.elapsed();
             let inferring = Instant::now();
-            let rows = engine.embed(&encoded)?;
-            let tokens = encoded.attention_mask.iter().filter(|mask| **mask == 1).count();
-            crate::metrics::batch(minilm::NAME, engine.name(), tasks, tokens, tokenized, inferring.elapsed());
+            let rows = engine.embed(batch)?;
+            crate::metrics::batch(minilm::NAME, engine.name(), batch, inferring.elapsed());
             Ok::<_, anyhow::Error>(rows)
         }));
         match outcome {
-            Ok(Ok(rows)) if rows.len() == texts.len() => Ok(rows),
-            Ok(Ok(rows)) => Err(format!("the engine returned {} rows for {} texts", rows.len(), texts.len())),
+            Ok(Ok(rows)) if rows.len() == batch.rows => Ok(rows),
+            Ok(Ok(rows)) => Err(format!("the engine returned {} rows for {} texts", rows.len(), batch.rows)),
             Ok(Err(error)) => Err(format!("{error:#}")),
             Err(_) => Err("the engine panicked on this batch".to_owned()),
         }

@@ -1,12 +1,14 @@
 //! `all-minilm-l6-v2`: sentence embeddings served like an inference server serves them.
 //!
 //! Two engines behind one trait (ONNX Runtime and candle), chosen at start; a dynamic
-//! batcher on its own thread owns the engine; each task gets exactly its own rows.
+//! batcher on its own thread owns the engine and runs texts in passes of similar length
+//! within a token budget ([`plan`]); each task gets exactly its own rows.
 
 mod batcher;
 mod candle_engine;
 mod engine;
 mod ort_engine;
+pub mod plan;
 mod tokenize;
 
 use std::path::{Path, PathBuf};
@@ -16,11 +18,12 @@ use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::minilm;
 use serde_json::{Value, json};
 
-pub use batcher::{BatchSettings, Batcher};
+pub use batcher::{BatchSettings, Batcher, Embedded};
 pub use candle_engine::CandleEngine;
 pub use engine::Engine;
 pub use ort_engine::OrtEngine;
-pub use tokenize::{Encoded, MAX_TOKENS, TextTokenizer};
+pub use plan::{PassLimits, embed_all};
+pub use tokenize::{Encoded, MAX_TOKENS, TextTokenizer, Tokens};
 
 use super::device::{DeviceChoice, Precision};
 use super::{Model, ModelError};
@@ -195,7 +198,7 @@ impl Model for EmbeddingModel {
     async fn infer(&self, input: &Value, lane: Lane) -> Result<Value, ModelError> {
         let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
         let texts = texts.into_iter().map(str::to_owned).collect();
-        let embeddings = self.batcher.embed(texts, lane).await.map_err(ModelError::Failed)?;
-        Ok(json!({"embeddings": embeddings, "dimensions": minilm::DIMENSIONS}))
+        let embedded = self.batcher.embed(texts, lane).await.map_err(ModelError::Failed)?;
+        Ok(json!({"embeddings": embedded.rows, "dimensions": minilm::DIMENSIONS, "tokens": embedded.tokens}))
     }
 }

@@ -7,6 +7,8 @@
 mod accepted;
 #[path = "routes/delivery.rs"]
 mod delivery;
+#[path = "routes/embeddings.rs"]
+mod embeddings;
 #[path = "routes/waiting.rs"]
 mod waiting;
 

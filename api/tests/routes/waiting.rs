@@ -20,24 +20,32 @@ fn submit_waiting(prefer: &str) -> Request<Body> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_task_finished_within_the_wait_is_answered_201_with_its_result() {
-    let it = in_process();
-    // Plays the worker: finishes the task once it is queued.
+/// Plays the worker: finishes the first task published with `output`, `after` it is queued.
+pub(super) fn play_the_worker(
+    it: &super::accepted::InProcess,
+    output: serde_json::Value,
+    after: Duration,
+) -> tokio::task::JoinHandle<()> {
     let (store, queue) = (it.store.clone(), it.queue.clone());
-    let worker = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let task = queue.published.lock().unwrap().first().map(|(t, _, _)| t.clone());
             if let Some(task) = task {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(after).await;
                 let running = TaskRecord::queued(&task).started(&SystemClock);
                 store.transition(&running).await.unwrap();
-                store.transition(&running.succeeded(json!({"text": "hi"}), 1, &SystemClock)).await.unwrap();
+                store.transition(&running.succeeded(output, 1, &SystemClock)).await.unwrap();
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_task_finished_within_the_wait_is_answered_201_with_its_result() {
+    let it = in_process();
+    let worker = play_the_worker(&it, json!({"text": "hi"}), Duration::from_millis(200));
     let began = Instant::now();
     let (status, _, body, _) = super::send_to(it.state.clone(), submit_waiting("wait=3")).await;
     worker.await.unwrap();

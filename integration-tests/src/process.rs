@@ -23,6 +23,18 @@ pub fn workspace_root() -> PathBuf {
     manifest_dir.parent().expect("integration-tests lives in the workspace").to_path_buf()
 }
 
+/// The Python of a virtualenv holding exactly `packages` (pinned PyPI packages), made
+/// once in the cache by `scripts/venv.sh` under `name`.
+pub fn pinned_python(name: &str, packages: &str) -> String {
+    let venv = std::process::Command::new(workspace_root().join("scripts/venv.sh"))
+        .args([name, packages])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running scripts/venv.sh");
+    assert!(venv.status.success(), "installing {packages}");
+    format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim())
+}
+
 /// Folder of the built `inferpush-api` and `inferpush-worker`: `INFERPUSH_BIN_DIR`, else
 /// the profile folder this binary was built into (a test binary sits in its `deps/`, the
 /// load generator in the folder itself).

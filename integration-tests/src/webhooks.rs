@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::process::workspace_root;
+use crate::process::{pinned_python, workspace_root};
 
 /// The reference library, pinned.
 const LIBRARY: &str = "standardwebhooks==1.1.0";
@@ -44,13 +44,7 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts the receiver, verifying with `secret`.
     pub async fn start(secret: &str) -> Self {
-        let venv = std::process::Command::new(workspace_root().join("scripts/venv.sh"))
-            .args(["standardwebhooks", LIBRARY])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running scripts/venv.sh");
-        assert!(venv.status.success(), "installing {LIBRARY}");
-        let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
+        let python = pinned_python("standardwebhooks", LIBRARY);
         let mut child = Command::new(python)
             .arg(workspace_root().join("integration-tests/python/webhook_receiver.py"))
             .env("WEBHOOK_SECRET", secret)

@@ -77,7 +77,7 @@ impl WebhookEvent {
             TaskStatus::Queued => None,
             TaskStatus::Running => Some(WebhookEvent::Started),
             TaskStatus::Succeeded => Some(WebhookEvent::Completed),
-            TaskStatus::Failed | TaskStatus::Cancelled => Some(WebhookEvent::Failed),
+            TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Expired => Some(WebhookEvent::Failed),
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct TaskEnvelope {
     /// Where its events go, when its owner chose (absent: every sink of the deployment).
     #[serde(default, skip_serializing_if = "Delivery::is_default")]
     pub delivery: Delivery,
+    /// Not run if not started by then (Unix milliseconds; see [`crate::deadline`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 impl TaskEnvelope {
@@ -73,12 +76,23 @@ impl TaskEnvelope {
             channel,
             submitted_at_ms,
             delivery: Delivery::default(),
+            deadline_ms: None,
         }
     }
 
     /// The same task with its owner's choice of where its events go.
     pub fn with_delivery(self, delivery: Delivery) -> Self {
         Self { delivery, ..self }
+    }
+
+    /// The same task with a deadline (Unix milliseconds).
+    pub fn with_deadline(self, deadline_ms: Option<u64>) -> Self {
+        Self { deadline_ms, ..self }
+    }
+
+    /// True once its deadline has passed at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline_ms.is_some_and(|deadline| now_ms >= deadline)
     }
 
     /// Serialises the envelope as the message body.

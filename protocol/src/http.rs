@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::ModelSpec;
 use crate::channel::InferenceChannel;
+use crate::deadline::CancelAfter;
 use crate::delivery::{Delivery, SinkKind, WebhookEvent};
 use crate::envelope::TaskId;
 use crate::lifecycle::{EventName, TaskStatus, status_url};
@@ -34,6 +35,10 @@ pub struct SubmitRequest {
     /// Which events the webhook gets; absent: all three.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_events_filter: Option<Vec<WebhookEvent>>,
+    /// Not run if not started within this long (like the `Cancel-After` header): it ends
+    /// `expired` and its message is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_after: Option<CancelAfter>,
 }
 
 /// The schema of a model's name: one of the catalogue's.
@@ -55,6 +60,7 @@ impl SubmitRequest {
             sinks: None,
             webhook: None,
             webhook_events_filter: None,
+            cancel_after: None,
         }
     }
 

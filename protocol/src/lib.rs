@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod channel;
 pub mod clock;
+pub mod deadline;
 pub mod delivery;
 pub mod encryption;
 pub mod envelope;
@@ -22,6 +23,7 @@ pub mod webhook;
 
 pub use channel::{ChannelError, ChannelKind, InferenceChannel};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use deadline::CancelAfter;
 pub use delivery::{Delivery, SinkKind, WebhookEvent, WebhookTargets};
 pub use envelope::{TaskEnvelope, TaskId};
 pub use event::{ErrorBody, InferenceEvent, Timings};

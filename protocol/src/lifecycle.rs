@@ -35,16 +35,19 @@ pub enum TaskStatus {
     Failed,
     /// Cancelled by its owner before it started.
     Cancelled,
+    /// Its deadline passed before it ran; it was not run.
+    Expired,
 }
 
 impl TaskStatus {
     /// Every state, in lifecycle order.
-    pub const ALL: [TaskStatus; 5] = [
+    pub const ALL: [TaskStatus; 6] = [
         TaskStatus::Queued,
         TaskStatus::Running,
         TaskStatus::Succeeded,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
+        TaskStatus::Expired,
     ];
 
     /// The state's name on the wire and in the store.
@@ -55,12 +58,16 @@ impl TaskStatus {
             TaskStatus::Succeeded => "succeeded",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Expired => "expired",
         }
     }
 
-    /// True for succeeded, failed and cancelled: nothing moves a task out of these.
+    /// True for succeeded, failed, cancelled and expired: nothing moves a task out of these.
     pub const fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Expired
+        )
     }
 
     /// True when a task whose stored state is `current` (`None`: no record) may move to
@@ -68,6 +75,8 @@ impl TaskStatus {
     /// - `queued` only as a new task;
     /// - `running` from nothing, queued, or running (a redelivery after a crash);
     /// - `cancelled` only from queued;
+    /// - `expired` from nothing, queued, or running (a worker found its deadline passed
+    ///   before running it);
     /// - `succeeded` or `failed` from anything not yet final (a record lost to expiry is
     ///   written again, so the owner can still read the result).
     pub fn may_follow(self, current: Option<TaskStatus>) -> bool {
@@ -76,6 +85,7 @@ impl TaskStatus {
             Queued => current.is_none(),
             Running => matches!(current, None | Some(Queued) | Some(Running)),
             Cancelled => current == Some(Queued),
+            Expired => matches!(current, None | Some(Queued) | Some(Running)),
             Succeeded | Failed => !current.is_some_and(TaskStatus::is_final),
         }
     }
@@ -87,7 +97,7 @@ impl TaskStatus {
             TaskStatus::Queued => None,
             TaskStatus::Running => Some(EventName::STARTED),
             TaskStatus::Succeeded => Some(EventName::COMPLETED),
-            TaskStatus::Failed | TaskStatus::Cancelled => Some(EventName::FAILED),
+            TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Expired => Some(EventName::FAILED),
         }
     }
 }
@@ -120,6 +130,8 @@ impl ErrorCode {
     pub const DELIVERY_LIMIT: &'static str = "delivery_limit";
     /// The broker never confirmed that it holds the task, however long the api retried.
     pub const NOT_QUEUED: &'static str = "not_queued";
+    /// Its deadline passed before it ran.
+    pub const EXPIRED: &'static str = "expired";
 }
 
 /// The collection of a user's tasks: submit with POST, list with GET.
@@ -149,6 +161,7 @@ impl TaskRecord {
             error: None,
             timings: None,
             delivery: task.delivery.clone(),
+            deadline_ms: task.deadline_ms,
         }
     }
 
@@ -186,6 +199,16 @@ impl TaskRecord {
         record.error = Some(ErrorBody {
             code: ErrorCode::CANCELLED.into(),
             message: "the task was cancelled by its owner before it started".into(),
+        });
+        record
+    }
+
+    /// Its deadline passed before it ran: it is not run.
+    pub fn expired(&self, clock: &dyn Clock) -> Self {
+        let mut record = self.finished(TaskStatus::Expired, clock);
+        record.error = Some(ErrorBody {
+            code: ErrorCode::EXPIRED.into(),
+            message: "the task's deadline (Cancel-After) passed before it could run; it was not run".into(),
         });
         record
     }
@@ -246,7 +269,7 @@ mod tests {
     #[test]
     fn only_terminal_states_are_final() {
         let finals: Vec<_> = TaskStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
-        assert_eq!(finals, [Succeeded, Failed, Cancelled]);
+        assert_eq!(finals, [Succeeded, Failed, Cancelled, Expired]);
     }
 
     #[test]
@@ -274,13 +297,16 @@ mod tests {
                 (None, Running),
                 (None, Succeeded),
                 (None, Failed),
+                (None, Expired),
                 (Some(Queued), Running),
                 (Some(Queued), Succeeded),
                 (Some(Queued), Failed),
                 (Some(Queued), Cancelled),
+                (Some(Queued), Expired),
                 (Some(Running), Running),
                 (Some(Running), Succeeded),
                 (Some(Running), Failed),
+                (Some(Running), Expired),
             ]
         );
     }
@@ -292,6 +318,7 @@ mod tests {
         assert_eq!(Succeeded.event_name(), Some("inference.completed"));
         assert_eq!(Failed.event_name(), Some("inference.failed"));
         assert_eq!(Cancelled.event_name(), Some("inference.failed"));
+        assert_eq!(Expired.event_name(), Some("inference.failed"));
     }
 
     #[test]
@@ -325,6 +352,8 @@ mod tests {
         assert_eq!(dead.status, Failed);
         assert_eq!(dead.error.unwrap().code, "delivery_limit");
         assert_eq!(dead.finished_at_ms, Some(5));
+        let expired = queued_at(1).expired(&clock);
+        assert_eq!((expired.status, expired.error.unwrap().code.as_str()), (Expired, "expired"));
     }
 
     #[test]

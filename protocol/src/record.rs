@@ -42,6 +42,9 @@ pub struct TaskRecord {
     /// Where its events go, when its owner chose.
     #[serde(default, skip_serializing_if = "Delivery::is_default")]
     pub delivery: Delivery,
+    /// Not run if not started by then (Unix milliseconds), when its owner set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 impl TaskRecord {

@@ -102,7 +102,7 @@ impl Bench<'_> {
     ) {
         let name = engine.name();
         let batcher = Batcher::spawn(engine, tokenizer, self.settings);
-        batcher.embed(vec![texts[0].clone()], Lane::Main).await.unwrap(); // warm up
+        batcher.embed(vec![texts[0].clone()], Lane::Main, None).await.unwrap(); // warm up
         let budget = self.budget;
         let started = Instant::now();
         let tasks: Vec<_> = (0..clients)
@@ -113,7 +113,7 @@ impl Bench<'_> {
                     while started.elapsed() < budget {
                         i = (i + 1) % texts.len();
                         let t = Instant::now();
-                        batcher.embed(vec![texts[i].clone()], Lane::Main).await.unwrap();
+                        batcher.embed(vec![texts[i].clone()], Lane::Main, None).await.unwrap();
                         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                         done += 1;
                     }

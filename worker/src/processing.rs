@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::delivery::{Announced, Sinks, StartedAnnouncements};
-use crate::model::{ModelError, Registry};
+use crate::model::{ModelError, Registry, Run};
 
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(3);
@@ -68,6 +68,11 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         return Settlement::DeadLetter;
     }
     let clock = context.clock.as_ref();
+    if task.is_expired(clock.now_ms()) {
+        tracing::info!(task_id = %task.task_id, "the task's deadline passed before it started; not running it");
+        return finish(TaskRecord::queued(&task).expired(clock), StartedAnnouncements::default(), context)
+            .await;
+    }
     let running = TaskRecord::queued(&task).started(clock);
     let first_delivery = arrival == Arrival::First;
     let started = match store_retrying(context, || context.store.claim(&running, first_delivery)).await {
@@ -98,7 +103,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     let outcome = match context.registry.get(&task.model) {
         Some(model) => {
             let span = tracing::info_span!("inference", model = task.model);
-            model.infer(&task.input, lane).instrument(span).await
+            model.infer(&task.input, run_of(&task, lane, clock)).instrument(span).await
         }
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
@@ -106,12 +111,21 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     let inference_ms = began.elapsed().as_millis() as u64;
     let finished = match outcome {
         Ok(output) => running.succeeded(output, inference_ms, clock),
+        Err(ModelError::Expired) => running.expired(clock),
         Err(error) => {
             let error = ErrorBody { code: error.code().into(), message: error.to_string() };
             running.failed(error, inference_ms, clock)
         }
     };
     finish(finished, started, context).await
+}
+
+/// How the model is to run `task`: its lane, and its deadline on this machine's clock.
+fn run_of(task: &TaskEnvelope, lane: Lane, clock: &dyn Clock) -> Run {
+    let deadline = task.deadline_ms.map(|deadline_ms| {
+        Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(clock.now_ms()))
+    });
+    Run { lane, deadline }
 }
 
 /// Defence in depth: a task may only ever be pushed to its own user's channel.
@@ -123,11 +137,19 @@ fn owns_its_channel(task: &TaskEnvelope) -> bool {
     owned
 }
 
-/// A dead-lettered task failed for good: record that and tell its user. One that names a
-/// channel its user does not own is dropped (acked) untold: it was never a real task.
+/// A dead-lettered task failed for good: record that and tell its user. One whose
+/// deadline passed was dropped by the broker (its message expired) and ends `expired`.
+/// One that names a channel its user does not own is dropped (acked) untold: it was never
+/// a real task.
 pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> Settlement {
     if !owns_its_channel(&task) {
         return Settlement::Ack;
+    }
+    let clock = context.clock.as_ref();
+    if task.is_expired(clock.now_ms()) {
+        tracing::info!(task_id = %task.task_id, model = task.model, "the broker dropped a task past its deadline");
+        return finish(TaskRecord::queued(&task).expired(clock), StartedAnnouncements::default(), context)
+            .await;
     }
     tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
     crate::metrics::dead_letter(&task.model);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use inferpush_protocol::Lane;
 use inferpush_worker::model::embedding::{
-    BatchSettings, Batcher, CandleEngine, Encoded, Engine, ModelFiles, OrtEngine, TextTokenizer, cosine,
+    BatchError, BatchSettings, Batcher, CandleEngine, Encoded, Engine, ModelFiles, OrtEngine, TextTokenizer,
+    cosine,
 };
 use serde::Deserialize;
 
@@ -91,12 +92,12 @@ fn texts_over_256_tokens_are_truncated_like_the_original() {
 fn submit_all(
     batcher: &Batcher,
     tasks: &[Vec<String>],
-) -> Vec<tokio::task::JoinHandle<Result<Vec<Vec<f32>>, String>>> {
+) -> Vec<tokio::task::JoinHandle<Result<Vec<Vec<f32>>, BatchError>>> {
     tasks
         .iter()
         .map(|texts| {
             let (batcher, texts) = (batcher.clone(), texts.clone());
-            tokio::spawn(async move { batcher.embed(texts, Lane::Main).await.map(|e| e.rows) })
+            tokio::spawn(async move { batcher.embed(texts, Lane::Main, None).await.map(|e| e.rows) })
         })
         .collect()
 }
@@ -165,7 +166,7 @@ async fn a_large_task_runs_in_passes_within_the_token_budget_and_gets_its_rows_i
     // 100 texts: short ones and long ones interleaved.
     let texts: Vec<String> =
         (0..100).map(|i| if i % 3 == 0 { "word ".repeat(60 + i) } else { format!("short {i}") }).collect();
-    let embedded = batcher.embed(texts.clone(), Lane::Main).await.unwrap();
+    let embedded = batcher.embed(texts.clone(), Lane::Main, None).await.unwrap();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let lengths: Vec<usize> = tokenizer(&files).tokens(&refs).unwrap().iter().map(|t| t.len()).collect();
     assert_eq!(embedded.rows.len(), 100);
@@ -244,12 +245,12 @@ async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_ke
         outcomes.push(handle.await.unwrap());
     }
     assert_eq!(outcomes[0].as_ref().map(Vec::len), Ok(1));
-    assert!(outcomes[1].as_ref().unwrap_err().contains("OUT_OF_MEMORY"), "{:?}", outcomes[1]);
+    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("OUT_OF_MEMORY"), "{:?}", outcomes[1]);
     assert_eq!(outcomes[2].as_ref().map(Vec::len), Ok(2));
-    assert!(outcomes[3].as_ref().unwrap_err().contains("panicked"), "{:?}", outcomes[3]);
+    assert!(outcomes[3].as_ref().unwrap_err().to_string().contains("panicked"), "{:?}", outcomes[3]);
     assert_eq!(outcomes[4].as_ref().map(Vec::len), Ok(1));
     // Still serving after a failure and a panic.
-    assert_eq!(batcher.embed(vec!["after".into()], Lane::Main).await.map(|e| e.rows.len()), Ok(1));
+    assert_eq!(batcher.embed(vec!["after".into()], Lane::Main, None).await.map(|e| e.rows.len()), Ok(1));
     assert!(batches.load(Ordering::SeqCst) >= 6, "the failed batch was split and retried");
 }
 
@@ -276,7 +277,7 @@ async fn a_main_lane_task_is_batched_before_the_bulk_tasks_waiting_ahead_of_it()
     let send = |lane| {
         let (batcher, finished) = (batcher.clone(), finished.clone());
         tokio::spawn(async move {
-            batcher.embed(vec!["a text".into()], lane).await.unwrap();
+            batcher.embed(vec!["a text".into()], lane, None).await.unwrap();
             finished.fetch_add(1, Ordering::SeqCst)
         })
     };
@@ -288,6 +289,31 @@ async fn a_main_lane_task_is_batched_before_the_bulk_tasks_waiting_ahead_of_it()
     for handle in bulk {
         handle.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_is_dropped_unrun_and_no_pass_waits_on_it() {
+    let settings =
+        BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO };
+    let passes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let batcher =
+        Batcher::spawn(Box::new(Counting { passes: passes.clone() }), tokenizer(&files()), settings);
+    let slow = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings);
+    // Behind a 30 ms pass, a task whose deadline is 5 ms away expires unrun.
+    let ahead = {
+        let slow = slow.clone();
+        tokio::spawn(async move { slow.embed(vec!["first".into()], Lane::Main, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let soon = Some(std::time::Instant::now() + Duration::from_millis(5));
+    let late = slow.embed(vec!["too late".into()], Lane::Main, soon).await;
+    assert_eq!(late, Err(BatchError::Expired));
+    assert!(ahead.await.unwrap().is_ok());
+    // Already past: nothing runs at all.
+    let past = Some(std::time::Instant::now());
+    assert_eq!(batcher.embed(vec!["x".into(), "y".into()], Lane::Main, past).await, Err(BatchError::Expired));
+    assert!(passes.lock().unwrap().is_empty(), "an expired task's texts never reach the engine");
+    assert!(batcher.embed(vec!["z".into()], Lane::Main, None).await.is_ok(), "still serving");
 }
 
 #[test]

@@ -245,3 +245,31 @@ async fn a_store_outage_holds_the_task_until_the_worker_aborts_then_requeues_it(
     assert_eq!(held.await.unwrap(), Settlement::Requeue);
     assert!(h.sink.delivered.lock().unwrap().is_empty(), "nothing announced without a stored state");
 }
+
+#[tokio::test]
+async fn a_task_past_its_deadline_is_not_run_and_ends_expired_whichever_way_it_arrives() {
+    let h = harness();
+    // Its deadline was 10 ms after submission; the worker's clock reads 40 ms after.
+    for dead_lettered in [false, true] {
+        let late = task(json!({"text": "too late"})).with_deadline(Some(SUBMITTED_MS + 10));
+        queued(&h, &late).await;
+        let settled = if dead_lettered {
+            process_dead_letter(late.clone(), &h.context).await
+        } else {
+            process(late.clone(), Arrival::First, Lane::Main, &h.context).await
+        };
+        assert_eq!(settled, Settlement::Ack);
+        let stored = h.store.get(late.task_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, TaskStatus::Expired, "dead-lettered: {dead_lettered}");
+        assert!(stored.output.is_none() && stored.started_at_ms.is_none(), "never run");
+        assert_eq!(stored.error.as_ref().map(|e| e.code.as_str()), Some("expired"));
+        assert_eq!(stored.event().event_name(), Some("inference.failed"));
+        assert!(h.sink.finals().iter().any(|(r, _)| r.task_id == late.task_id), "its owner heard");
+    }
+    assert_eq!(h.store.in_flight("alice"), 0, "an expired task frees its slot");
+    // One whose deadline is still ahead runs.
+    let timely = task(json!({"text": "in time"})).with_deadline(Some(SUBMITTED_MS + 60_000));
+    queued(&h, &timely).await;
+    process(timely.clone(), Arrival::First, Lane::Main, &h.context).await;
+    assert_eq!(h.store.get(timely.task_id).await.unwrap().unwrap().status, TaskStatus::Succeeded);
+}

@@ -116,6 +116,14 @@ impl TaskQueue for Broker {
     }
 }
 
+/// Milliseconds from now to `deadline_ms` (at least 1: 0 would mean "deliver now or drop").
+fn time_left_ms(deadline_ms: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    deadline_ms.saturating_sub(now_ms).max(1)
+}
+
 impl Broker {
     async fn publish_on(
         &self,
@@ -127,12 +135,16 @@ impl Broker {
     ) -> Result<(), QueueError> {
         let mut headers = FieldTable::default();
         headers.insert("traceparent".into(), AMQPValue::LongString(traceparent.into()));
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(task.task_id.to_string().into())
             .with_timestamp(task.submitted_at_ms / 1000)
             .with_headers(headers);
+        if let Some(deadline_ms) = task.deadline_ms {
+            // The broker drops (dead-letters) the message once its deadline has passed.
+            properties = properties.with_expiration(time_left_ms(deadline_ms).to_string().into());
+        }
         let options = BasicPublishOptions { mandatory: true, ..Default::default() };
         let unconfirmed = |e: lapin::Error| QueueError::Unconfirmed(e.to_string());
         let late =

@@ -17,7 +17,9 @@ use inferpush_protocol::catalogue::InputError;
 use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::http::{Accepted, Problem, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
-use inferpush_protocol::{InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue};
+use inferpush_protocol::{
+    CancelAfter, InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue,
+};
 use inferpush_service::telemetry;
 use inferpush_store::{Admission, Created, Idempotency};
 use tracing::Instrument;
@@ -107,6 +109,7 @@ fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError>
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body answers the first task"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context; the task's spans join this trace"),
+        ("Cancel-After" = Option<String>, Header, description = "Not run if not started within this long (`30s`, `500ms`, `5m`, `1h30m` or seconds; 100 ms to 24 h): it ends `expired` and its message is dropped"),
         ("Prefer" = Option<String>, Header, description = "`wait=N` (or `wait`): hold the answer up to N seconds (at most INFERPUSH_MAX_WAIT) and answer 201 with the finished task if it is done by then; the push happens either way"),
     ),
     request_body = SubmitRequest,
@@ -115,7 +118,7 @@ fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError>
             headers(("Location" = String, description = "The task's status URL"), ("Preference-Applied" = String, description = "`wait=N`"))),
         (status = 202, description = "Accepted and queued (with `Prefer: wait`, not finished in time)", body = Accepted,
             headers(("Location" = String, description = "The task's status URL"), ("Preference-Applied" = Option<String>, description = "`wait=N`, when a wait was asked"))),
-        (status = 400, description = "The body is not JSON, or the Idempotency-Key is malformed", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "The body is not JSON, or the Idempotency-Key or Cancel-After is malformed", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "A request with this Idempotency-Key is still being accepted", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body, the input or its result is over a limit", body = Problem, content_type = PROBLEM_JSON),
         (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = PROBLEM_JSON),
@@ -169,8 +172,11 @@ pub(crate) async fn accept(
         .validate(&state.delivery.enabled, &state.delivery.webhook_targets)
         .map_err(AppError::Unprocessable)?;
     let admission = admission(&state, &request)?;
-    let task = TaskEnvelope::new(user.id, request.model, request.input, channel, state.clock.now_ms())
-        .with_delivery(delivery);
+    let cancel_after = cancel_after(&headers, request.cancel_after)?;
+    let now_ms = state.clock.now_ms();
+    let task = TaskEnvelope::new(user.id, request.model, request.input, channel, now_ms)
+        .with_delivery(delivery)
+        .with_deadline(cancel_after.map(|c| c.deadline_ms(now_ms)));
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
@@ -211,6 +217,25 @@ pub(crate) async fn accept(
     let (span, traceparent) = task_span(&headers, task.task_id);
     let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
     Ok((record.task_id, publish_accepted(&state, &record, submission).instrument(span).await?))
+}
+
+/// The task's allowed wait: the `Cancel-After` header or the `cancel_after` field (the
+/// shorter, when both are given).
+fn cancel_after(headers: &HeaderMap, field: Option<CancelAfter>) -> Result<Option<CancelAfter>, AppError> {
+    let header = match headers.get("cancel-after") {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| AppError::BadRequest("Cancel-After is not text".into()))?;
+            Some(
+                text.parse::<CancelAfter>()
+                    .map_err(|e| AppError::BadRequest(format!("Cancel-After: {e}")))?,
+            )
+        }
+    };
+    Ok(match (header, field) {
+        (Some(a), Some(b)) => Some(if a.duration() <= b.duration() { a } else { b }),
+        (one, other) => one.or(other),
+    })
 }
 
 /// With `Prefer: wait`, the finished task as `201 Created` if it finishes in time, else the

@@ -161,6 +161,7 @@ fn finished(task: &EmbeddingsTask, record: &TaskRecord, status_url: String) -> R
                     task_error(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
                 }
                 "cancelled" => task_error(StatusCode::CONFLICT, "invalid_request_error", code, message),
+                "expired" => task_error(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message),
                 _ => task_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", code, message),
             })
         }

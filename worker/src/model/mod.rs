@@ -6,6 +6,7 @@ pub mod embedding;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use inferpush_protocol::Lane;
@@ -24,6 +25,9 @@ pub enum ModelError {
     /// The model failed on valid input.
     #[error("model failed: {0}")]
     Failed(String),
+    /// The task's deadline passed before the model ran it.
+    #[error("the task's deadline passed before it ran")]
+    Expired,
 }
 
 impl ModelError {
@@ -32,16 +36,32 @@ impl ModelError {
         match self {
             ModelError::InvalidInput(_) => "invalid_input",
             ModelError::Failed(_) => "model_error",
+            ModelError::Expired => inferpush_protocol::lifecycle::ErrorCode::EXPIRED,
         }
+    }
+}
+
+/// How one task is to be run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The queue lane it came by (a model that queues work serves the main lane first).
+    pub lane: Lane,
+    /// Past this, a model that queues work drops the task unrun ([`ModelError::Expired`]).
+    pub deadline: Option<Instant>,
+}
+
+impl Run {
+    /// A task of `lane` with no deadline.
+    pub fn on(lane: Lane) -> Self {
+        Self { lane, deadline: None }
     }
 }
 
 /// A model backend: turns one task's input into its output.
 #[async_trait]
 pub trait Model: Send + Sync + 'static {
-    /// Runs the model on `input`, a task that came by `lane` (a model that queues work
-    /// serves the main lane first).
-    async fn infer(&self, input: &Value, lane: Lane) -> Result<Value, ModelError>;
+    /// Runs the model on `input`.
+    async fn infer(&self, input: &Value, run: Run) -> Result<Value, ModelError>;
 }
 
 /// Why a registry could not be built.

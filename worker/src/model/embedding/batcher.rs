@@ -57,15 +57,29 @@ pub struct Embedded {
     pub tokens: usize,
 }
 
+/// Why a task got no embeddings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Its deadline passed before all its texts ran; the rest were dropped unrun.
+    #[error("the task's deadline passed before it ran")]
+    Expired,
+    /// The engine failed on it (or the thread is gone).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Texts longer than this (in bytes, all together) are tokenised off the async threads.
 const TOKENIZE_INLINE_BYTES: usize = 16 * 1024;
 
+type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, BatchError>>;
+
 struct Request {
     lane: Lane,
+    deadline: Option<Instant>,
     texts: Vec<Tokens>,
     /// The task's span, for the trace's `batch` span.
     span: tracing::Span,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    reply: Reply,
 }
 
 /// A cloneable handle to the batching thread.
@@ -91,16 +105,22 @@ impl Batcher {
         Self { queue, tokenizer: Arc::new(tokenizer) }
     }
 
-    /// Embeds `texts` (one task that came by `lane`), batched with whatever else is waiting.
-    pub async fn embed(&self, texts: Vec<String>, lane: Lane) -> Result<Embedded, String> {
-        let texts = self.tokenize(texts).await?;
+    /// Embeds `texts` (one task that came by `lane`), batched with whatever else is
+    /// waiting; what has not run by `deadline` is dropped and the task is
+    /// [`BatchError::Expired`].
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        lane: Lane,
+        deadline: Option<Instant>,
+    ) -> Result<Embedded, BatchError> {
+        let texts = self.tokenize(texts).await.map_err(BatchError::Failed)?;
         let tokens = texts.iter().map(Tokens::len).sum();
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Request { lane, texts, span: tracing::Span::current(), reply })
-            .map_err(|_| "the inference thread has stopped".to_owned())?;
-        let rows =
-            answer.await.unwrap_or_else(|_| Err("the inference thread dropped the task".to_owned()))?;
+        let stopped = || BatchError::Failed("the inference thread has stopped".to_owned());
+        let request = Request { lane, deadline, texts, span: tracing::Span::current(), reply };
+        self.queue.send(request).map_err(|_| stopped())?;
+        let rows = answer.await.unwrap_or_else(|_| Err(stopped()))?;
         Ok(Embedded { rows, tokens })
     }
 
@@ -124,12 +144,13 @@ impl Batcher {
 
 /// A task being embedded: the rows it has so far.
 struct Pending {
+    deadline: Option<Instant>,
     rows: Vec<Option<Vec<f32>>>,
     missing: usize,
     passes: usize,
     first_pass: Option<SystemTime>,
     span: tracing::Span,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    reply: Reply,
 }
 
 /// One waiting text: which task, which of its texts.
@@ -211,6 +232,7 @@ impl BatchLoop {
             self.waiting[lane].push_back(Item { task, index, tokens });
         }
         let pending = Pending {
+            deadline: request.deadline,
             rows: vec![None; count],
             missing: count,
             passes: 0,
@@ -226,8 +248,10 @@ impl BatchLoop {
         self.waiting.iter().position(|lane| !lane.is_empty())
     }
 
-    /// Takes the next pass out of the first lane's pool and runs it.
+    /// Takes the next pass out of the first lane's pool and runs it; a task whose
+    /// deadline has passed is dropped first, so no pass runs, or waits on, its texts.
     fn run_next_pass(&mut self) {
+        self.drop_expired();
         let Some(lane) = self.next_lane() else { return };
         let lengths: Vec<usize> = self.waiting[lane].iter().map(|t| t.tokens.len()).collect();
         let pass = plan::next_pass(&lengths, self.settings.limits());
@@ -270,7 +294,7 @@ impl BatchLoop {
             }
             Err(error) => {
                 tracing::error!(error, "task failed");
-                self.fail(tasks[0], error);
+                self.fail(tasks[0], BatchError::Failed(error));
             }
         }
     }
@@ -299,8 +323,22 @@ impl BatchLoop {
         let _ = pending.reply.send(Ok(rows));
     }
 
+    fn drop_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|deadline| deadline <= now))
+            .map(|(task, _)| *task)
+            .collect();
+        for task in expired {
+            tracing::info!("a task's deadline passed before it ran; dropping its texts");
+            self.fail(task, BatchError::Expired);
+        }
+    }
+
     /// Fails a task and drops its texts still waiting.
-    fn fail(&mut self, task: u64, error: String) {
+    fn fail(&mut self, task: u64, error: BatchError) {
         for lane in &mut self.waiting {
             lane.retain(|item| item.task != task);
         }

@@ -14,11 +14,10 @@ mod tokenize;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use inferpush_protocol::Lane;
 use inferpush_protocol::catalogue::minilm;
 use serde_json::{Value, json};
 
-pub use batcher::{BatchSettings, Batcher, Embedded};
+pub use batcher::{BatchError, BatchSettings, Batcher, Embedded};
 pub use candle_engine::CandleEngine;
 pub use engine::Engine;
 pub use ort_engine::OrtEngine;
@@ -26,7 +25,7 @@ pub use plan::{PassLimits, embed_all};
 pub use tokenize::{Encoded, MAX_TOKENS, TextTokenizer, Tokens};
 
 use super::device::{DeviceChoice, Precision};
-use super::{Model, ModelError};
+use super::{Model, ModelError, Run};
 
 /// Which engine runs the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -195,10 +194,13 @@ impl EmbeddingModel {
 
 #[async_trait]
 impl Model for EmbeddingModel {
-    async fn infer(&self, input: &Value, lane: Lane) -> Result<Value, ModelError> {
+    async fn infer(&self, input: &Value, run: Run) -> Result<Value, ModelError> {
         let texts = minilm::texts(input).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
         let texts = texts.into_iter().map(str::to_owned).collect();
-        let embedded = self.batcher.embed(texts, lane).await.map_err(ModelError::Failed)?;
+        let embedded = self.batcher.embed(texts, run.lane, run.deadline).await.map_err(|e| match e {
+            BatchError::Expired => ModelError::Expired,
+            BatchError::Failed(reason) => ModelError::Failed(reason),
+        })?;
         Ok(json!({"embeddings": embedded.rows, "dimensions": minilm::DIMENSIONS, "tokens": embedded.tokens}))
     }
 }

@@ -14,10 +14,9 @@ OUT=target/bench-model
 mkdir -p "$OUT"; : > "$OUT/rust.jsonl"; : > "$OUT/st.jsonl"
 
 scripts/fetch-model.sh
-# The dev profile optimises every dependency (candle, gemm, tokenizers, ndarray) at -O3;
-# only our thin glue is unoptimised, so this measures the engines without a separate
-# release build of the whole tree.
-cargo build -p inferpush-worker --example bench_model
+# The release profile, as the worker ships: the dev profile keeps debug assertions in
+# every dependency, which costs candle (gemm) 1.6-1.9x.
+cargo build --release -p inferpush-worker --example bench_model
 
 # The two sets of texts: `mixed`, the reference sentences of typical length (the
 # over-length ones test truncation), and `long`, 32 texts of joined sentences that
@@ -46,7 +45,7 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ "$have_st" = 1 ]; then
     "$VENV/bin/python" scripts/bench_st.py "$OUT/sets.json" "$SECONDS_PER_CASE" | tee -a "$OUT/st.jsonl"
   fi
-  "$TARGET/debug/examples/bench_model" models "$OUT/sets.json" "$SECONDS_PER_CASE" "$ENGINES" | tee -a "$OUT/rust.jsonl"
+  "$TARGET/release/examples/bench_model" models "$OUT/sets.json" "$SECONDS_PER_CASE" "$ENGINES" | tee -a "$OUT/rust.jsonl"
 done
 
 python3 scripts/bench_model_report.py "$OUT" "$have_st" | tee "$OUT/report.md"

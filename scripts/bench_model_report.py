@@ -13,10 +13,14 @@ from collections import defaultdict
 
 out, have_st = sys.argv[1], sys.argv[2] == "1"
 rows = defaultdict(list)
+agreement = {}
 for name in ("rust.jsonl", "st.jsonl"):
     for line in open(f"{out}/{name}"):
         r = json.loads(line)
-        rows[(r["engine"], r["set"], r["case"])].append(r)
+        if r["case"] == "agreement":
+            agreement[r["engine"]] = r["min_cosine"]
+        else:
+            rows[(r["engine"], r["set"], r["case"])].append(r)
 
 
 def median(key, field):
@@ -42,6 +46,10 @@ for (engine, set_name, case) in sorted(rows):
 if not have_st:
     print("\nsentence-transformers could not be installed: no ratios.")
 print("\n(dynamic batching is compared with sentence-transformers at its best fixed batch size)")
+
+for engine, worst in sorted(agreement.items()):
+    print(f"\n{engine}: lowest cosine against sentence-transformers over the reference sentences {worst:.6f}", end="")
+print()
 
 print("\nGoals:")
 engines = sorted({e for (e, _, _) in rows if e != "sentence-transformers"})

@@ -63,7 +63,8 @@ async fn a_task_still_queued_at_its_deadline_is_dropped_by_the_broker_and_ends_e
     assert_ne!(first_done["status"], "expired");
     let timely: Value = submit("2m").await.unwrap().json().await.unwrap();
     let completed = loop {
-        let event = alice.next_event("inference.completed", Duration::from_secs(20)).await.expect("completed");
+        let event =
+            alice.next_event("inference.completed", Duration::from_secs(20)).await.expect("completed");
         if event.json()["task_id"] == timely["task_id"] {
             break event.json();
         }

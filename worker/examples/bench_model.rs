@@ -8,7 +8,10 @@
 //! Usage: bench_model MODEL_DIR SETS_JSON [SECONDS_PER_CASE] [ENGINES]
 //! (`SETS_JSON`: `{"mixed": [..], "long": [..]}`; `ENGINES`: `ort,candle` by default.)
 //! `INFERPUSH_MAX_BATCH_SIZE`, `INFERPUSH_MAX_BATCH_TOKENS`, `INFERPUSH_MAX_BATCH_DELAY`
-//! (milliseconds) override the batcher's defaults, to measure others.
+//! (milliseconds) override the batcher's defaults, `INFERPUSH_THREADS` ONNX Runtime's
+//! threads and `BENCH_ONNX` its graph (e.g. an int8 one), to measure others. Each engine's
+//! agreement with sentence-transformers (lowest cosine over the reference sentences) is
+//! printed first.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use inferpush_protocol::Lane;
 use inferpush_worker::model::embedding::{
     BatchSettings, Batcher, CandleEngine, Encoded, Engine, ModelFiles, OrtEngine, TextTokenizer, Tokens,
-    embed_all,
+    cosine, embed_all,
 };
 use serde_json::json;
 
@@ -136,6 +139,22 @@ impl Bench<'_> {
     }
 }
 
+/// The engine's lowest cosine against sentence-transformers over the reference sentences.
+fn agreement(engine: &mut dyn Engine, tokenizer: &TextTokenizer) {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/fixtures/minilm-reference.json")).expect("fixture");
+    let sentences: Vec<&str> =
+        fixture["sentences"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(fixture["embeddings"].clone()).unwrap();
+    let tokens = tokenizer.tokens(&sentences).unwrap();
+    let got = embed_all(engine, &tokens, BatchSettings::DEFAULT.limits()).unwrap();
+    let worst = got.iter().zip(&expected).map(|(a, b)| cosine(a, b)).fold(1.0f32, f32::min);
+    println!(
+        "{}",
+        json!({"engine": engine.name(), "set": "reference", "case": "agreement", "min_cosine": worst})
+    );
+}
+
 fn settings_from_env() -> BatchSettings {
     let read = |name: &str| std::env::var(name).ok().map(|v| v.parse::<usize>().expect(name));
     let default = BatchSettings::DEFAULT;
@@ -169,7 +188,9 @@ async fn main() {
         (
             "ort",
             Box::new(|| {
-                Box::new(OrtEngine::load(&files.dir.join("model.onnx"), &files.ort_library, threads).unwrap())
+                let graph =
+                    std::env::var("BENCH_ONNX").map_or_else(|_| files.dir.join("model.onnx"), PathBuf::from);
+                Box::new(OrtEngine::load(&graph, &files.ort_library, threads).unwrap())
             }),
         ),
         (
@@ -189,6 +210,7 @@ async fn main() {
     for (name, make) in engines.iter().filter(|(name, _)| wanted.split(',').any(|w| w == *name)) {
         eprintln!("engine {name}");
         let mut engine = make();
+        agreement(engine.as_mut(), &shared);
         for set in ["mixed", "long"] {
             let texts = texts(set);
             for size in [1, 8, 32] {

@@ -40,7 +40,7 @@ pub struct BatchSettings {
 impl BatchSettings {
     /// The worker's defaults, measured with `make bench-model` on 2 cores (see README).
     pub const DEFAULT: BatchSettings =
-        BatchSettings { max_batch_texts: 32, max_batch_tokens: 2048, max_batch_delay: Duration::ZERO };
+        BatchSettings { max_batch_texts: 32, max_batch_tokens: 256, max_batch_delay: Duration::ZERO };
 
     /// The size of one pass.
     pub fn limits(&self) -> PassLimits {

@@ -40,6 +40,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         ("INFERPUSH_AUTH_BURST", "100000".to_owned()),
         ("INFERPUSH_LIST_RATE", "100000".to_owned()),
         ("INFERPUSH_LIST_BURST", "100000".to_owned()),
+        // No worker serves the embedding model here: /v1/embeddings answers its 504 after
+        // this, well inside schemathesis' request timeout.
+        ("INFERPUSH_MAX_WAIT", "2s".to_owned()),
     ];
     let stack = Stack::start_with(StackOptions { api_env, ..Default::default() }).await;
     let document = stack.http().get(format!("{}/openapi.json", stack.api_url)).send().await.unwrap();

@@ -31,7 +31,7 @@ pub struct EmbeddingsRequest {
     #[schema(examples("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"))]
     pub model: String,
     /// A string, or an array of strings (token-id arrays are refused).
-    #[schema(value_type = Object, examples(json!("A man is eating food."), json!(["first", "second"])))]
+    #[schema(value_type = EmbeddingsInput, examples(json!("A man is eating food."), json!(["first", "second"])))]
     pub input: Value,
     /// `float` (default) or `base64`.
     #[serde(default)]
@@ -42,6 +42,22 @@ pub struct EmbeddingsRequest {
     /// The caller's end user, as OpenAI has it; logged with the task.
     #[serde(default)]
     pub user: Option<String>,
+}
+
+/// The shapes OpenAI's `input` may take (for the document: the request keeps it as JSON
+/// to say exactly what is wrong with it).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EmbeddingsInput {
+    /// One text.
+    Text(String),
+    /// Several texts.
+    Texts(Vec<String>),
+    /// Token ids (refused with a 422).
+    Tokens(Vec<u32>),
+    /// Several texts as token ids (refused with a 422).
+    TokenLists(Vec<Vec<u32>>),
 }
 
 /// Why a request cannot be run, with the field OpenAI names (`param`).

@@ -58,6 +58,7 @@ pub fn router() -> Router<AppState> {
         (status = 400, description = "An invalid request", body = ErrorResponse),
         (status = 401, description = "No valid API key or token", body = ErrorResponse),
         (status = 404, description = "Not an embedding model of the catalogue", body = ErrorResponse),
+        (status = 409, description = "The task was cancelled, or a request with this Idempotency-Key is still being accepted", body = ErrorResponse),
         (status = 413, description = "The body or the input is over a limit", body = ErrorResponse),
         (status = 422, description = "Token-id input, which is not supported", body = ErrorResponse),
         (status = 429, description = "Over a rate or in-flight limit", body = ErrorResponse),

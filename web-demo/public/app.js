@@ -200,7 +200,7 @@ function cell(text, className) {
 }
 
 function summary(task) {
-  if (task.status === 'failed' || task.status === 'cancelled') {
+  if (task.error) {
     return `${task.error?.code}: ${task.error?.message}`;
   }
   if (!isFinal(task.status)) return '—';

@@ -3,10 +3,10 @@
 // definition); integration-tests/tests/clients.rs checks that the two agree.
 
 /** Every state, in lifecycle order. */
-export const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+export const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired'];
 
 /** States nothing moves a task out of. */
-export const FINAL_STATUSES = ['succeeded', 'failed', 'cancelled'];
+export const FINAL_STATUSES = ['succeeded', 'failed', 'cancelled', 'expired'];
 
 /** The event that announces each state on the owner's channel (queued has none). */
 export const EVENT_FOR_STATUS = {
@@ -14,6 +14,7 @@ export const EVENT_FOR_STATUS = {
   succeeded: 'inference.completed',
   failed: 'inference.failed',
   cancelled: 'inference.failed',
+  expired: 'inference.failed',
 };
 
 /** The event names to bind. */

@@ -22,7 +22,7 @@ pub const BATCH_SIZE: &str = "inferpush_worker_batch_size";
 pub const BATCH_TOKENS: &str = "inferpush_worker_batch_tokens";
 /// Tokens per forward pass, padding included, by `model` and `engine`.
 pub const BATCH_PADDED_TOKENS: &str = "inferpush_worker_batch_padded_tokens";
-/// Tokenizing one task's texts, by `model`.
+/// Tokenizing one task's texts, by `model` and `engine`.
 pub const TOKENIZATION: &str = "inferpush_worker_tokenization_duration_seconds";
 /// One forward pass, by `model` and `engine`.
 pub const INFERENCE: &str = "inferpush_worker_inference_duration_seconds";
@@ -81,9 +81,9 @@ pub fn batch(model: &'static str, engine: &'static str, batch: &Encoded, inferri
     histogram!(INFERENCE, "model" => model, "engine" => engine).record(inferring.as_secs_f64());
 }
 
-/// Tokenising one task's texts took `took`.
-pub fn tokenization(model: &'static str, took: Duration) {
-    histogram!(TOKENIZATION, "model" => model).record(took.as_secs_f64());
+/// Tokenising one task's texts for `engine` took `took`.
+pub fn tokenization(model: &'static str, engine: &'static str, took: Duration) {
+    histogram!(TOKENIZATION, "model" => model, "engine" => engine).record(took.as_secs_f64());
 }
 
 /// One call to the Pusher server, and how it failed if it did.

@@ -87,13 +87,15 @@ struct Request {
 pub struct Batcher {
     queue: Sender<Request>,
     tokenizer: Arc<TextTokenizer>,
+    engine: &'static str,
 }
 
 impl Batcher {
     /// Starts the thread that owns `engine`.
     pub fn spawn(engine: Box<dyn Engine>, tokenizer: TextTokenizer, settings: BatchSettings) -> Self {
         let (queue, requests) = mpsc::channel();
-        let name = format!("inferpush-{}", engine.name());
+        let engine_name = engine.name();
+        let name = format!("inferpush-{engine_name}");
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -102,7 +104,7 @@ impl Batcher {
                 BatchLoop { engine, settings, requests, waiting, pending, next_id: 0 }.run()
             })
             .expect("spawning the inference thread");
-        Self { queue, tokenizer: Arc::new(tokenizer) }
+        Self { queue, tokenizer: Arc::new(tokenizer), engine: engine_name }
     }
 
     /// Embeds `texts` (one task that came by `lane`), batched with whatever else is
@@ -126,12 +128,12 @@ impl Batcher {
 
     async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Tokens>, String> {
         let bytes: usize = texts.iter().map(String::len).sum();
-        let tokenizer = self.tokenizer.clone();
+        let (tokenizer, engine) = (self.tokenizer.clone(), self.engine);
         let run = move || {
             let started = Instant::now();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens = tokenizer.tokens(&refs).map_err(|e| format!("{e:#}"));
-            crate::metrics::tokenization(minilm::NAME, started.elapsed());
+            crate::metrics::tokenization(minilm::NAME, engine, started.elapsed());
             tokens
         };
         if bytes <= TOKENIZE_INLINE_BYTES {

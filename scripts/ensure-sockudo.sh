@@ -2,19 +2,21 @@
 # Sockudo, the maintained Pusher-protocol server in Rust (crates.io `sockudo`), built once
 # into a cache outside the clone and reused: `cargo install` takes about 12 minutes on two
 # cores, so it reruns only when the pinned version changes. Its metrics exporter needs
-# `protoc`, installed from Debian if missing. Prints the binary's path.
+# `protoc` and protobuf's well-known types (`google/protobuf/timestamp.proto`), installed
+# from Debian if missing. Prints the binary's path.
 set -euo pipefail
 VERSION=${SOCKUDO_VERSION:-5.2.0}
 root="${INFERPUSH_CACHE:-/var/cache/inferpush}/sockudo-$VERSION"
 binary="$root/bin/sockudo"
 if [[ ! -x "$binary" ]]; then
-  if ! command -v protoc >/dev/null; then
-    echo "installing Debian's protobuf-compiler for Sockudo's build" >&2
+  if ! command -v protoc >/dev/null || [[ ! -f /usr/include/google/protobuf/timestamp.proto ]]; then
+    echo "installing Debian's protobuf-compiler and libprotobuf-dev for Sockudo's build" >&2
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y --no-install-recommends protobuf-compiler >&2 \
-      || { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends protobuf-compiler >&2; }
+    $sudo apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev >&2 \
+      || { $sudo apt-get update >&2 \
+        && $sudo apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev >&2; }
   fi
   echo "building sockudo $VERSION into $root (once, about 12 minutes on two cores)" >&2
   # Its own target folder, removed afterwards: the workspace's build is left alone.

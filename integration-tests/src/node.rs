@@ -14,19 +14,26 @@ use crate::process::workspace_root;
 /// `extra` environment, and fails the calling test with everything Node printed (and the
 /// stack's logs) unless every test in the script passed.
 pub async fn run_node_tests(stack: &Stack, script: &str, extra: &[(&str, String)]) {
-    let output = Command::new("node")
-        .arg("--test")
-        .arg(workspace_root().join(script))
+    let mut node = Command::new("node");
+    node.arg("--test").arg(workspace_root().join(script));
+    run_client_checks(stack, node, script, extra).await;
+}
+
+/// Runs a client's checks (`command`, any language) against `stack` with its addresses and
+/// `extra` in the environment, and fails the calling test with everything it printed (and
+/// the stack's logs) unless it exits successfully.
+pub async fn run_client_checks(stack: &Stack, mut command: Command, what: &str, extra: &[(&str, String)]) {
+    let output = command
         .envs(stack.node_env())
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .kill_on_drop(true)
         .output()
         .await
-        .expect("running node");
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
     let text =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     println!("{text}");
-    assert!(output.status.success(), "{script} failed:\n{text}\n{}", stack.logs());
+    assert!(output.status.success(), "{what} failed:\n{text}\n{}", stack.logs());
 }
 
 /// A Node script driven line by line over its stdin and stdout; killed on drop.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use inferpush_integration_tests::node::run_node_tests;
+use inferpush_integration_tests::node::{run_client_checks, run_node_tests};
 use inferpush_integration_tests::process::{pinned_python, workspace_root};
 use inferpush_integration_tests::{Stack, StackOptions};
 use serde_json::{Value, json};
@@ -26,19 +26,9 @@ async fn openais_python_and_node_sdks_get_embeddings_and_their_usual_errors() {
     let stack = minilm_stack().await;
     let env = [("INFERPUSH_API_KEY", "dev-alice".to_owned()), ("REFERENCE_JSON", reference_json())];
 
-    let python = pinned_python("openai", PYTHON_SDK);
-    let output = tokio::process::Command::new(python)
-        .arg(workspace_root().join("integration-tests/python/openai_client.py"))
-        .envs(stack.node_env())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("running the Python SDK");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{text}");
-    assert!(output.status.success(), "the Python SDK's checks failed:\n{text}\n{}", stack.logs());
+    let mut python = tokio::process::Command::new(pinned_python("openai", PYTHON_SDK));
+    python.arg(workspace_root().join("integration-tests/python/openai_client.py"));
+    run_client_checks(&stack, python, "the Python SDK's checks", &env).await;
 
     run_node_tests(&stack, "integration-tests/node/openai.test.mjs", &env).await;
 

@@ -195,45 +195,38 @@ impl TaskRecord {
 
     /// The owner cancelled it (allowed only while queued: see [`TaskStatus::may_follow`]).
     pub fn cancelled(&self, clock: &dyn Clock) -> Self {
-        let mut record = self.finished(TaskStatus::Cancelled, clock);
-        record.error = Some(ErrorBody {
-            code: ErrorCode::CANCELLED.into(),
-            message: "the task was cancelled by its owner before it started".into(),
-        });
-        record
+        self.ended(
+            TaskStatus::Cancelled,
+            ErrorCode::CANCELLED,
+            "the task was cancelled by its owner before it started",
+            clock,
+        )
     }
 
     /// Its deadline passed before it ran: it is not run.
     pub fn expired(&self, clock: &dyn Clock) -> Self {
-        let mut record = self.finished(TaskStatus::Expired, clock);
-        record.error = Some(ErrorBody {
-            code: ErrorCode::EXPIRED.into(),
-            message: "the task's deadline (Cancel-After) passed before it could run; it was not run".into(),
-        });
-        record
+        let message = "the task's deadline (Cancel-After) passed before it could run; it was not run";
+        self.ended(TaskStatus::Expired, ErrorCode::EXPIRED, message, clock)
     }
 
     /// The broker gave up on it after its delivery limit: it fails for good.
     pub fn dead_lettered(&self, clock: &dyn Clock) -> Self {
-        let mut record = self.finished(TaskStatus::Failed, clock);
-        record.error = Some(ErrorBody {
-            code: ErrorCode::DELIVERY_LIMIT.into(),
-            message: "the task was delivered to workers too many times without finishing \
-                      (each attempt crashed or was stopped); it has been set aside"
-                .into(),
-        });
-        record
+        let message = "the task was delivered to workers too many times without finishing \
+                       (each attempt crashed or was stopped); it has been set aside";
+        self.ended(TaskStatus::Failed, ErrorCode::DELIVERY_LIMIT, message, clock)
     }
 
     /// The api gave up on a task whose publish was never confirmed: no worker ever took it.
     pub fn not_queued(&self, clock: &dyn Clock) -> Self {
-        let mut record = self.finished(TaskStatus::Failed, clock);
-        record.error = Some(ErrorBody {
-            code: ErrorCode::NOT_QUEUED.into(),
-            message: "the message broker never confirmed that it holds this task, though the api \
-                      kept trying; it was not run, submit it again"
-                .into(),
-        });
+        let message = "the message broker never confirmed that it holds this task, though the api \
+                       kept trying; it was not run, submit it again";
+        self.ended(TaskStatus::Failed, ErrorCode::NOT_QUEUED, message, clock)
+    }
+
+    /// Final in `status` without a run, for the reason `code` and `message` give.
+    fn ended(&self, status: TaskStatus, code: &str, message: &str, clock: &dyn Clock) -> Self {
+        let mut record = self.finished(status, clock);
+        record.error = Some(ErrorBody { code: code.into(), message: message.into() });
         record
     }
 

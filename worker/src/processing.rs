@@ -70,8 +70,7 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     let clock = context.clock.as_ref();
     if task.is_expired(clock.now_ms()) {
         tracing::info!(task_id = %task.task_id, "the task's deadline passed before it started; not running it");
-        return finish(TaskRecord::queued(&task).expired(clock), StartedAnnouncements::default(), context)
-            .await;
+        return expire(&task, context).await;
     }
     let running = TaskRecord::queued(&task).started(clock);
     let first_delivery = arrival == Arrival::First;
@@ -148,13 +147,18 @@ pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> S
     let clock = context.clock.as_ref();
     if task.is_expired(clock.now_ms()) {
         tracing::info!(task_id = %task.task_id, model = task.model, "the broker dropped a task past its deadline");
-        return finish(TaskRecord::queued(&task).expired(clock), StartedAnnouncements::default(), context)
-            .await;
+        return expire(&task, context).await;
     }
     tracing::error!(task_id = %task.task_id, model = task.model, "task reached its delivery limit; failing it");
     crate::metrics::dead_letter(&task.model);
     let failed = TaskRecord::queued(&task).dead_lettered(context.clock.as_ref());
     finish(failed, StartedAnnouncements::default(), context).await
+}
+
+/// Ends a task past its deadline unrun, `expired`, and tells its owner.
+async fn expire(task: &TaskEnvelope, context: &TaskContext) -> Settlement {
+    let expired = TaskRecord::queued(task).expired(context.clock.as_ref());
+    finish(expired, StartedAnnouncements::default(), context).await
 }
 
 /// Stores a final record (or takes the final one already stored) and announces it (after

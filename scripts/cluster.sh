@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make cluster-up` / `make cluster-down`: deploy/compose.yaml with podman-compose (from
-# PyPI, installed when missing), or `docker compose` where a Docker engine answers.
+# PyPI, installed when missing), or `docker compose` where a Docker engine answers. With
+# INFERPUSH_PUSH_SERVER=sockudo, deploy/compose.sockudo.yaml too: Sockudo's nodes instead
+# of Soketi's.
 #   scripts/cluster.sh up     start it and wait until the api answers /readyz on 127.0.0.1:8080
 #   scripts/cluster.sh down   stop and remove every container of it
 #   scripts/cluster.sh ps     list them
@@ -9,11 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if docker info > /dev/null 2>&1 && docker compose version > /dev/null 2>&1; then
-  compose=(docker compose -f deploy/compose.yaml)
+  tool=(docker compose)
 else
   command -v podman-compose > /dev/null || python3 -m pip install -q podman-compose
-  compose=(podman-compose -f deploy/compose.yaml)
+  tool=(podman-compose)
 fi
+compose=("${tool[@]}" -f deploy/compose.yaml)
+server="${INFERPUSH_PUSH_SERVER:-soketi}"
+case "$server" in
+  soketi) ;;
+  sockudo) compose+=(-f deploy/compose.sockudo.yaml) ;;
+  *) echo "INFERPUSH_PUSH_SERVER must be soketi or sockudo, not '$server'" >&2; exit 2 ;;
+esac
 
 case "${1:-}" in
   up)
@@ -33,7 +42,7 @@ case "${1:-}" in
     echo "waiting for the cluster's api on http://127.0.0.1:8080/readyz"
     for _ in $(seq 180); do
       if [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/readyz)" == 200 ]]; then
-        echo "the cluster is up: api http://127.0.0.1:8080 (demo page at /), Soketi ws://127.0.0.1:6001"
+        echo "the cluster is up: api http://127.0.0.1:8080 (demo page at /), $server ws://127.0.0.1:6001"
         exit 0
       fi
       sleep 1
@@ -41,7 +50,8 @@ case "${1:-}" in
     echo "the cluster's api did not become ready; \`scripts/cluster.sh ps\` and \`podman logs NAME\` tell why" >&2
     exit 1
     ;;
-  down) "${compose[@]}" down -t 5 ;;
+  # Whichever push server it was started with: both files, every profile.
+  down) COMPOSE_PROFILES=soketi "${tool[@]}" -f deploy/compose.yaml -f deploy/compose.sockudo.yaml down -t 5 ;;
   ps) "${compose[@]}" ps ;;
   kill) "${compose[@]}" kill "$2" ;;
   start) "${compose[@]}" start "$2" ;;

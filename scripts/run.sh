@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts Soketi, the api and the worker in the foreground with labelled logs.
+# Starts the Pusher-protocol server (INFERPUSH_PUSH_SERVER: soketi, the default, or
+# sockudo), the api and the worker in the foreground with labelled logs.
 # Ctrl-C (or SIGTERM) stops all three; the worker finishes the tasks in hand first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,13 +29,14 @@ stop() {
   trap - INT TERM EXIT
   echo "stopping…"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  # The worker finishes its tasks in hand (up to its grace period, 30 s); Soketi keeps no
-  # state but sometimes lingers after SIGTERM, so it gets 5 s. Whatever still runs then goes.
+  # The worker finishes its tasks in hand (up to its grace period, 30 s); the push server
+  # keeps no state but sometimes lingers after SIGTERM, so it gets 5 s. Whatever still runs
+  # then goes.
   for tick in $(seq 1 400); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
-    [ "$tick" = 50 ] && kill -KILL "$soketi" 2>/dev/null || true
+    [ "$tick" = 50 ] && kill -KILL "$push_server" 2>/dev/null || true
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
@@ -44,11 +46,10 @@ trap stop INT TERM EXIT
 
 label() { sed -u "s/^/[$1] /"; }
 
-SOKETI_PORT="$PUSHER_PORT" SOKETI_DEFAULT_APP_ID="$PUSHER_APP_ID" SOKETI_DEFAULT_APP_KEY="$PUSHER_APP_KEY" \
-  SOKETI_DEFAULT_APP_SECRET="$PUSHER_APP_SECRET" \
-  soketi/node_modules/.bin/soketi start --config=soketi/config.json > >(label soketi) 2>&1 &
-soketi=$!
-pids+=("$soketi")
+export INFERPUSH_PUSH_SERVER="${INFERPUSH_PUSH_SERVER:-soketi}"
+scripts/push-server.sh > >(label "$INFERPUSH_PUSH_SERVER") 2>&1 &
+push_server=$!
+pids+=("$push_server")
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PUSHER_PORT/ready" >/dev/null && break; sleep 0.2; done
 
 "$BIN/inferpush-api" > >(label api) 2>&1 &
@@ -56,6 +57,6 @@ pids+=($!)
 "$BIN/inferpush-worker" > >(label worker) 2>&1 &
 pids+=($!)
 
-echo "inferpush is up: demo page and api http://127.0.0.1:8080/, Soketi ws://127.0.0.1:$PUSHER_PORT, events to $INFERPUSH_SINKS (Ctrl-C stops everything)"
+echo "inferpush is up: demo page and api http://127.0.0.1:8080/, $INFERPUSH_PUSH_SERVER ws://127.0.0.1:$PUSHER_PORT, events to $INFERPUSH_SINKS (Ctrl-C stops everything)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the others"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test binary of the workspace (built once, shared) and closes with one
-# summary line over all of them. For the container mode it serves Podman's Docker API on
+# Runs every test binary of the workspace (built once, shared) against Soketi, then the
+# tests that involve the push server again against Sockudo, and closes with one summary
+# line per pass. For the container mode it serves Podman's Docker API on
 # a private socket for the length of the run (testcontainers reaches it by DOCKER_HOST).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +31,32 @@ if command -v podman > /dev/null; then
   done
 fi
 
+# One pass: cargo test with the given arguments against push server $1; prints its summary.
 status=0
-cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+pass() {
+  local server=$1
+  shift
+  : > "$log"
+  INFERPUSH_PUSH_SERVER="$server" cargo test --no-fail-fast "$@" 2>&1 | tee -a "$log" || status=1
+  awk -v server="$server" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+       END { printf "\nsummary (%s): %d passed, %d failed, %d skipped\n", server, p, f, s }' "$log" | tee -a "$summaries"
+}
+summaries=$(mktemp)
+trap 'cleanup; rm -f "$summaries"' EXIT
+
+server="${INFERPUSH_PUSH_SERVER:-soketi}"
+pass "$server" --workspace "$@"
+# The second Pusher-protocol server: the tests whose clients listen through the push server
+# run again against Sockudo: end to end (auth, forged signatures, encrypted channels, fan-out),
+# the clients (pusher-js, Laravel Echo, the demo page, their reconnects), TLS, every fault
+# (worker, push server, RabbitMQ, Redis, lost confirms; processes and containers), the sinks
+# and deadlines. Units, api routes, startup checks, the OpenAPI document, bounds, fairness,
+# observability, the hostile inputs and the OpenAI SDKs are not repeated: they judge the api
+# and the worker, not the push server. INFERPUSH_SOCKUDO_PASS=false skips the pass.
+if [[ "$server" == soketi && "${INFERPUSH_SOCKUDO_PASS:-true}" == true && $# == 0 ]]; then
+  pass sockudo -p inferpush-integration-tests \
+    --test e2e --test clients --test faults --test unconfirmed --test tls --test sinks --test deadlines
+fi
+echo
+cat "$summaries"
 exit "$status"

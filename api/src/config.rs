@@ -103,7 +103,7 @@ pub struct ApiConfig {
     /// balancer; random per process when unset.
     #[arg(long, env = "INFERPUSH_DEV_TOKEN_SECRET", hide_env_values = true)]
     pub dev_token_secret: Option<String>,
-    /// Soketi's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
+    /// The push server's host as browsers reach it (development mode's page); default: `PUSHER_HOST`.
     #[arg(long, env = "INFERPUSH_PUBLIC_WS_HOST")]
     pub public_ws_host: Option<String>,
     /// Longest a client may take to send a request's head (slow-header clients are cut off).

@@ -82,3 +82,45 @@ test('pusher-js decrypts a result pushed on its end-to-end encrypted channel', a
   assert.equal(data.task_id, accepted.task_id);
   assert.deepEqual(data.output, secret);
 });
+
+// A subscription the push server refuses (here: a forged signature, past the api) arrives
+// as the channel's pusher:subscription_error on Soketi, but as a connection-level
+// pusher:error 4009 on Sockudo, the connection staying up. Code that listens for both, as
+// the README's client section shows, works with either server.
+function refusal(pusher, channel) {
+  return new Promise((resolve) => {
+    channel.bind('pusher:subscription_error', (error) => resolve({ via: 'subscription_error', error }));
+    pusher.connection.bind('error', (error) => resolve({ via: 'connection_error', error }));
+  });
+}
+
+test('a forged channel signature is refused by the push server, each in its own way', async () => {
+  const key = process.env.PUSHER_APP_KEY;
+  const forged = {
+    ...options('dev-alice'),
+    channelAuthorization: {
+      customHandler: (_params, callback) => callback(null, { auth: `${key}:${'0'.repeat(64)}` }),
+    },
+  };
+  const pusher = new Pusher(key, forged);
+  try {
+    const channel = pusher.subscribe('private-inference.alice');
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no refusal in 10 s')), 10000);
+    });
+    const { via, error } = await Promise.race([refusal(pusher, channel), timeout]).finally(() =>
+      clearTimeout(timer),
+    );
+    if (process.env.INFERPUSH_PUSH_SERVER === 'sockudo') {
+      assert.equal(via, 'connection_error', JSON.stringify(error));
+      assert.equal(error.data.code, 4009, JSON.stringify(error));
+    } else {
+      assert.equal(via, 'subscription_error', JSON.stringify(error));
+    }
+    assert.equal(channel.subscribed, false);
+    assert.equal(pusher.connection.state, 'connected', 'the refusal does not end the connection');
+  } finally {
+    pusher.disconnect();
+  }
+});

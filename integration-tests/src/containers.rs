@@ -1,5 +1,6 @@
-//! The container mode: Soketi, RabbitMQ and Redis as containers of the images that
-//! `make images` builds (`localhost/inferpush-{soketi,rabbitmq,redis}`), started with
+//! The container mode: the push server, RabbitMQ and Redis as containers of the images
+//! that `make images` builds (`localhost/inferpush-{soketi,sockudo,rabbitmq,redis}`; the
+//! push server's in [`crate::push_server`]), started with
 //! testcontainers through Podman's Docker API (`DOCKER_HOST`, which `make test` points at
 //! the socket it starts). Each is published on a free port of 127.0.0.1 only, chosen here
 //! so a container that is killed and started again keeps its address. The api and the
@@ -72,17 +73,5 @@ pub async fn redis() -> ServiceContainer {
 /// RabbitMQ, its startup complete.
 pub async fn rabbitmq() -> ServiceContainer {
     ServiceContainer::start("rabbitmq", 5672, WaitFor::message_on_stdout("Server startup complete"), &[])
-        .await
-}
-
-/// Soketi with one app, up and running.
-pub async fn soketi(app_id: &str, key: &str, secret: &str) -> ServiceContainer {
-    let env = [
-        ("SOKETI_DEFAULT_APP_ID", app_id.to_owned()),
-        ("SOKETI_DEFAULT_APP_KEY", key.to_owned()),
-        ("SOKETI_DEFAULT_APP_SECRET", secret.to_owned()),
-        ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".to_owned()),
-    ];
-    ServiceContainer::start("soketi", 6001, WaitFor::message_on_stdout("Server is up and running"), &env)
         .await
 }

@@ -1,7 +1,8 @@
-//! A whole inferpush stack for one test: Soketi, api and worker on free ports, with
-//! its own exchange and queue names on the shared RabbitMQ, all stopped on drop. In the
-//! container mode ([`Services::Containers`]) Soketi, RabbitMQ and Redis are the stack's
-//! own containers instead ([`crate::containers`]).
+//! A whole inferpush stack for one test: the push server (Soketi or Sockudo, as
+//! `INFERPUSH_PUSH_SERVER` says: [`PushServer`]), api and worker on free ports, with its own
+//! exchange and queue names on the shared RabbitMQ, all stopped on drop. In the container
+//! mode ([`Services::Containers`]) the push server, RabbitMQ and Redis are the stack's own
+//! containers instead ([`crate::containers`]).
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::broker::{amqp_url, broker_addr, delete_topology, publish_raw, queue_stats, wait_for_consumers};
 use crate::containers::{self, ServiceContainer};
-use crate::process::{Service, bin_dir, free_port, wait_http_ok, wait_https_ok, workspace_root};
+use crate::process::{Service, bin_dir, free_port, wait_http_ok, workspace_root};
+use crate::push_server::PushServer;
 use crate::tls::{TlsFiles, TlsTerminator};
 use inferpush_client::pusher::PusherClient;
 
@@ -52,22 +54,22 @@ pub struct StackOptions {
     pub own_redis: bool,
     /// Development mode on the api (dev keys, demo page, demo tokens).
     pub dev_mode: bool,
-    /// Where Soketi, RabbitMQ and Redis come from.
+    /// Where the push server, RabbitMQ and Redis come from.
     pub services: Services,
     /// More settings for the api (they win over the stack's own).
     pub api_env: Vec<(&'static str, String)>,
     /// More settings for the worker (they win over the stack's own).
     pub worker_env: Vec<(&'static str, String)>,
-    /// TLS to every service, with a certificate authority made for the stack: Soketi and the
+    /// TLS to every service, with a certificate authority made for the stack: the push server and the
     /// stack's own Redis serve TLS, RabbitMQ is reached over `amqps://` through a TLS
     /// endpoint, and the api and the worker trust the CA (`INFERPUSH_TLS_CA_FILE`).
     pub tls: bool,
 }
 
-/// Where a stack's Soketi, RabbitMQ and Redis run.
+/// Where a stack's push server, RabbitMQ and Redis run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Services {
-    /// Soketi as a host process, the machine's RabbitMQ and Redis (the fast default).
+    /// The push server as a host process, the machine's RabbitMQ and Redis (the fast default).
     Processes,
     /// Each as the stack's own container, through testcontainers and Podman.
     Containers,
@@ -91,14 +93,16 @@ impl Default for StackOptions {
     }
 }
 
-/// Soketi, api and (optionally) a worker.
+/// The push server, api and (optionally) a worker.
 pub struct Stack {
     /// Unique name of this stack: AMQP prefix and log-file prefix.
     pub name: String,
     /// `http://127.0.0.1:{port}` of the api.
     pub api_url: String,
-    /// Soketi's port (HTTP API and WebSockets).
-    pub soketi_port: u16,
+    /// Which Pusher-protocol server the stack runs.
+    pub push: PushServer,
+    /// The push server's port (HTTP API and WebSockets).
+    pub pusher_port: u16,
     /// The stack's RabbitMQ names.
     pub topology: Topology,
     /// The broker the stack uses (plain, for the test's own look at the queues).
@@ -108,12 +112,12 @@ pub struct Stack {
     options: StackOptions,
     /// Container mode: Redis and RabbitMQ, held so they live as long as the stack.
     containers: Vec<ServiceContainer>,
-    /// Container mode: Soketi, which tests kill and restart.
-    soketi_container: Option<ServiceContainer>,
+    /// Container mode: the push server, which tests kill and restart.
+    push_container: Option<ServiceContainer>,
     redis_url: String,
     redis: Option<Service>,
     redis_dir: Option<std::path::PathBuf>,
-    soketi: Option<Service>,
+    push_server: Option<Service>,
     api: Option<Service>,
     /// More api replicas.
     replicas: Vec<Service>,
@@ -129,24 +133,24 @@ impl Stack {
         Self::start_with(StackOptions::default()).await
     }
 
-    /// Starts Soketi, the api and, if asked, a worker; waits until each is ready.
+    /// Starts the push server, the api and, if asked, a worker; waits until each is ready.
     pub async fn start_with(options: StackOptions) -> Self {
         let name = format!("itest-{}", uuid::Uuid::now_v7().simple());
-        let soketi_port = free_port();
         let mut stack = Stack {
             api_url: String::new(),
-            soketi_port,
+            push: PushServer::from_env(),
+            pusher_port: free_port(),
             topology: Topology::new(&name),
             amqp_url: amqp_url(),
             tls: None,
             containers: Vec::new(),
-            soketi_container: None,
+            push_container: None,
             name,
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             redis: None,
             redis_dir: None,
             options,
-            soketi: None,
+            push_server: None,
             api: None,
             replicas: Vec::new(),
             worker: None,
@@ -154,16 +158,16 @@ impl Stack {
             http: reqwest::Client::new(),
         };
         if stack.options.services == Services::Containers {
-            let (redis, rabbitmq, soketi) = tokio::join!(
+            let (redis, rabbitmq, push) = tokio::join!(
                 containers::redis(),
                 containers::rabbitmq(),
-                containers::soketi(APP_ID, APP_KEY, APP_SECRET)
+                stack.push.container((APP_ID, APP_KEY, APP_SECRET))
             );
             stack.redis_url = format!("redis://127.0.0.1:{}", redis.port);
             stack.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbitmq.port);
-            stack.soketi_port = soketi.port;
+            stack.pusher_port = push.port;
             stack.containers = vec![redis, rabbitmq];
-            stack.soketi_container = Some(soketi);
+            stack.push_container = Some(push);
         } else if stack.options.own_redis || stack.options.tls {
             if stack.options.tls {
                 let files = TlsFiles::make(&crate::process::log_dir().join(format!("{}-tls", stack.name)));
@@ -178,8 +182,8 @@ impl Stack {
             stack.redis_dir = Some(dir);
             stack.start_redis().await;
         }
-        if stack.soketi_container.is_none() {
-            stack.start_soketi().await;
+        if stack.push_container.is_none() {
+            stack.start_push_server().await;
         }
         let (api, api_url) = stack.launch_api("api").await;
         stack.api_url = api_url;
@@ -246,7 +250,8 @@ impl Stack {
             ("PUSHER_APP_KEY", APP_KEY.into()),
             ("PUSHER_APP_SECRET", APP_SECRET.into()),
             ("PUSHER_HOST", "127.0.0.1".into()),
-            ("PUSHER_PORT", self.soketi_port.to_string()),
+            ("PUSHER_PORT", self.pusher_port.to_string()),
+            ("INFERPUSH_PUSH_SERVER", self.push.name().into()),
             ("PUSHER_ENCRYPTION_MASTER_KEY", MASTER_KEY_BASE64.into()),
             ("INFERPUSH_JWT_HS256_SECRET", JWT_SECRET.into()),
             ("INFERPUSH_JWT_ISSUER", JWT_ISSUER.into()),
@@ -317,59 +322,30 @@ impl Stack {
         }
     }
 
-    /// Starts Soketi on the stack's port (again, after [`Self::stop_soketi`]) and waits for `/ready`.
-    pub async fn start_soketi(&mut self) {
-        if let Some(container) = &self.soketi_container {
+    /// Starts the push server on the stack's port (again, after [`Self::stop_push_server`])
+    /// and waits for `/ready`.
+    pub async fn start_push_server(&mut self) {
+        if let Some(container) = &self.push_container {
             container.restart().await;
-            let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
-            wait_http_ok(&url, Duration::from_secs(60), "the soketi container").await;
+            let url = format!("http://127.0.0.1:{}/ready", self.pusher_port);
+            wait_http_ok(&url, Duration::from_secs(60), "the push server's container").await;
             return;
         }
-        let soketi = Service::start(
-            "soketi",
-            &format!("{}-soketi", self.name),
-            &workspace_root().join("soketi/node_modules/.bin/soketi"),
-            &["start"],
-            &[
-                ("SOKETI_HOST", "127.0.0.1".into()),
-                ("SOKETI_PORT", self.soketi_port.to_string()),
-                ("SOKETI_METRICS_SERVER_PORT", free_port().to_string()),
-                ("SOKETI_DEFAULT_APP_ID", APP_ID.into()),
-                ("SOKETI_DEFAULT_APP_KEY", APP_KEY.into()),
-                ("SOKETI_DEFAULT_APP_SECRET", APP_SECRET.into()),
-                ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".into()),
-            ]
-            .into_iter()
-            .chain(self.tls.iter().flat_map(|(files, _)| {
-                [
-                    ("SOKETI_SSL_CERT", files.cert.display().to_string()),
-                    ("SOKETI_SSL_KEY", files.key.display().to_string()),
-                ]
-            }))
-            .collect::<Vec<_>>(),
-        );
-        self.soketi = Some(soketi);
-        match &self.tls {
-            None => {
-                let url = format!("http://127.0.0.1:{}/ready", self.soketi_port);
-                wait_http_ok(&url, Duration::from_secs(30), "soketi").await;
-            }
-            Some((files, _)) => {
-                let url = format!("https://127.0.0.1:{}/ready", self.soketi_port);
-                wait_https_ok(&url, &files.ca_pem(), Duration::from_secs(30), "soketi over TLS").await;
-            }
-        }
+        let log_name = format!("{}-{}", self.name, self.push.name());
+        let tls = self.tls.as_ref().map(|(files, _)| files);
+        let service = self.push.start(&log_name, self.pusher_port, (APP_ID, APP_KEY, APP_SECRET), tls).await;
+        self.push_server = Some(service);
     }
 
-    /// Kills Soketi (its clients are disconnected).
-    pub async fn stop_soketi(&mut self) {
-        if let Some(container) = &self.soketi_container {
+    /// Kills the push server (its clients are disconnected).
+    pub async fn stop_push_server(&mut self) {
+        if let Some(container) = &self.push_container {
             container.kill().await;
             return;
         }
-        if let Some(mut soketi) = self.soketi.take() {
-            soketi.signal("KILL");
-            soketi.wait_exit(Duration::from_secs(10)).await;
+        if let Some(mut server) = self.push_server.take() {
+            server.signal("KILL");
+            server.wait_exit(Duration::from_secs(10)).await;
         }
     }
 
@@ -401,9 +377,10 @@ impl Stack {
             .await;
     }
 
-    /// The stack's own processes by name (`api`, `worker`, `soketi`), for their CPU time.
+    /// The stack's own processes by name (`api`, `worker`, `soketi` or `sockudo`), for
+    /// their CPU time.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
-        let services = [("api", &self.api), ("worker", &self.worker), ("soketi", &self.soketi)];
+        let services = [("api", &self.api), ("worker", &self.worker), (self.push.name(), &self.push_server)];
         services.into_iter().filter_map(|(name, service)| Some((name, service.as_ref()?.pid()))).collect()
     }
 
@@ -462,14 +439,16 @@ impl Stack {
         ApiClient::new(&self.api_url, api_key)
     }
 
-    /// `ws://127.0.0.1:{soketi}`.
+    /// `ws://127.0.0.1:{push server}`.
     pub fn ws_base(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.soketi_port)
+        format!("ws://127.0.0.1:{}", self.pusher_port)
     }
 
-    /// A Pusher client connected to this stack's Soketi.
+    /// A Pusher client connected to this stack's push server.
     pub async fn pusher_client(&self) -> PusherClient {
-        PusherClient::connect(&self.ws_base(), APP_KEY).await.expect("connecting to Soketi")
+        PusherClient::connect(&self.ws_base(), APP_KEY)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.push.name()))
     }
 
     /// A client of `api_key`'s user, subscribed to `channel` through the api's auth endpoint.
@@ -528,8 +507,9 @@ impl Stack {
         vec![
             ("INFERPUSH_API_URL", self.api_url.clone()),
             ("PUSHER_HOST", "127.0.0.1".into()),
-            ("PUSHER_PORT", self.soketi_port.to_string()),
+            ("PUSHER_PORT", self.pusher_port.to_string()),
             ("PUSHER_APP_KEY", APP_KEY.into()),
+            ("INFERPUSH_PUSH_SERVER", self.push.name().into()),
             ("INFERPUSH_ALICE_JWT", user_jwt("alice")),
         ]
         .into_iter()
@@ -539,7 +519,7 @@ impl Stack {
 
     /// Logs of every process, for failure messages.
     pub fn logs(&self) -> String {
-        [&self.redis, &self.soketi, &self.api, &self.worker]
+        [&self.redis, &self.push_server, &self.api, &self.worker]
             .into_iter()
             .flatten()
             .chain(&self.replicas)
@@ -555,7 +535,7 @@ impl Drop for Stack {
         self.worker.take();
         self.replicas.clear();
         self.api.take();
-        self.soketi.take();
+        self.push_server.take();
         self.redis.take();
         if let Some(dir) = self.redis_dir.take() {
             let _ = std::fs::remove_dir_all(dir);

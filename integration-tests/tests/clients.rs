@@ -29,15 +29,15 @@ async fn laravel_echo_listens_through_broadcasting_auth_and_is_refused_other_cha
 }
 
 #[tokio::test]
-async fn pusher_js_and_laravel_echo_reconnect_after_soketi_restarts_and_still_receive() {
+async fn pusher_js_and_laravel_echo_reconnect_after_the_push_server_restarts_and_still_receive() {
     let mut stack = Stack::start().await;
     let mut node = NodeDriver::start(&stack, "integration-tests/node/reconnect.mjs");
     let ready = node.expect_line(&["READY", "FAILED"], Duration::from_secs(30)).await;
     assert_eq!(ready.as_deref(), Some("READY"), "{:?}\n{}", node.transcript, stack.logs());
 
-    stack.stop_soketi().await;
+    stack.stop_push_server().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.start_soketi().await;
+    stack.start_push_server().await;
     node.send_line("RESTARTED").await;
 
     let verdict = node.expect_line(&["OK", "FAILED"], Duration::from_secs(70)).await;
@@ -68,7 +68,7 @@ async fn the_demo_page_in_headless_chromium_submits_and_renders_results() {
 }
 
 #[tokio::test]
-async fn the_demo_page_shows_a_soketi_outage_reconnects_by_itself_and_gets_the_result() {
+async fn the_demo_page_shows_a_push_server_outage_reconnects_by_itself_and_gets_the_result() {
     let mut stack = Stack::start().await;
     let mut page = NodeDriver::start(&stack, "web-demo/tests/browser-reconnect.mjs");
     let step = |line: Option<String>, want: &str, page: &NodeDriver, stack: &Stack| {
@@ -76,11 +76,11 @@ async fn the_demo_page_shows_a_soketi_outage_reconnects_by_itself_and_gets_the_r
     };
     let line = page.expect_line(&["READY", "FAILED"], Duration::from_secs(60)).await;
     step(line, "READY", &page, &stack);
-    stack.stop_soketi().await;
+    stack.stop_push_server().await;
     page.send_line("STOPPED").await;
     let line = page.expect_line(&["SUBMITTED", "FAILED"], Duration::from_secs(45)).await;
     step(line, "SUBMITTED", &page, &stack);
-    stack.start_soketi().await;
+    stack.start_push_server().await;
     page.send_line("RESTARTED").await;
     let verdict = page.expect_line(&["OK", "FAILED"], Duration::from_secs(100)).await;
     println!("{:?}", page.transcript);

@@ -1,30 +1,32 @@
 //! The cluster of `deploy/compose.yaml` under faults: `make test-cluster` starts it, runs
 //! these one at a time (they are ignored by a plain `cargo test`), and removes it. Each
 //! fault run drives a burst of 300 echo tasks from the api's balancer while real Pusher
-//! clients listen through Soketi's balancer, breaks one piece mid-burst, brings it back,
+//! clients listen through the push server's balancer, breaks one piece mid-burst, brings it back,
 //! and ends with the accounting of the process-mode fault tests plus two times: recovered
 //! (from the fault until results reach a listener again) and settled (until every accepted
 //! task was final). Lost must be 0, and every submit made exactly one task (the burst
-//! retries with one `Idempotency-Key` per submit).
+//! retries with one `Idempotency-Key` per submit). The push server's nodes are Soketi's, or
+//! Sockudo's with `INFERPUSH_PUSH_SERVER=sockudo` (deploy/compose.sockudo.yaml).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use inferpush_client::api::ApiClient;
-use inferpush_integration_tests::PusherClient;
 use inferpush_integration_tests::accounting::{Accounting, account, wait_final};
 use inferpush_integration_tests::burst::spawn_burst_counting;
 use inferpush_integration_tests::listener::{Listener, ListenerTarget};
 use inferpush_integration_tests::process::workspace_root;
+use inferpush_integration_tests::{PushServer, PusherClient};
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
 use inferpush_protocol::{AppCredentials, Clock, RestRequest, SystemClock};
 use serde_json::json;
 
 const API: &str = "http://127.0.0.1:8080";
-const SOKETI: &str = "ws://127.0.0.1:6001";
-const SOKETI_1: &str = "127.0.0.1:6011";
-const SOKETI_2: &str = "127.0.0.1:6012";
+const PUSHER: &str = "ws://127.0.0.1:6001";
+/// The push server's first and second node, each on its own published port.
+const NODE_1: &str = "127.0.0.1:6011";
+const NODE_2: &str = "127.0.0.1:6012";
 const APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -40,7 +42,7 @@ fn cluster(args: &[&str]) -> String {
 
 async fn listener() -> Listener {
     Listener::start(ListenerTarget {
-        ws_base: SOKETI.into(),
+        ws_base: PUSHER.into(),
         app_key: APP.1.into(),
         api_url: API.into(),
         api_key: "dev-alice".into(),
@@ -152,9 +154,9 @@ where
 
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
-async fn a_client_on_one_soketi_node_receives_what_is_pushed_through_the_other() {
+async fn a_client_on_one_push_server_node_receives_what_is_pushed_through_the_other() {
     let api = ApiClient::new(API, "dev-alice");
-    let mut on_first = PusherClient::connect(&format!("ws://{SOKETI_1}"), APP.1).await.expect("soketi-1");
+    let mut on_first = PusherClient::connect(&format!("ws://{NODE_1}"), APP.1).await.expect("node 1");
     let auth = api.channel_auth(&on_first.socket_id, "private-inference.alice").await.unwrap();
     on_first.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
 
@@ -175,7 +177,7 @@ async fn a_client_on_one_soketi_node_receives_what_is_pushed_through_the_other()
         params: &[],
     });
     let pushed = reqwest::Client::new()
-        .post(format!("http://{SOKETI_2}{path}?{query}"))
+        .post(format!("http://{NODE_2}{path}?{query}"))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -187,7 +189,7 @@ async fn a_client_on_one_soketi_node_receives_what_is_pushed_through_the_other()
 
     // And a real task, pushed by whichever worker through the balancer, reaches clients on
     // both nodes.
-    let mut on_second = PusherClient::connect(&format!("ws://{SOKETI_2}"), APP.1).await.expect("soketi-2");
+    let mut on_second = PusherClient::connect(&format!("ws://{NODE_2}"), APP.1).await.expect("node 2");
     let auth = api.channel_auth(&on_second.socket_id, "private-inference.alice").await.unwrap();
     on_second.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
     let accepted = api
@@ -306,11 +308,13 @@ async fn trickled_submit(key: String) -> (String, bool) {
 
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
-async fn a_soketi_node_killed_mid_burst_loses_nothing() {
-    burst_with_fault("soketi-node", "SIGKILL soketi-1 for 4 s", Strike::AfterResults, || async {
-        cluster(&["kill", "soketi-1"]);
+async fn a_push_server_node_killed_mid_burst_loses_nothing() {
+    let node = format!("{}-1", PushServer::from_env().name());
+    let fault = format!("SIGKILL {node} for 4 s");
+    burst_with_fault("push-server-node", &fault, Strike::AfterResults, || async {
+        cluster(&["kill", &node]);
         tokio::time::sleep(Duration::from_secs(4)).await;
-        cluster(&["start", "soketi-1"]);
+        cluster(&["start", &node]);
         Vec::new()
     })
     .await;

@@ -127,7 +127,7 @@ async fn laravel_echo_style_json_auth_on_broadcasting_path_subscribes() {
 }
 
 #[tokio::test]
-async fn alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_one() {
+async fn alice_gets_no_signature_for_bobs_channel_and_the_push_server_refuses_a_forged_one() {
     channels_are_isolated(Services::Processes).await;
 }
 
@@ -451,7 +451,7 @@ async fn a_task_whose_input_can_never_work_fails_at_once_and_its_owner_is_told()
 }
 
 #[tokio::test]
-async fn a_result_over_soketis_event_limit_is_pushed_as_a_result_url() {
+async fn a_result_over_the_push_servers_event_limit_is_pushed_as_a_result_url() {
     let stack = Stack::start().await;
     let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
     let big = "x".repeat(150 * 1024);
@@ -494,7 +494,7 @@ async fn embeddings_arrive_over_pusher_and_similar_sentences_are_closer() {
 }
 
 #[tokio::test]
-async fn encrypted_results_cross_soketi_as_ciphertext_only() {
+async fn encrypted_results_cross_the_push_server_as_ciphertext_only() {
     let stack = Stack::start().await;
     let channel = "private-encrypted-inference.alice";
     let mut client = stack.pusher_client().await;

@@ -1,4 +1,4 @@
-//! Fault tests against the real services: crash a worker, stop Soketi, restart RabbitMQ,
+//! Fault tests against the real services: crash a worker, stop the push server, restart RabbitMQ,
 //! restart Redis, all in the middle of a burst. Each ends with an accounting: every task
 //! that got a 202 is final, retrievable, and reached its owner (live, or by catching up),
 //! with duplicates only from redeliveries.
@@ -96,26 +96,29 @@ async fn sigkill_of_a_worker_mid_burst_loses_nothing() {
 }
 
 #[tokio::test]
-async fn soketi_stopped_for_seconds_mid_burst_loses_nothing() {
-    soketi_outage_mid_burst(Services::Processes, "soketi-outage").await;
+async fn the_push_server_stopped_for_seconds_mid_burst_loses_nothing() {
+    push_server_outage_mid_burst(Services::Processes, "outage").await;
 }
 
 #[tokio::test]
-async fn in_containers_the_soketi_container_killed_mid_burst_loses_nothing() {
-    soketi_outage_mid_burst(Services::Containers, "soketi-container-outage").await;
+async fn in_containers_the_push_server_container_killed_mid_burst_loses_nothing() {
+    push_server_outage_mid_burst(Services::Containers, "container-outage").await;
 }
 
-async fn soketi_outage_mid_burst(services: Services, name: &str) {
+async fn push_server_outage_mid_burst(services: Services, name: &str) {
     let _serial = SERIAL.lock().await;
     let options = StackOptions { prefetch: 16, services, ..Default::default() };
     let mut scenario = Scenario::start(options, 200, 16, Duration::ZERO, 100, 40).await;
-    scenario.stack.stop_soketi().await;
+    scenario.stack.stop_push_server().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    scenario.stack.start_soketi().await;
-    let (_, _, accounting, seen) = scenario.account(name, "Soketi killed for 4 s after 40 results").await;
+    scenario.stack.start_push_server().await;
+    let server = scenario.stack.push.name();
+    let (_, _, accounting, seen) = scenario
+        .account(&format!("{server}-{name}"), &format!("{server} killed for 4 s after 40 results"))
+        .await;
     assert_eq!(accounting.accepted, 200);
     assert!(seen.subscriptions >= 2, "the listener never reconnected");
-    // Results produced during the outage waited in the worker and went out once Soketi
+    // Results produced during the outage waited in the worker and went out once the server
     // was back; a result pushed in the instant before the listener resubscribed is
     // caught up through the status API, as any client would.
     assert_eq!(accounting.delivered_live + accounting.caught_up, 200, "{accounting}");

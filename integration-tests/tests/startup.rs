@@ -66,13 +66,16 @@ fn help_shows_no_secret_value() {
 
 #[tokio::test]
 async fn outside_development_mode_the_default_app_and_short_secrets_are_refused() {
-    for (name, program) in [("api", api()), ("worker", worker())] {
-        let log =
-            refused(&format!("{name}-default-app"), &program, &[("INFERPUSH_MODELS", "echo".into())]).await;
-        assert!(log.contains("PUSHER_APP_SECRET is Soketi's well-known default"), "{log}");
-        let short = [("PUSHER_APP_SECRET", "hunter2".to_owned()), ("INFERPUSH_MODELS", "echo".into())];
-        let log = refused(&format!("{name}-short-secret"), &program, &short).await;
-        assert!(log.contains("PUSHER_APP_SECRET is too short") && !log.contains("hunter2"), "{log}");
+    // The same check whichever push server is named: both ship the same default app.
+    for server in ["soketi", "sockudo"] {
+        for (name, program) in [("api", api()), ("worker", worker())] {
+            let env = [("INFERPUSH_MODELS", "echo".to_owned()), ("INFERPUSH_PUSH_SERVER", server.to_owned())];
+            let log = refused(&format!("{name}-{server}-default-app"), &program, &env).await;
+            assert!(log.contains("PUSHER_APP_SECRET is Soketi's and Sockudo's well-known default"), "{log}");
+            let short = [env.as_slice(), &[("PUSHER_APP_SECRET", "hunter2".to_owned())]].concat();
+            let log = refused(&format!("{name}-{server}-short-secret"), &program, &short).await;
+            assert!(log.contains("PUSHER_APP_SECRET is too short") && !log.contains("hunter2"), "{log}");
+        }
     }
 }
 
@@ -188,7 +191,7 @@ async fn a_worker_whose_secret_the_pusher_server_refuses_does_not_start() {
         ("PUSHER_APP_KEY", inferpush_integration_tests::stack::APP_KEY.into()),
         ("PUSHER_APP_SECRET", SECRET.into()),
         ("PUSHER_HOST", "127.0.0.1".into()),
-        ("PUSHER_PORT", stack.soketi_port.to_string()),
+        ("PUSHER_PORT", stack.pusher_port.to_string()),
         ("INFERPUSH_MODELS", "echo".into()),
         ("INFERPUSH_METRICS_ADDR", "127.0.0.1:0".into()),
     ];

@@ -8,7 +8,7 @@ use inferpush_integration_tests::{Stack, StackOptions};
 use serde_json::json;
 
 #[tokio::test]
-async fn over_tls_to_soketi_redis_and_rabbitmq_a_task_runs_and_reaches_pusher_js_over_wss() {
+async fn over_tls_to_the_push_server_redis_and_rabbitmq_a_task_runs_and_reaches_pusher_js_over_wss() {
     // Start-up already proves most of it: the api answers /readyz only once it reached
     // Redis over rediss:// and RabbitMQ over amqps://; the worker consumes over amqps://
     // only after proving its Pusher credentials with a signed HTTPS request to Soketi.

@@ -8,10 +8,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Soketi's default limit on channel name length.
-pub const MAX_CHANNEL_NAME_LEN: usize = 200;
-/// Longest user id we accept; leaves room for the longest prefix within 200 characters.
-pub const MAX_USER_ID_LEN: usize = 128;
+/// The longest channel name every supported push server takes: Sockudo's default limit
+/// (Soketi's is 200), so switching servers never strands a user's channel.
+pub const MAX_CHANNEL_NAME_LEN: usize = 100;
+/// Longest user id we accept: the longest prefix (`private-encrypted-inference.`, 28
+/// characters) and the id fit in [`MAX_CHANNEL_NAME_LEN`].
+pub const MAX_USER_ID_LEN: usize = MAX_CHANNEL_NAME_LEN - ChannelKind::PrivateEncrypted.prefix().len();
 
 /// The kinds of inference channel a user may subscribe to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +46,7 @@ pub enum ChannelError {
     /// Empty, too long or with characters outside `[A-Za-z0-9_@.-]`.
     #[error("user id must be 1–{MAX_USER_ID_LEN} characters of A–Z, a–z, 0–9, `_`, `-`, `@` or `.`")]
     InvalidUserId,
-    /// Over Soketi's 200-character limit.
+    /// Over the push servers' limit ([`MAX_CHANNEL_NAME_LEN`]).
     #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
     TooLong,
     /// Not one of the inference channel shapes.
@@ -245,7 +247,9 @@ mod tests {
     }
 
     #[test]
-    fn longest_user_id_fits_every_prefix_within_soketi_limit() {
+    fn longest_user_id_fits_every_prefix_within_both_servers_limit() {
+        // Sockudo refuses channel names over 100 characters, Soketi over 200.
+        assert_eq!((MAX_CHANNEL_NAME_LEN, MAX_USER_ID_LEN), (100, 72));
         let id = "a".repeat(MAX_USER_ID_LEN);
         for kind in ChannelKind::ALL {
             let name = InferenceChannel::new(kind, &id).unwrap().to_string();

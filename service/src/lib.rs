@@ -10,7 +10,9 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
-pub use settings::{AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, parse_duration};
+pub use settings::{
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PushServer, PusherArgs, StoreArgs, parse_duration,
+};
 pub use shutdown::shutdown_signal;
 pub use telemetry::init_tracing;
 pub use tls::{TlsArgs, TrustedCas};

@@ -18,7 +18,7 @@ use crate::tls::TrustedCas;
 /// The Pusher app, under Laravel's variable names.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PusherArgs {
-    /// Pusher (Soketi) app id.
+    /// Pusher app id (of Soketi, Sockudo or any Pusher-protocol server).
     #[arg(long = "pusher-app-id", env = "PUSHER_APP_ID", default_value = "app-id")]
     pub app_id: String,
     /// Pusher app key, public: clients connect with it.
@@ -33,10 +33,10 @@ pub struct PusherArgs {
         hide_env_values = true
     )]
     pub secret: String,
-    /// Host of Soketi's HTTP API and WebSocket server.
+    /// Host of the push server's HTTP API and WebSocket server.
     #[arg(long = "pusher-host", env = "PUSHER_HOST", default_value = "127.0.0.1")]
     pub host: String,
-    /// Port of Soketi's HTTP API and WebSocket server.
+    /// Port of the push server's HTTP API and WebSocket server.
     #[arg(long = "pusher-port", env = "PUSHER_PORT", default_value_t = 6001)]
     pub port: u16,
     /// `http` or `https`.
@@ -46,11 +46,37 @@ pub struct PusherArgs {
     /// channels (the api hands out their keys, the worker seals results for them).
     #[arg(long = "encryption-master-key", env = "PUSHER_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
     pub encryption_master_key: Option<String>,
+    /// Which Pusher-protocol server answers at PUSHER_HOST: it sets how many events one
+    /// `batch_events` call may carry.
+    #[arg(long = "push-server", env = "INFERPUSH_PUSH_SERVER", value_enum, default_value_t = PushServer::Soketi)]
+    pub server: PushServer,
 }
 
-/// Soketi's default app (`app-id`, `app-key`, `app-secret`): every copy of Soketi and
-/// every tutorial knows it, so only development mode accepts it.
-pub const SOKETI_DEFAULT_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
+/// The Pusher-protocol servers inferpush is tested with. Both take the same app, the same
+/// signed REST calls and the same clients; they differ in limits and in how they answer
+/// errors (see the README's client section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushServer {
+    /// Soketi 1.6: REST errors as `200 {"error", "code"}`; up to 10 events per batch.
+    Soketi,
+    /// Sockudo 5: REST errors as real 4xx statuses; up to 100 events per batch.
+    Sockudo,
+}
+
+impl PushServer {
+    /// Events one `batch_events` call may carry: the server's default limit (Soketi's
+    /// `maxBatchSize` 10, Sockudo's `max_event_batch_size` 100).
+    pub const fn max_batch_events(self) -> usize {
+        match self {
+            PushServer::Soketi => 10,
+            PushServer::Sockudo => 100,
+        }
+    }
+}
+
+/// The default app of Soketi and of Sockudo alike (`app-id`, `app-key`, `app-secret`):
+/// every copy of either and every tutorial knows it, so only development mode accepts it.
+pub const WELL_KNOWN_DEFAULT_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
 
 /// The shortest app secret accepted outside development mode.
 pub const MIN_APP_SECRET_LEN: usize = 16;
@@ -62,13 +88,13 @@ pub const MIN_APP_SECRET_LEN: usize = 16;
 pub struct UnsafeSetting(pub String);
 
 impl PusherArgs {
-    /// Outside development mode: refuses Soketi's well-known default app and a secret too
-    /// short to be one.
+    /// Outside development mode: refuses the push servers' well-known default app and a
+    /// secret too short to be one.
     pub fn ensure_own_app(&self) -> Result<(), UnsafeSetting> {
-        let (default_id, default_key, default_secret) = SOKETI_DEFAULT_APP;
+        let (default_id, default_key, default_secret) = WELL_KNOWN_DEFAULT_APP;
         if self.secret == default_secret {
             return Err(UnsafeSetting(format!(
-                "PUSHER_APP_SECRET is Soketi's well-known default; set the app's own secret \
+                "PUSHER_APP_SECRET is Soketi's and Sockudo's well-known default; set the app's own secret \
                  (at least {MIN_APP_SECRET_LEN} characters), or INFERPUSH_DEV_MODE=true on a development machine"
             )));
         }
@@ -80,7 +106,7 @@ impl PusherArgs {
         if self.key == default_key || self.app_id == default_id {
             let variable = if self.key == default_key { "PUSHER_APP_KEY" } else { "PUSHER_APP_ID" };
             return Err(UnsafeSetting(format!(
-                "{variable} is Soketi's well-known default; give the app its own id and key, \
+                "{variable} is Soketi's and Sockudo's well-known default; give the app its own id and key, \
                  or set INFERPUSH_DEV_MODE=true on a development machine"
             )));
         }
@@ -407,7 +433,11 @@ mod tests {
         };
         let own = ["--pusher-app-id", "shop", "--pusher-app-key", "shop-key"];
         let long_secret = "0123456789abcdef0123";
-        assert!(refusal(&[]).unwrap().starts_with("PUSHER_APP_SECRET is Soketi's well-known default"));
+        assert!(
+            refusal(&[])
+                .unwrap()
+                .starts_with("PUSHER_APP_SECRET is Soketi's and Sockudo's well-known default")
+        );
         let short = refusal(&[&own[..], &["--pusher-app-secret", "hunter2"]].concat()).unwrap();
         assert!(short.starts_with("PUSHER_APP_SECRET is too short"), "{short}");
         assert!(!short.contains("hunter2"), "the message never shows the secret");

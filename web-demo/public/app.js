@@ -1,8 +1,9 @@
 // The inferpush demo page: signs the visitor in as a demo user (development mode's
-// short-lived tokens), connects pusher-js to Soketi, subscribes to the user's private
-// channel through /pusher/auth, submits tasks and shows each one's state as it changes.
+// short-lived tokens), connects pusher-js to the push server (Soketi or Sockudo),
+// subscribes to the user's private channel through /pusher/auth, submits tasks and shows
+// each one's state as it changes.
 // What the page submitted is kept in localStorage; after a reload (or a reconnect) the
-// results come back from the status API, since Soketi keeps no history.
+// results come back from the status API, since the push server keeps no history.
 
 import { EVENTS, isFinal } from './lifecycle.js';
 

@@ -84,7 +84,7 @@ pub struct WorkerConfig {
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,
-    /// Development mode (`make run`): Soketi's well-known default app credentials are
+    /// Development mode (`make run`): the push servers' well-known default app credentials are
     /// accepted. Outside it the worker refuses them, and secrets too short to be one.
     #[arg(long, env = "INFERPUSH_DEV_MODE", default_value_t = false)]
     pub dev_mode: bool,

@@ -10,7 +10,7 @@ use inferpush_protocol::catalogue::minilm;
 use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
 use inferpush_worker::delivery::mqtt::{MqttSettings, MqttSink};
-use inferpush_worker::delivery::publisher::{CredentialsError, Publisher, SoketiTarget, verify_credentials};
+use inferpush_worker::delivery::publisher::{CredentialsError, Publisher, PushTarget, verify_credentials};
 use inferpush_worker::delivery::pusher::PusherSink;
 use inferpush_worker::delivery::sse::EventLogSink;
 use inferpush_worker::delivery::webhook::{WebhookSettings, WebhookSink};
@@ -160,15 +160,20 @@ async fn pusher_sink(
     trusted: &inferpush_service::TrustedCas,
     abort: &CancellationToken,
 ) -> anyhow::Result<PusherSink> {
-    let target = SoketiTarget {
+    let target = PushTarget {
         base_url: config.pusher.base_url(),
         credentials: config.pusher.credentials(),
         clock: clock.clone(),
         trusted: trusted.clone(),
+        max_batch_events: config.pusher.server.max_batch_events(),
     };
     match verify_credentials(&target).await {
         Ok(()) => {
-            tracing::info!(soketi = target.base_url, "the Pusher server accepted this app's credentials")
+            tracing::info!(
+                server = target.base_url,
+                kind = ?config.pusher.server,
+                "the Pusher server accepted this app's credentials"
+            )
         }
         Err(refused @ CredentialsError::Refused { .. }) => return Err(refused.into()),
         Err(error) => {

@@ -1,5 +1,5 @@
-//! The Soketi publisher against a small local HTTP server that checks signatures the
-//! way Soketi does and can be told to fail: retries, batching and splitting.
+//! The Pusher publisher against a small local HTTP server that checks signatures the way
+//! Soketi and Sockudo do and can be told to fail: retries, batching and splitting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use axum::routing::post;
 use inferpush_protocol::event::{BatchEvent, BatchEvents};
 use inferpush_protocol::{AppCredentials, SystemClock};
 use inferpush_worker::delivery::PushError;
-use inferpush_worker::delivery::publisher::{Publisher, SoketiTarget};
+use inferpush_worker::delivery::publisher::{Publisher, PushTarget};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -62,6 +62,11 @@ async fn batch_events(
 }
 
 async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
+    start_with_limit(fake, 10).await
+}
+
+/// As [`start`], for a server that takes at most `max_batch_events` per call.
+async fn start_with_limit(fake: Fake, max_batch_events: usize) -> (Shared, Publisher, CancellationToken) {
     let shared = Arc::new(Mutex::new(fake));
     let router =
         Router::new().route("/apps/{app_id}/batch_events", post(batch_events)).with_state(shared.clone());
@@ -70,11 +75,12 @@ async fn start(fake: Fake) -> (Shared, Publisher, CancellationToken) {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let abort = CancellationToken::new();
     let publisher = Publisher::spawn(
-        SoketiTarget {
+        PushTarget {
             base_url,
             credentials: credentials(),
             clock: Arc::new(SystemClock),
             trusted: Default::default(),
+            max_batch_events,
         },
         2,
         abort.clone(),
@@ -92,20 +98,24 @@ fn event(name: &str, i: usize) -> BatchEvent {
 }
 
 #[tokio::test]
-async fn signed_events_are_delivered_and_batched_up_to_ten_per_call() {
-    let (fake, publisher, _abort) = start(Fake::default()).await;
-    let pushes = (0..50).map(|i| {
-        let publisher = publisher.clone();
-        tokio::spawn(async move { publisher.push(event("inference.completed", i)).await })
-    });
-    let pushes: Vec<_> = pushes.collect();
-    for push in pushes {
-        push.await.unwrap().unwrap();
+async fn signed_events_are_delivered_in_batches_up_to_the_servers_limit() {
+    // Soketi takes 10 events per call, Sockudo 100.
+    for (limit, count) in [(10, 50), (100, 400)] {
+        let (fake, publisher, _abort) = start_with_limit(Fake::default(), limit).await;
+        let pushes = (0..count).map(|i| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.push(event("inference.completed", i)).await })
+        });
+        let pushes: Vec<_> = pushes.collect();
+        for push in pushes {
+            push.await.unwrap().unwrap();
+        }
+        let fake = fake.lock().unwrap();
+        assert_eq!(fake.events.len(), count);
+        assert!(fake.accepted.iter().all(|n| *n <= limit), "limit {limit}: {:?}", fake.accepted);
+        let largest = fake.accepted.iter().copied().max().unwrap_or(0);
+        assert!(largest > limit / 2, "limit {limit}, batches never filled: {:?}", fake.accepted);
     }
-    let fake = fake.lock().unwrap();
-    assert_eq!(fake.events.len(), 50);
-    assert!(fake.accepted.iter().all(|n| *n <= 10), "{:?}", fake.accepted);
-    assert!(fake.accepted.len() < 50, "events were never batched: {:?}", fake.accepted);
 }
 
 #[tokio::test]
@@ -174,11 +184,12 @@ async fn an_error_in_a_200_answer_is_a_refusal_not_a_delivery() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let target = SoketiTarget {
+    let target = PushTarget {
         base_url,
         credentials: credentials(),
         clock: Arc::new(SystemClock),
         trusted: Default::default(),
+        max_batch_events: 10,
     };
     let publisher = Publisher::spawn(target, 1, CancellationToken::new()).unwrap();
     match publisher.push(event("inference.completed", 1)).await {

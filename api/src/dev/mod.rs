@@ -16,9 +16,9 @@ pub use tokens::DevTokens;
 pub struct PusherPublic {
     /// The app key (public: it is in every WebSocket URL).
     pub key: String,
-    /// Where Soketi takes WebSocket connections.
+    /// Where the push server takes WebSocket connections.
     pub ws_host: String,
-    /// Soketi's port.
+    /// The push server's port.
     pub ws_port: u16,
     /// Whether to use `wss://`.
     pub force_tls: bool,
@@ -30,7 +30,7 @@ pub struct DevMode {
     pub tokens: DevTokens,
     /// The `web-demo/` folder: `public/` and its `node_modules/`.
     pub web_demo_dir: PathBuf,
-    /// Soketi, as the page reaches it.
+    /// The push server, as the page reaches it.
     pub pusher: PusherPublic,
 }
 

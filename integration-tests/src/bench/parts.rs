@@ -1,6 +1,6 @@
 //! The two services the platform is built from, each alone at the same open-loop rate: a
 //! persistent message published to a quorum queue with a publisher confirm (what the api
-//! waits for before answering 202), and a signed Soketi REST trigger timed until a
+//! waits for before answering 202), and a signed push-server REST trigger timed until a
 //! subscribed client receives the event (what the worker's push costs a result).
 
 use std::sync::Arc;
@@ -66,11 +66,12 @@ pub async fn confirmed_publish(stack: &Stack, rate: u32, seconds: u64) -> Latenc
     latencies
 }
 
-/// Triggers `rate` events a second for `seconds` through Soketi's signed REST API to a
+/// Triggers `rate` events a second for `seconds` through the push server's signed REST API to a
 /// channel one client subscribed to, timing each from the call to the event's arrival.
 pub async fn pusher_trigger(stack: &Stack, rate: u32, seconds: u64) -> Latencies {
     let channel = format!("bench-parts-{}", uuid::Uuid::now_v7().simple());
-    let mut client = PusherClient::connect(&stack.ws_base(), APP_KEY).await.expect("connecting to Soketi");
+    let mut client =
+        PusherClient::connect(&stack.ws_base(), APP_KEY).await.expect("connecting to the push server");
     client.subscribe(&channel, "", None).await.expect("subscribing to a public channel");
     let (arrived, mut arrivals) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -89,7 +90,7 @@ pub async fn pusher_trigger(stack: &Stack, rate: u32, seconds: u64) -> Latencies
         Arc::new(std::sync::Mutex::new(vec![None; count]));
     let credentials = Arc::new(AppCredentials::new(APP_ID, APP_KEY, APP_SECRET));
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("an HTTP client");
-    let base = format!("http://127.0.0.1:{}", stack.soketi_port);
+    let base = format!("http://127.0.0.1:{}", stack.pusher_port);
     let (times, channel) = (sent_at.clone(), Arc::<str>::from(channel.as_str()));
     open_loop(rate, count, move |seq| {
         let path = format!("/apps/{APP_ID}/events");

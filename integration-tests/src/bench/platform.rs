@@ -43,13 +43,21 @@ pub struct PlatformRun {
     pub queued: Latencies,
     /// Started until its result was ready (the model, and storing the result).
     pub running: Latencies,
-    /// Result ready until the client had the event (the push through Soketi, and the
+    /// Result ready until the client had the event (the push through the push server, and the
     /// submit's own way to the api, well under a millisecond).
     pub pushing: Latencies,
     /// Milliseconds of CPU per accepted task, by process, net of what it uses at rest.
     pub cpu_ms_per_task: Vec<(&'static str, f64)>,
-    /// The api's largest resident memory during the run.
-    pub api_rss_max_bytes: u64,
+    /// Largest resident memory during the run of each process sampled for it (the api
+    /// and the push server), in bytes.
+    pub rss_max_bytes: Vec<(&'static str, u64)>,
+}
+
+impl PlatformRun {
+    /// Largest resident memory of `process` during the run (0 when not sampled).
+    pub fn rss_max(&self, process: &str) -> u64 {
+        self.rss_max_bytes.iter().find(|(name, _)| *name == process).map_or(0, |(_, bytes)| *bytes)
+    }
 }
 
 /// What a submit came to.
@@ -103,8 +111,8 @@ impl Platform {
     }
 
     /// Offers `rate` tasks per second for `seconds`, then waits up to `drain` for the last
-    /// events; `processes` are measured for CPU time (less their `idle` use) and `api_pid`
-    /// for memory.
+    /// events; `processes` are measured for CPU time (less their `idle` use) and `sampled`
+    /// (name, pid) for memory.
     pub async fn run(
         &mut self,
         rate: u32,
@@ -112,7 +120,7 @@ impl Platform {
         drain: Duration,
         processes: &[Measured],
         idle: &IdleCpu,
-        api_pid: u32,
+        sampled: &[(&'static str, u32)],
     ) -> PlatformRun {
         while self.arrivals.try_recv().is_ok() {}
         let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -145,7 +153,9 @@ impl Platform {
 
         let mut answers: HashMap<usize, Submitted> = HashMap::with_capacity(count);
         let mut arrived: HashMap<usize, (Instant, Value)> = HashMap::with_capacity(count);
-        let (mut misrouted, mut duplicates, mut api_rss_max_bytes) = (0, 0, 0);
+        let (mut misrouted, mut duplicates) = (0, 0);
+        let mut rss_max_bytes: Vec<(&'static str, u64)> =
+            sampled.iter().map(|(name, _)| (*name, 0)).collect();
         let mut sampling = tokio::time::interval(Duration::from_millis(100));
         let mut deadline = None;
         loop {
@@ -176,7 +186,11 @@ impl Platform {
                         duplicates += 1;
                     }
                 }
-                _ = sampling.tick() => { api_rss_max_bytes = api_rss_max_bytes.max(rss_bytes(api_pid)); }
+                _ = sampling.tick() => {
+                    for ((_, pid), (_, max)) in sampled.iter().zip(rss_max_bytes.iter_mut()) {
+                        *max = (*max).max(rss_bytes(*pid));
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -216,7 +230,7 @@ impl Platform {
             running,
             pushing,
             cpu_ms_per_task: cpu_before.per_task_ms(&cpu_after, accepted, idle),
-            api_rss_max_bytes,
+            rss_max_bytes,
         }
     }
 }

@@ -16,7 +16,7 @@ pub struct RatePoint {
     pub platform: PlatformRun,
     /// A confirmed publish to RabbitMQ.
     pub publish: Latencies,
-    /// A Soketi REST trigger until a subscribed client has the event.
+    /// A push-server REST trigger until a subscribed client has the event.
     pub trigger: Latencies,
 }
 
@@ -44,7 +44,7 @@ impl RatePoint {
 }
 
 /// The processes whose CPU time the table shows, in its order.
-pub const PROCESSES: [&str; 6] = ["api", "worker", "rabbitmq", "soketi", "redis", "loadgen"];
+pub const PROCESSES: [&str; 6] = ["api", "worker", "rabbitmq", "push", "redis", "loadgen"];
 
 /// The Markdown table of the sweep, with the summary lines the issue asks for under it.
 pub fn table(points: &[RatePoint]) -> String {
@@ -53,14 +53,14 @@ pub fn table(points: &[RatePoint]) -> String {
          e2e max | confirm p50/p99 | trigger p50/p99 | e2e p50 ÷ parts | CPU ms/task: api+worker | ",
     );
     out += &PROCESSES.join(" | ");
-    out += " | api RSS max |\n|";
-    out += &"---|".repeat(22);
+    out += " | api RSS max | push RSS max |\n|";
+    out += &"---|".repeat(23);
     out += "\n";
     for point in points {
         let run = &point.platform;
         let ms = |l: &Latencies, p: f64| format!("{:.1}", l.percentile_ms(p));
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {:.2}× | {:.3} | {} | {:.1} MB |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {:.2}× | {:.3} | {} | {:.1} MB | {:.1} MB |\n",
             run.rate,
             run.sent,
             run.delivered,
@@ -80,7 +80,8 @@ pub fn table(points: &[RatePoint]) -> String {
             point.overhead(),
             point.cpu("api") + point.cpu("worker"),
             PROCESSES.iter().map(|p| format!("{:.3}", point.cpu(p))).collect::<Vec<_>>().join(" | "),
-            run.api_rss_max_bytes as f64 / 1e6,
+            run.rss_max("api") as f64 / 1e6,
+            run.rss_max("push") as f64 / 1e6,
         );
     }
     out += "\nWhere the time goes, p50/p99 ms (the queue, run and push parts from each event's own `timings`):\n\n\
@@ -124,7 +125,7 @@ pub fn json(points: &[RatePoint]) -> serde_json::Value {
                 "running": latencies(&run.running), "pushing": latencies(&run.pushing), "confirmed_publish": latencies(&p.publish),
                 "pusher_trigger": latencies(&p.trigger), "overhead_p50": p.overhead(),
                 "cpu_ms_per_task": run.cpu_ms_per_task.iter().map(|(n, ms)| (n.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>(),
-                "api_rss_max_bytes": run.api_rss_max_bytes,
+                "rss_max_bytes": run.rss_max_bytes.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
@@ -144,7 +145,7 @@ pub fn plot(points: &[RatePoint], path: &Path) -> anyhow::Result<()> {
     let series: [(&str, Series, RGBColor); 3] = [
         ("platform end to end", &|p| &p.platform.end_to_end, RED),
         ("confirmed publish alone", &|p| &p.publish, BLUE),
-        ("Soketi trigger → client alone", &|p| &p.trigger, GREEN),
+        ("push-server trigger → client alone", &|p| &p.trigger, GREEN),
     ];
     let top = points
         .iter()

@@ -1,5 +1,6 @@
-//! `inferpush-bench-e2e` (`make bench-e2e`): starts a stack of the release binaries (Soketi,
-//! api, worker on the echo model, the machine's RabbitMQ and Redis), then for each rate
+//! `inferpush-bench-e2e` (`make bench-e2e`): starts a stack of the release binaries (the
+//! push server `INFERPUSH_PUSH_SERVER` names, api, worker on the echo model, the machine's
+//! RabbitMQ and Redis), then for each rate
 //! offers echo tasks open-loop from several users with real Pusher connections, measures
 //! the two parts alone at the same rate, and writes `report.md`, `results.json` and
 //! `latency.svg` into the output folder.
@@ -19,16 +20,17 @@ use inferpush_integration_tests::{Stack, StackOptions};
 #[command(
     about = "End-to-end load generator: latency and CPU per task against offered rate",
     long_about = "End-to-end load generator for inferpush: latency and CPU per task against offered rate.\n\n\
-It starts Soketi, inferpush-api and inferpush-worker (the release binaries beside it, or \
-INFERPUSH_BIN_DIR) on free ports against the machine's RabbitMQ (AMQP_URL) and Redis (REDIS_URL), \
-connects --users users to Soketi, each subscribed to their private channel as pusher-js would be, \
+It starts the push server (INFERPUSH_PUSH_SERVER: soketi, the default, or sockudo), inferpush-api \
+and inferpush-worker (the release binaries beside it, or INFERPUSH_BIN_DIR) on free ports against \
+the machine's RabbitMQ (AMQP_URL) and Redis (REDIS_URL), connects --users users to the push server, each subscribed to their private channel as pusher-js would be, \
 then for each --rates value submits echo tasks open-loop for --seconds (a tick is never held back \
 by a slow answer) and times each task from sending its submit to its inference.completed event's \
 arrival. Beside each rate it measures the platform's two parts alone at the same rate: a persistent \
-publish confirmed by a quorum queue, and a Soketi REST trigger until a subscribed client has it.\n\n\
+publish confirmed by a quorum queue, and a push-server REST trigger until a subscribed client has it.\n\n\
 Reading the report (report.md, results.json, latency.svg in --out): `e2e p50 ÷ parts` is what the \
-platform adds over RabbitMQ + Soketi alone; the CPU columns are milliseconds of CPU per task of each \
-process, net of what it uses at rest (read from /proc): on a small machine they say which process \
+platform adds over RabbitMQ + the push server alone; the CPU columns are milliseconds of CPU per task of \
+each process (`push`: the push server), net of what it uses at rest (read from /proc), and the RSS \
+columns the largest resident memory of the api and the push server: on a small machine they say which process \
 runs out first, and a deployment's cores divided by their sum bounds its rate; `lost` must be 0. \
 Sizing a deployment: run it on a machine like the one you will deploy on, and read the highest \
 rate held with p99 under your budget."
@@ -100,12 +102,19 @@ async fn main() -> anyhow::Result<()> {
     let options =
         StackOptions { api_env: api_env.clone(), worker_env: telemetry, prefetch: 256, ..Default::default() };
     let stack = Stack::start_with(options).await;
+    // The push server is measured as `push`, whichever it is (INFERPUSH_PUSH_SERVER).
+    let processes: Vec<(&'static str, u32)> = stack
+        .pids()
+        .into_iter()
+        .map(|(name, pid)| (if name == stack.push.name() { "push" } else { name }, pid))
+        .collect();
     let mut measured: Vec<Measured> =
-        stack.pids().into_iter().map(|(name, pid)| Measured { name, pids: vec![pid] }).collect();
+        processes.iter().map(|&(name, pid)| Measured { name, pids: vec![pid] }).collect();
     measured.push(Measured { name: "rabbitmq", pids: pids_named("beam.smp") });
     measured.push(Measured { name: "redis", pids: pids_named("redis-server") });
     measured.push(Measured { name: "loadgen", pids: vec![std::process::id()] });
-    let api_pid = stack.pids().iter().find(|(name, _)| *name == "api").map(|(_, pid)| *pid).unwrap_or(0);
+    let sampled: Vec<(&'static str, u32)> =
+        processes.iter().copied().filter(|(name, _)| ["api", "push"].contains(name)).collect();
     let mut platform = Platform::connect(&stack, args.users).await;
     let idle = IdleCpu::measure(&measured, Duration::from_secs(5)).await;
     let at_rest: Vec<String> = idle.all().iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
@@ -116,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     for &rate in &args.rates {
         eprintln!("rate {rate}/s: platform for {} s", args.seconds);
         let run = platform
-            .run(rate, args.seconds, Duration::from_secs(args.drain_seconds), &measured, &idle, api_pid)
+            .run(rate, args.seconds, Duration::from_secs(args.drain_seconds), &measured, &idle, &sampled)
             .await;
         eprintln!("rate {rate}/s: parts alone for {} s each", args.part_seconds);
         let publish = parts::confirmed_publish(&stack, rate, args.part_seconds).await;
@@ -127,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let setting = format!(
-        "Users {}, {} s per rate, sinks {}, metrics {}, trace export {}{}.",
+        "Push server {}, users {}, {} s per rate, sinks {}, metrics {}, trace export {}{}.",
+        stack.push.name(),
         args.users,
         args.seconds,
         args.sinks.as_deref().unwrap_or("default (pusher,sse,webhook)"),

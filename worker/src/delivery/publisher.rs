@@ -1,11 +1,12 @@
-//! The Pusher REST client: pushes events to Soketi through its signed `batch_events`
-//! endpoint.
+//! The Pusher REST client: pushes events to the push server (Soketi, Sockudo) through its
+//! signed `batch_events` endpoint.
 //!
-//! One actor gathers whatever events are ready (up to Soketi's 10 per call) into one
-//! signed request, over reqwest's kept-alive connection pool. A call that fails for a
-//! passing reason (network, 5xx, 429) is retried with capped exponential backoff and
-//! jitter until it succeeds or the worker is told to abort: the task's message stays
-//! unacknowledged meanwhile, so a Soketi outage slows the worker down but loses nothing.
+//! One actor gathers whatever events are ready (up to the server's limit per call: 10 for
+//! Soketi, 100 for Sockudo) into one signed request, over reqwest's kept-alive connection
+//! pool. A call that fails for a passing reason (network, 5xx, 429) is retried with capped
+//! exponential backoff and jitter until it succeeds or the worker is told to abort: the
+//! task's message stays unacknowledged meanwhile, so a push-server outage slows the worker
+//! down but loses nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,6 @@ use inferpush_service::TrustedCas;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Soketi's default `maxBatchSize`: events per `batch_events` call.
-pub const MAX_EVENTS_PER_CALL: usize = 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -38,18 +37,21 @@ pub struct Publisher {
 
 /// Where and as whom to push.
 #[derive(Clone)]
-pub struct SoketiTarget {
+pub struct PushTarget {
     /// e.g. `http://127.0.0.1:6001`.
     pub base_url: String,
     /// The app whose secret signs each call.
     pub credentials: AppCredentials,
-    /// The time each signature is stamped with (Soketi refuses one that is far off).
+    /// The time each signature is stamped with (servers refuse one that is far off).
     pub clock: Arc<dyn Clock>,
     /// Authorities an `https://` server's certificate may chain to, besides the system's.
     pub trusted: TrustedCas,
+    /// Most events in one `batch_events` call: the server's limit
+    /// (`inferpush_service::PushServer::max_batch_events`).
+    pub max_batch_events: usize,
 }
 
-impl SoketiTarget {
+impl PushTarget {
     /// An HTTP client for this server: bounded calls, its authorities trusted.
     fn client(&self) -> Result<reqwest::Client, String> {
         let mut builder =
@@ -79,7 +81,7 @@ enum Outcome {
 impl Publisher {
     /// Starts the actor; `abort` makes pending retries give up. Fails when no HTTP client
     /// can be built (no certificate authorities at all on this system, say).
-    pub fn spawn(target: SoketiTarget, concurrency: usize, abort: CancellationToken) -> Result<Self, String> {
+    pub fn spawn(target: PushTarget, concurrency: usize, abort: CancellationToken) -> Result<Self, String> {
         let (queue, receiver) = mpsc::channel(1024);
         let client = target.client()?;
         let actor = Actor {
@@ -92,7 +94,7 @@ impl Publisher {
         Ok(Self { queue })
     }
 
-    /// Pushes one event and resolves once Soketi has accepted it.
+    /// Pushes one event and resolves once the server has accepted it.
     pub async fn push(&self, event: BatchEvent) -> Result<(), PushError> {
         let (done, answer) = oneshot::channel();
         self.queue.send(Pending { event, done }).await.map_err(|_| PushError::Aborted)?;
@@ -103,7 +105,7 @@ impl Publisher {
 #[derive(Clone)]
 struct Actor {
     client: reqwest::Client,
-    target: Arc<SoketiTarget>,
+    target: Arc<PushTarget>,
     calls: Arc<Semaphore>,
     abort: CancellationToken,
 }
@@ -118,7 +120,7 @@ impl Actor {
                 break;
             };
             let mut batch = vec![first];
-            while batch.len() < MAX_EVENTS_PER_CALL {
+            while batch.len() < self.target.max_batch_events.max(1) {
                 match receiver.try_recv() {
                     Ok(next) => batch.push(next),
                     Err(_) => break,
@@ -132,7 +134,7 @@ impl Actor {
         }
     }
 
-    /// Delivers a batch; if Soketi refuses it as a whole, each event is tried alone so
+    /// Delivers a batch; if the server refuses it as a whole, each event is tried alone so
     /// one bad event cannot sink the others.
     async fn deliver(&self, batch: Vec<Pending>) {
         let events: Vec<BatchEvent> = batch.iter().map(|p| p.event.clone()).collect();
@@ -173,7 +175,11 @@ impl Actor {
                 }
                 Outcome::Retry(reason) => {
                     let wait = jittered(backoff);
-                    tracing::warn!(reason, retry_in_ms = wait.as_millis() as u64, "push to Soketi failed");
+                    tracing::warn!(
+                        reason,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "push to the Pusher server failed"
+                    );
                     tokio::select! {
                         _ = self.abort.cancelled() => return Err(PushError::Aborted),
                         _ = tokio::time::sleep(wait) => {}
@@ -227,8 +233,9 @@ impl Actor {
 }
 
 /// What a Pusher server's answer means. The status alone does not say: Soketi 1.6 answers
-/// errors with `200 {"error": "…", "code": 401}`, so a body with an `error` is a refusal
-/// whatever the status, judged by its `code` (5xx and 429 pass, anything else is final).
+/// errors with `200 {"error": "…", "code": 401}`, Sockudo with the real status and a JSON
+/// `{"error": "…"}`, so a body with an `error` is a refusal whatever the status, judged by
+/// its `code` or else the status (5xx and 429 pass, anything else is final).
 fn classify(status: u16, body: &str) -> Outcome {
     let reported = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|answer| {
         let error = answer.get("error")?;
@@ -274,7 +281,7 @@ pub enum CredentialsError {
 
 /// Proves the app's credentials with one signed read (`GET /apps/{id}/channels`), so a
 /// worker with a wrong secret refuses to start instead of counting refused pushes as done.
-pub async fn verify_credentials(target: &SoketiTarget) -> Result<(), CredentialsError> {
+pub async fn verify_credentials(target: &PushTarget) -> Result<(), CredentialsError> {
     let path = format!("/apps/{}/channels", target.credentials.app_id);
     let query = target.credentials.sign_rest(&RestRequest {
         method: "GET",

@@ -1,0 +1,104 @@
+//! The Pusher-protocol server a test stack runs: Soketi (the default) or Sockudo, as
+//! `INFERPUSH_PUSH_SERVER` says, started through `scripts/push-server.sh` exactly as
+//! `make run` starts it, so the suite proves the configuration users run.
+
+use std::time::Duration;
+
+use testcontainers::core::WaitFor;
+
+use crate::containers::ServiceContainer;
+use crate::process::{Service, free_port, wait_http_ok, wait_https_ok, workspace_root};
+use crate::tls::TlsFiles;
+
+/// Which server pushes the stack's events to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushServer {
+    /// Soketi 1.6.1 on Node.js (`soketi/`).
+    Soketi,
+    /// Sockudo, built once into the cache by `scripts/ensure-sockudo.sh`.
+    Sockudo,
+}
+
+impl PushServer {
+    /// The server `INFERPUSH_PUSH_SERVER` names; Soketi when unset.
+    pub fn from_env() -> Self {
+        match std::env::var("INFERPUSH_PUSH_SERVER").as_deref() {
+            Err(_) | Ok("") | Ok("soketi") => Self::Soketi,
+            Ok("sockudo") => Self::Sockudo,
+            Ok(other) => panic!("INFERPUSH_PUSH_SERVER must be soketi or sockudo, not {other:?}"),
+        }
+    }
+
+    /// Its name, as the setting spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Soketi => "soketi",
+            Self::Sockudo => "sockudo",
+        }
+    }
+
+    /// Starts the server for app `(id, key, secret)` on `127.0.0.1:{port}` (TLS with
+    /// `tls`'s certificate when given) and waits until it answers `/ready`.
+    pub async fn start(
+        self,
+        log_name: &str,
+        port: u16,
+        app: (&str, &str, &str),
+        tls: Option<&TlsFiles>,
+    ) -> Service {
+        let mut env = vec![
+            ("INFERPUSH_PUSH_SERVER", self.name().to_owned()),
+            ("PUSHER_APP_ID", app.0.to_owned()),
+            ("PUSHER_APP_KEY", app.1.to_owned()),
+            ("PUSHER_APP_SECRET", app.2.to_owned()),
+            ("PUSHER_PORT", port.to_string()),
+            ("INFERPUSH_PUSH_SERVER_METRICS_PORT", free_port().to_string()),
+            ("INFERPUSH_PUSH_SERVER_GRACE_MS", "200".to_owned()),
+        ];
+        if let Some(files) = tls {
+            env.push(("INFERPUSH_PUSH_SERVER_TLS_CERT", files.cert.display().to_string()));
+            env.push(("INFERPUSH_PUSH_SERVER_TLS_KEY", files.key.display().to_string()));
+        }
+        let script = workspace_root().join("scripts/push-server.sh");
+        let service = Service::start(self.name(), log_name, &script, &[], &env);
+        match tls {
+            None => {
+                let url = format!("http://127.0.0.1:{port}/ready");
+                wait_http_ok(&url, Duration::from_secs(30), self.name()).await;
+            }
+            Some(files) => {
+                let url = format!("https://127.0.0.1:{port}/ready");
+                wait_https_ok(&url, &files.ca_pem(), Duration::from_secs(30), self.name()).await;
+            }
+        }
+        service
+    }
+
+    /// The server as a container of `localhost/inferpush-{soketi,sockudo}` (the container
+    /// mode), configured with its own variables as a deployment would.
+    pub async fn container(self, app: (&str, &str, &str)) -> ServiceContainer {
+        let (id, key, secret) = (app.0.to_owned(), app.1.to_owned(), app.2.to_owned());
+        match self {
+            Self::Soketi => {
+                let env = [
+                    ("SOKETI_DEFAULT_APP_ID", id),
+                    ("SOKETI_DEFAULT_APP_KEY", key),
+                    ("SOKETI_DEFAULT_APP_SECRET", secret),
+                    ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".to_owned()),
+                ];
+                let ready = WaitFor::message_on_stdout("Server is up and running");
+                ServiceContainer::start("soketi", 6001, ready, &env).await
+            }
+            Self::Sockudo => {
+                let env = [
+                    ("SOCKUDO_DEFAULT_APP_ID", id),
+                    ("SOCKUDO_DEFAULT_APP_KEY", key),
+                    ("SOCKUDO_DEFAULT_APP_SECRET", secret),
+                    ("SHUTDOWN_GRACE_PERIOD", "1".to_owned()),
+                ];
+                let ready = WaitFor::message_on_either_std("http server listening");
+                ServiceContainer::start("sockudo", 6001, ready, &env).await
+            }
+        }
+    }
+}

@@ -70,7 +70,8 @@ case "$server" in
     )
     [[ -n "$cert" ]] && env+=(SSL_ENABLED=true SSL_CERT_PATH="$cert" SSL_KEY_PATH="$key" SSL_REDIRECT_HTTP=false)
     if [[ -n "$redis" ]]; then
-      env+=(ADAPTER_DRIVER=redis REDIS_URL="$redis")
+      # Sockudo refuses a node-local cache beside a clustered adapter.
+      env+=(ADAPTER_DRIVER=redis CACHE_DRIVER=redis REDIS_URL="$redis")
     else
       env+=(ADAPTER_DRIVER=local)
     fi

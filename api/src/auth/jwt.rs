@@ -25,7 +25,10 @@ pub enum JwtError {
     #[error("the token was issued by or for someone else")]
     WrongParty,
     /// `sub` is missing or cannot name a user.
-    #[error("the token's `sub` is not a valid user id")]
+    #[error(
+        "the token's `sub` is not a valid user id: 1–{max} characters of A–Z, a–z, 0–9, `_`, `-`, `@` or `.`",
+        max = inferpush_protocol::channel::MAX_USER_ID_LEN
+    )]
     BadSubject,
     /// Anything else: malformed, missing claims.
     #[error("the token is malformed or lacks required claims (exp, sub)")]

@@ -77,28 +77,21 @@ impl PushServer {
     /// The server as a container of `localhost/inferpush-{soketi,sockudo}` (the container
     /// mode), configured with its own variables as a deployment would.
     pub async fn container(self, app: (&str, &str, &str)) -> ServiceContainer {
-        let (id, key, secret) = (app.0.to_owned(), app.1.to_owned(), app.2.to_owned());
-        match self {
-            Self::Soketi => {
-                let env = [
-                    ("SOKETI_DEFAULT_APP_ID", id),
-                    ("SOKETI_DEFAULT_APP_KEY", key),
-                    ("SOKETI_DEFAULT_APP_SECRET", secret),
-                    ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200".to_owned()),
-                ];
-                let ready = WaitFor::message_on_stdout("Server is up and running");
-                ServiceContainer::start("soketi", 6001, ready, &env).await
-            }
-            Self::Sockudo => {
-                let env = [
-                    ("SOCKUDO_DEFAULT_APP_ID", id),
-                    ("SOCKUDO_DEFAULT_APP_KEY", key),
-                    ("SOCKUDO_DEFAULT_APP_SECRET", secret),
-                    ("SHUTDOWN_GRACE_PERIOD", "1".to_owned()),
-                ];
-                let ready = WaitFor::message_on_either_std("http server listening");
-                ServiceContainer::start("sockudo", 6001, ready, &env).await
-            }
-        }
+        // Each server's own names for the app, how long a stop waits, and what it logs
+        // once it serves.
+        let (prefix, grace, ready) = match self {
+            Self::Soketi => ("SOKETI_", ("SOKETI_SHUTDOWN_GRACE_PERIOD", "200"), "Server is up and running"),
+            Self::Sockudo => ("SOCKUDO_", ("SHUTDOWN_GRACE_PERIOD", "1"), "http server listening"),
+        };
+        let named = |what: &str, value: &str| (format!("{prefix}DEFAULT_APP_{what}"), value.to_owned());
+        let env = [
+            named("ID", app.0),
+            named("KEY", app.1),
+            named("SECRET", app.2),
+            (grace.0.into(), grace.1.into()),
+        ];
+        let env: Vec<(&str, String)> =
+            env.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
+        ServiceContainer::start(self.name(), 6001, WaitFor::message_on_either_std(ready), &env).await
     }
 }

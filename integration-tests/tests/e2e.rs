@@ -132,7 +132,7 @@ async fn alice_gets_no_signature_for_bobs_channel_and_the_push_server_refuses_a_
 }
 
 #[tokio::test]
-async fn in_containers_alice_gets_no_signature_for_bobs_channel_and_soketi_refuses_a_forged_one() {
+async fn in_containers_alice_gets_no_signature_for_bobs_channel_and_the_push_server_refuses_a_forged_one() {
     channels_are_isolated(Services::Containers).await;
 }
 

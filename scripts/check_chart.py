@@ -49,6 +49,7 @@ REFUSED = [
     ({"pusher": {"secret": "short"}}, "shorter than 16"),
     ({"soketi": {"enabled": False}}, "pusher.host"),
     ({"auth": {"jwt": {"hs256Secret": "x" * 40}}}, "issuer"),
+    ({"auth": {"jwt": {"hs256Secret": "x" * 31, "issuer": "i", "audience": "a"}}}, "hs256Secret"),
     ({"workers": [{"name": "cpu", "models": ["gpt-17"]}]}, "models"),
     ({"workers": [{"name": "gpu", "models": ["echo"], "device": "tpu"}]}, "device"),
     ({"api": {"replicas": "two"}}, "replicas"),

@@ -18,6 +18,10 @@ pub struct ApiConfig {
     /// Address to listen on.
     #[arg(long, env = "INFERPUSH_API_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the metrics listener (`GET /metrics` for Prometheus), apart from the
+    /// public one; when it is taken, a free port on the same interface (logged).
+    #[arg(long, env = "INFERPUSH_API_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_listen: SocketAddr,
     /// API keys, stored hashed: comma-separated `user_id:sha256hex` pairs, where the hex
     /// is the SHA-256 of the key (`printf %s KEY | sha256sum`).
     #[arg(long, env = "INFERPUSH_API_KEYS", default_value = "", hide_default_value = true)]
@@ -70,6 +74,11 @@ pub struct ApiConfig {
     /// Server-sent event streams one user may hold open on one api replica.
     #[arg(long, env = "INFERPUSH_MAX_STREAMS_PER_USER", default_value_t = 16)]
     pub max_streams_per_user: usize,
+    /// Requests one user may hold waiting for their result on one api replica (a submit
+    /// with `Prefer: wait`, a `/v1/embeddings` call); past it a `Prefer: wait` submit is
+    /// answered 202 at once and `/v1/embeddings` 429, before any task is made.
+    #[arg(long, env = "INFERPUSH_MAX_WAITS_PER_USER", default_value_t = 64)]
+    pub max_waits_per_user: usize,
     /// A user's fair share of the workers: while they have at most this many unfinished
     /// tasks, new ones go to the main lane of their model's queue; past it, to the bulk
     /// lane, which workers serve after the main one. A user's backlog then never delays
@@ -109,6 +118,11 @@ pub struct ApiConfig {
     /// Longest a client may take to send a request's head (slow-header clients are cut off).
     #[arg(long, env = "INFERPUSH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Longest a connection stays open with no request in flight (keep-alive, or an
+    /// HTTP/2 connection gone quiet); a new connection must bring its first request head
+    /// within INFERPUSH_HEADER_READ_TIMEOUT instead.
+    #[arg(long, env = "INFERPUSH_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Longest time to answer one request, body included (then 408).
     #[arg(long, env = "INFERPUSH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -118,7 +132,8 @@ pub struct ApiConfig {
     /// if that is shorter].
     #[arg(long, env = "INFERPUSH_PUBLISH_TIMEOUT", value_parser = parse_duration)]
     pub publish_timeout: Option<Duration>,
-    /// Most client connections held at once; past it new ones wait in the kernel's queue.
+    /// Most client connections held at once; past it a new one closes the connection idle
+    /// the longest, or, when every one is busy, waits in the kernel's queue.
     #[arg(long, env = "INFERPUSH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
     /// Largest request body accepted, in bytes.
@@ -164,6 +179,10 @@ fn parse_origin(text: &str) -> Result<String, String> {
     }
 }
 
+/// The shortest HS256 secret accepted outside development mode (RFC 7518 §3.2: a key at
+/// least as long as the hash, 256 bits).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 impl ApiConfig {
     /// The longest `Prefer: wait` honoured: the setting, kept a second inside the request
     /// timeout so the answer always beats the 408.
@@ -176,6 +195,7 @@ impl ApiConfig {
         crate::ServerLimits {
             header_read_timeout: self.header_read_timeout,
             request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
         }
     }
@@ -206,8 +226,15 @@ impl ApiConfig {
                 self.request_timeout
             )));
         }
-        let jwts = self.jwt_hs256_secret.as_deref().is_some_and(|s| !s.is_empty())
-            || self.jwt_rs256_public_key.is_some();
+        let hs256 = self.jwt_hs256_secret.as_deref().unwrap_or_default();
+        if !self.dev_mode && !hs256.is_empty() && hs256.len() < MIN_HS256_SECRET_BYTES {
+            return Err(UnsafeSetting(format!(
+                "INFERPUSH_JWT_HS256_SECRET is {} bytes; an HS256 key needs at least {MIN_HS256_SECRET_BYTES} \
+                 (as RFC 7518 asks: as long as the hash), or tokens can be forged by guessing it",
+                hs256.len()
+            )));
+        }
+        let jwts = !hs256.is_empty() || self.jwt_rs256_public_key.is_some();
         let unset = |value: &Option<String>| value.as_deref().is_none_or(str::is_empty);
         if jwts && !self.jwt_unsafe_skip_issuer_audience {
             for (variable, value) in
@@ -275,7 +302,7 @@ mod tests {
 
     #[test]
     fn jwts_need_issuer_and_audience_unless_explicitly_unsafe() {
-        let hs = [&OWN_APP[..], &["--jwt-hs256-secret", "s3cret-s3cret-s3cret"]].concat();
+        let hs = [&OWN_APP[..], &["--jwt-hs256-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"]].concat();
         assert!(refusal(&hs).unwrap().contains("INFERPUSH_JWT_ISSUER is not set"));
         let with_issuer = [&hs[..], &["--jwt-issuer", "https://id.example"]].concat();
         assert!(refusal(&with_issuer).unwrap().contains("INFERPUSH_JWT_AUDIENCE is not set"));
@@ -283,6 +310,23 @@ mod tests {
         assert_eq!(refusal(&[&hs[..], &["--jwt-unsafe-skip-issuer-audience"]].concat()), None);
         let rs = [&OWN_APP[..], &["--jwt-rs256-public-key", "/k.pem"]].concat();
         assert!(refusal(&rs).unwrap().contains("INFERPUSH_JWT_ISSUER"));
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_outside_development_mode() {
+        let with = |secret: &str| {
+            let args = ["--jwt-hs256-secret", secret, "--jwt-unsafe-skip-issuer-audience"];
+            refusal(&[&OWN_APP[..], &args].concat())
+        };
+        let refused = with(&"k".repeat(31)).unwrap();
+        assert!(
+            refused.contains("INFERPUSH_JWT_HS256_SECRET is 31 bytes") && refused.contains("32"),
+            "{refused}"
+        );
+        assert!(!refused.contains(&"k".repeat(31)), "never the value");
+        assert_eq!(with(&"k".repeat(32)), None);
+        let dev = ["--dev-mode", "--jwt-hs256-secret", "short", "--jwt-unsafe-skip-issuer-audience"];
+        assert_eq!(refusal(&dev), None, "development mode takes any");
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! users' event logs with one live feed per replica ([`LiveHub`]) that every server-sent
 //! event stream of this replica listens to.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use inferpush_protocol::{SinkKind, WebhookTargets};
@@ -13,8 +12,13 @@ use inferpush_store::events::Live;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Events a slow stream may fall behind the live feed before it replays from the log.
-const LIVE_BUFFER: usize = 4096;
+use crate::limits::UserSlots;
+
+/// Events a stream's task may fall behind the live feed before it replays from the log.
+/// Streams never wait on their clients while reading the feed (each has its own bounded
+/// outbox), so the feed's ring holds only what is not yet dispatched: at most this many
+/// events (~25 MiB at the largest, ~100 KiB each).
+const LIVE_BUFFER: usize = 256;
 
 /// Delivery, as the api sees it.
 pub struct DeliveryState {
@@ -29,7 +33,7 @@ pub struct DeliveryState {
     /// This replica's live feed of every user's events.
     pub live: LiveHub,
     /// The streams each user holds open on this replica, and how many they may.
-    pub streams: StreamCounts,
+    pub streams: UserSlots,
 }
 
 impl DeliveryState {
@@ -44,7 +48,7 @@ impl DeliveryState {
     ) -> Self {
         let live =
             if enabled.contains(&SinkKind::Sse) { LiveHub::start(events.as_ref()) } else { LiveHub::idle() };
-        let streams = StreamCounts::new(max_streams_per_user);
+        let streams = UserSlots::new(max_streams_per_user);
         Self { enabled, webhook_targets, mqtt_topic_prefix, events, live, streams }
     }
 
@@ -94,66 +98,5 @@ impl LiveHub {
     /// Listens from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.sender.subscribe()
-    }
-}
-
-/// Open streams per user, bounded, so one caller cannot hold every connection.
-pub struct StreamCounts {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    max: usize,
-}
-
-/// One open stream, counted until dropped.
-pub struct StreamSlot {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    user_id: String,
-}
-
-impl StreamCounts {
-    fn new(max: usize) -> Self {
-        Self { open: Arc::default(), max: max.max(1) }
-    }
-
-    /// A slot for one more of `user_id`'s streams, unless they hold the most already.
-    pub fn open(&self, user_id: &str) -> Option<StreamSlot> {
-        let mut open = self.open.lock().expect("not poisoned");
-        let count = open.entry(user_id.to_owned()).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot { open: self.open.clone(), user_id: user_id.to_owned() })
-    }
-
-    /// The most one user may hold.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().expect("not poisoned");
-        if let Some(count) = open.get_mut(&self.user_id) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.user_id);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_user_holds_at_most_their_streams_and_closing_one_frees_it() {
-        let counts = StreamCounts::new(2);
-        let (a, _b) = (counts.open("alice").unwrap(), counts.open("alice").unwrap());
-        assert!(counts.open("alice").is_none());
-        assert!(counts.open("bob").is_some(), "per user");
-        drop(a);
-        assert!(counts.open("alice").is_some());
     }
 }

@@ -1,6 +1,10 @@
-//! Per-user rate limits (token buckets, via governor) on submit and channel auth.
+//! Per-user limits: rate limits (token buckets, via governor) on submit, channel auth and
+//! listing, and bounds on what one user may hold open at once on one replica (event
+//! streams, requests waiting for their result).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -50,6 +54,8 @@ pub struct Limits {
     pub auth: UserLimit,
     /// `GET /v1/inference?since=…`.
     pub list: UserLimit,
+    /// Requests waiting for their task's result (`Prefer: wait`, `/v1/embeddings`).
+    pub waits: UserSlots,
 }
 
 impl Limits {
@@ -61,9 +67,67 @@ impl Limits {
     }
 }
 
+/// How many of something each user holds open on this replica, bounded, so one caller
+/// cannot hold every connection.
+pub struct UserSlots {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    max: usize,
+}
+
+/// One held slot, counted until dropped.
+pub struct UserSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    user_id: String,
+}
+
+impl UserSlots {
+    /// At most `max` (at least one) per user.
+    pub fn new(max: usize) -> Self {
+        Self { open: Arc::default(), max: max.max(1) }
+    }
+
+    /// A slot for one more of `user_id`'s, unless they hold the most already.
+    pub fn open(&self, user_id: &str) -> Option<UserSlot> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(user_id.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot { open: self.open.clone(), user_id: user_id.to_owned() })
+    }
+
+    /// The most one user may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_their_slots_and_closing_one_frees_it() {
+        let slots = UserSlots::new(2);
+        let (a, _b) = (slots.open("alice").unwrap(), slots.open("alice").unwrap());
+        assert!(slots.open("alice").is_none());
+        assert!(slots.open("bob").is_some(), "per user");
+        drop(a);
+        assert!(slots.open("alice").is_some());
+    }
 
     #[test]
     fn the_burst_passes_then_the_next_request_waits() {

@@ -31,11 +31,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    let metrics = inferpush_service::listen::bind_or_free_port(config.metrics_listen, "metrics listener")
+        .await
+        .with_context(|| format!("binding {}", config.metrics_listen))?;
+    tracing::info!(addr = %metrics.local_addr()?, "metrics listener on /metrics");
+    let metrics = tokio::spawn(async move {
+        let router = inferpush_api::routes::health::metrics_router();
+        if let Err(error) = axum::serve(metrics, router).await {
+            tracing::error!(%error, "the metrics listener stopped");
+        }
+    });
     let shutdown = async {
         inferpush_service::shutdown_signal().await;
         tracing::info!("shutdown signal received, draining requests");
     };
     serve(listener, state, config.server_limits(), shutdown).await.context("serving HTTP")?;
+    metrics.abort();
     tracing::info!("stopped");
     Ok(())
 }

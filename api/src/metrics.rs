@@ -15,6 +15,8 @@ pub const PUBLISH_CONFIRM: &str = "inferpush_api_publish_confirm_duration_second
 pub const AUTH_REFUSALS: &str = "inferpush_api_auth_refusals_total";
 /// Requests refused by a per-user rate limit, by `limit`.
 pub const RATE_LIMITED: &str = "inferpush_api_rate_limited_total";
+/// Event streams cut off because their client fell too far behind.
+pub const STREAMS_CUT_OFF: &str = "inferpush_api_event_streams_cut_off_total";
 
 /// Registers the descriptions (shown as `# HELP`).
 pub fn describe() {
@@ -22,6 +24,7 @@ pub fn describe() {
     describe_histogram!(PUBLISH_CONFIRM, metrics::Unit::Seconds, "Publish to RabbitMQ until its confirm");
     describe_counter!(AUTH_REFUSALS, "Requests refused for their credentials, by HTTP status");
     describe_counter!(RATE_LIMITED, "Requests refused by a per-user rate limit, by limit");
+    describe_counter!(STREAMS_CUT_OFF, "Event streams cut off because their client fell too far behind");
     inferpush_service::metrics::describe_shared();
 }
 
@@ -44,4 +47,9 @@ pub fn auth_refused(status: u16) {
 /// One request over a rate limit.
 pub fn rate_limited(limit: &'static str) {
     counter!(RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+/// One event stream cut off for falling behind.
+pub fn stream_cut_off() {
+    counter!(STREAMS_CUT_OFF).increment(1);
 }

@@ -50,7 +50,6 @@ pub const BEARER: &str = "bearer";
         routes::channel_auth::authorize,
         routes::health::healthz,
         routes::health::readyz,
-        routes::health::metrics,
         document,
     ),
     components(schemas(InferenceEvent, Problem)),
@@ -60,7 +59,7 @@ pub const BEARER: &str = "bearer";
         (name = "events", description = "Where a task's events go: server-sent events, and the sinks on offer"),
         (name = "openai", description = "OpenAI's embeddings API over the same tasks (for OpenAI's SDKs and text-embeddings-inference clients)"),
         (name = "pusher", description = "Sign Pusher channel subscriptions (pusher-js, Laravel Echo)"),
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "operations", description = "Health, readiness and this document (metrics are on their own listener, INFERPUSH_API_METRICS_ADDR)"),
     ),
 )]
 pub struct ApiDoc;
@@ -191,7 +190,6 @@ mod tests {
             "/broadcasting/auth",
             "/healthz",
             "/readyz",
-            "/metrics",
             "/openapi.json",
         ] {
             assert!(paths.contains_key(path), "{path} is missing");

@@ -16,7 +16,7 @@ use crate::auth::keys::{ApiKeys, DEV_KEYS};
 use crate::config::ApiConfig;
 use crate::delivery::DeliveryState;
 use crate::dev::{DevMode, DevTokens, PusherPublic, demo};
-use crate::limits::{Limits, UserLimit};
+use crate::limits::{Limits, UserLimit, UserSlots};
 use crate::queue::TaskQueue;
 use crate::queue::amqp::Broker;
 
@@ -111,6 +111,7 @@ impl AppState {
                 submit: UserLimit::new("submit", config.submit_rate, config.submit_burst),
                 auth: UserLimit::new("channel auth", config.auth_rate, config.auth_burst),
                 list: UserLimit::new("task listing", config.list_rate, config.list_burst),
+                waits: UserSlots::new(config.max_waits_per_user),
             }),
             max_in_flight: config.max_in_flight,
             fair_share: config.fair_share,

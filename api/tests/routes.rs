@@ -22,7 +22,7 @@ use inferpush_api::auth::jwt::JwtVerifier;
 use inferpush_api::auth::keys::ApiKeys;
 use inferpush_api::delivery::DeliveryState;
 use inferpush_api::dev::{DevMode, DevTokens, PusherPublic};
-use inferpush_api::limits::{Limits, UserLimit};
+use inferpush_api::limits::{Limits, UserLimit, UserSlots};
 use inferpush_api::queue::amqp::Broker;
 use inferpush_api::{AppState, app};
 use inferpush_protocol::{AppCredentials, SinkKind, SystemClock, Topology, WebhookTargets};
@@ -52,6 +52,7 @@ fn state() -> AppState {
             submit: UserLimit::new("submit", 100, 100),
             auth: UserLimit::new("channel auth", 100, 100),
             list: UserLimit::new("task listing", 100, 100),
+            waits: UserSlots::new(4),
         }),
         max_in_flight: 100,
         fair_share: 16,
@@ -483,6 +484,7 @@ async fn listing_is_rate_limited_per_user_like_submits() {
         submit: UserLimit::new("submit", 100, 100),
         auth: UserLimit::new("channel auth", 100, 100),
         list: UserLimit::new("task listing", 1, 2),
+        waits: UserSlots::new(4),
     };
     // An in-memory store answers at once, so the bucket cannot refill between calls.
     let store = Arc::new(inferpush_store::MemoryTaskStore::new());

@@ -30,7 +30,7 @@ pub const MASTER_KEY_BASE64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk
 /// The Standard Webhooks secret of every test stack.
 pub const WEBHOOK_SECRET: &str = "whsec_aXRlc3Qtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ==";
 /// HS256 secret for test JWTs.
-pub const JWT_SECRET: &str = "itest-jwt-secret";
+pub const JWT_SECRET: &str = "itest-jwt-secret-of-32-bytes-or-more";
 /// Required `iss` of test JWTs.
 pub const JWT_ISSUER: &str = "inferpush-tests";
 /// Required `aud` of test JWTs.
@@ -207,6 +207,7 @@ impl Stack {
                     // Port 0: the api binds a free port itself and logs it, so no other
                     // process can take it between choosing and binding.
                     ("INFERPUSH_API_ADDR", "127.0.0.1:0".into()),
+                    ("INFERPUSH_API_METRICS_ADDR", "127.0.0.1:0".into()),
                     ("INFERPUSH_DEV_MODE", self.options.dev_mode.to_string()),
                     ("INFERPUSH_WEB_DEMO_DIR", workspace_root().join("web-demo").display().to_string()),
                 ],
@@ -382,6 +383,13 @@ impl Stack {
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         let services = [("api", &self.api), ("worker", &self.worker), (self.push.name(), &self.push_server)];
         services.into_iter().filter_map(|(name, service)| Some((name, service.as_ref()?.pid()))).collect()
+    }
+
+    /// `http://…/metrics` of the api's metrics listener.
+    pub async fn api_metrics_url(&mut self) -> String {
+        let api = self.api.as_mut().expect("an api is running");
+        let addr = api.wait_for_log_value("metrics listener", "addr", Duration::from_secs(10)).await;
+        format!("http://{addr}/metrics")
     }
 
     /// `http://…/metrics` of the current worker's own listener.

@@ -15,7 +15,9 @@ use serde_json::json;
 async fn api_and_worker_metrics_move_with_the_tasks() {
     let options = StackOptions { models: "echo,all-minilm-l6-v2".into(), ..Default::default() };
     let mut stack = Stack::start_with(options).await;
-    let api_metrics = format!("{}/metrics", stack.api_url);
+    let api_metrics = stack.api_metrics_url().await;
+    let public = stack.http().get(format!("{}/metrics", stack.api_url)).send().await.unwrap();
+    assert_eq!(public.status(), 404, "metrics are not served on the public port");
     let worker_metrics = stack.worker_metrics_url().await;
     let mut alice = stack.subscribed_client("dev-alice", "private-inference.alice").await;
     let (api_before, worker_before) = (Scrape::of(&api_metrics).await, Scrape::of(&worker_metrics).await);

@@ -11,7 +11,7 @@ use inferpush_integration_tests::{Stack, StackOptions};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 
-const SECRET: &str = "s3cret-VALUE-never-shown-0123";
+const SECRET: &str = "s3cret-VALUE-never-shown-0123456789";
 /// A password with the characters that break naive redaction (`/`, `?` and `#` must be
 /// percent-encoded in a URL; the unit tests of the redaction cover them written raw).
 const PASSWORD: &str = "pa@ss:w0rd";

@@ -131,6 +131,32 @@ impl Delivery {
     /// Checks the choice against the deployment: the sinks it names are on, a webhook
     /// filter comes with a webhook, the URL is one `targets` allows. The message names
     /// the field at fault.
+    /// The choice for an end-to-end encrypted task: only a sink that carries sealed data
+    /// (Pusher's `private-encrypted-` channels) may carry its result, so a task that names
+    /// no sinks gets Pusher alone, and one that names others (or a webhook) is refused,
+    /// naming them: the server would otherwise hand them the plaintext.
+    pub fn sealed(self) -> Result<Self, String> {
+        let plain: Vec<&str> = match &self.sinks {
+            Some(own) => own.iter().filter(|k| **k != SinkKind::Pusher).map(|k| k.name()).collect(),
+            None => Vec::new(),
+        };
+        if !plain.is_empty() {
+            return Err(format!(
+                "`encrypted` results travel sealed on Pusher's encrypted channels only; `sinks` also names {}, \
+                 which would carry them in plaintext: leave those out",
+                plain.join(", ")
+            ));
+        }
+        if self.webhook.is_some() {
+            return Err(
+                "`encrypted` results travel sealed on Pusher's encrypted channels only; a `webhook` would carry \
+                 them in plaintext: leave it out"
+                    .into(),
+            );
+        }
+        Ok(Self { sinks: Some(vec![SinkKind::Pusher]), ..self })
+    }
+
     pub fn validate(&self, enabled: &[SinkKind], targets: &WebhookTargets) -> Result<(), String> {
         let on = |kind: SinkKind| enabled.contains(&kind);
         let names = || enabled.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
@@ -269,8 +295,10 @@ fn canonical(address: IpAddr) -> IpAddr {
 }
 
 /// Whether `address` is on the public internet: not loopback, private, link-local,
-/// shared (carrier-grade NAT), unspecified, multicast, broadcast, documentation or
-/// unique-local.
+/// shared (carrier-grade NAT), unspecified, multicast, broadcast, documentation,
+/// unique-local or site-local; nor an IPv6 address that reaches an IPv4 one through a
+/// translator or tunnel (NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, IPv4-compatible
+/// `::a.b.c.d`, 6to4 `2002::/16`), which could reach an internal IPv4 host.
 pub fn is_public(address: IpAddr) -> bool {
     match canonical(address) {
         IpAddr::V4(v4) => {
@@ -291,13 +319,24 @@ pub fn is_public(address: IpAddr) -> bool {
             let first = v6.segments()[0];
             let unique_local = (first & 0xfe00) == 0xfc00;
             let link_local = (first & 0xffc0) == 0xfe80;
-            let documentation = first == 0x2001 && v6.segments()[1] == 0x0db8;
+            let segments = v6.segments();
+            let site_local = (first & 0xffc0) == 0xfec0;
+            let documentation = first == 0x2001 && segments[1] == 0x0db8;
+            let nat64 = first == 0x0064
+                && segments[1] == 0xff9b
+                && (segments[2..6] == [0, 0, 0, 0] || segments[2] == 0x0001);
+            let ipv4_compatible = segments[..6] == [0, 0, 0, 0, 0, 0];
+            let six_to_four = first == 0x2002;
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || unique_local
                 || link_local
-                || documentation)
+                || site_local
+                || documentation
+                || nat64
+                || ipv4_compatible
+                || six_to_four)
         }
     }
 }
@@ -390,6 +429,21 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_task_goes_to_pusher_alone_and_naming_another_sink_is_refused() {
+        assert_eq!(Delivery::default().sealed().unwrap().sinks, Some(vec![SinkKind::Pusher]));
+        let pusher = Delivery { sinks: Some(vec![SinkKind::Pusher]), ..Default::default() };
+        assert_eq!(pusher.clone().sealed().unwrap(), pusher);
+        let sse = Delivery {
+            sinks: Some(vec![SinkKind::Pusher, SinkKind::Sse, SinkKind::Mqtt]),
+            ..Default::default()
+        };
+        let refused = sse.sealed().unwrap_err();
+        assert!(refused.contains("sse, mqtt"), "{refused}");
+        let hooked = Delivery { webhook: Some("https://example.com/h".into()), ..Default::default() };
+        assert!(hooked.sealed().unwrap_err().contains("webhook"));
+    }
+
+    #[test]
     fn internal_targets_need_the_allow_list() {
         let none = WebhookTargets::default();
         for blocked in [
@@ -401,6 +455,12 @@ mod tests {
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[fd00::1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[::127.0.0.1]/",
+            "http://[::a9fe:a9fe]/",
+            "http://[fec0::1]/",
+            "http://[2002:7f00:1::]/",
             "http://100.64.0.1/",
             "http://0.0.0.0/",
             "https://user:pw@example.com/",
@@ -409,6 +469,7 @@ mod tests {
         }
         assert!(none.check_url("https://hooks.example.com/inferpush").is_ok());
         assert!(none.check_url("http://93.184.216.34/").is_ok());
+        assert!(none.check_url("http://[2606:2800:220:1::1]/").is_ok(), "public IPv6");
 
         let loopback =
             WebhookTargets::parse(&["127.0.0.0/8".into(), "::1".into(), "hooks.internal".into()]).unwrap();

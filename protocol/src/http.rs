@@ -22,7 +22,9 @@ pub struct SubmitRequest {
     /// The model's input; its shape depends on the model (`GET /v1/models` says which).
     #[schema(value_type = Object, examples(json!({"text": "hello"}), json!({"texts": ["A man is eating food."]})))]
     pub input: serde_json::Value,
-    /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted.
+    /// Push the result on `private-encrypted-inference.{user}`, end-to-end encrypted. Such a
+    /// task's events go to Pusher alone (no other sink carries sealed data): naming another
+    /// sink, or a webhook, is a 422.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
     /// Only these of the deployment's sinks (`GET /v1/delivery` lists them); absent: all.

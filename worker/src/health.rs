@@ -16,7 +16,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the worker is consuming; cheap to clone and share.
@@ -66,15 +65,7 @@ pub async fn spawn(
     readiness: Readiness,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
-            let fallback = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
-            tracing::warn!(wanted = %addr, "the health listener's address is taken; using a free port instead");
-            fallback
-        }
-        Err(error) => return Err(error),
-    };
+    let listener = inferpush_service::listen::bind_or_free_port(addr, "health listener").await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "health listener on /healthz, /readyz and /metrics");
     tokio::spawn(async move {

@@ -1,5 +1,7 @@
-//! `GET /healthz` (the process is up), `GET /readyz` (RabbitMQ and Redis are reachable:
-//! it can accept tasks) and `GET /metrics` (Prometheus, see [`crate::metrics`]).
+//! `GET /healthz` (the process is up) and `GET /readyz` (RabbitMQ and Redis are
+//! reachable: it can accept tasks) on the public port; `GET /metrics` (Prometheus, see
+//! [`crate::metrics`]) on the metrics listener only (`INFERPUSH_API_METRICS_ADDR`), so that
+//! strangers who reach the api never read its figures.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,10 +13,12 @@ use crate::AppState;
 
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+/// The metrics listener's routes: `/metrics`, and `/healthz` for its own probe.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz))
 }
 
 /// The process is up.
@@ -44,11 +48,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
     }
 }
 
-/// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
-    (status = 404, description = "Metrics are turned off (`INFERPUSH_METRICS=false`)", body = String, content_type = "text/plain"),
-))]
+/// Prometheus metrics, in the text exposition format (404 when `INFERPUSH_METRICS=false`).
 pub(crate) async fn metrics() -> impl axum::response::IntoResponse {
     inferpush_service::metrics::serve_metrics().await
 }

@@ -28,6 +28,7 @@ use crate::AppState;
 use crate::auth::User;
 use crate::body::Json;
 use crate::error::AppError;
+use crate::limits::UserSlot;
 use crate::metrics;
 use crate::openapi::PROBLEM_JSON;
 use crate::publishing::Submission;
@@ -133,8 +134,12 @@ pub(crate) async fn submit(
 ) -> Result<Response, AppError> {
     let model = metrics::model_label(&request.model);
     let began = tokio::time::Instant::now();
+    let wait = wait_slot(&state, &user, &headers);
     let answer = match accept(state.clone(), user, headers.clone(), request).await {
-        Ok((task_id, accepted)) => finish_waiting(&state, &headers, began, task_id, accepted).await,
+        Ok((task_id, accepted)) => match wait {
+            Some(slot) => finish_waiting(&state, &headers, began, task_id, accepted, slot).await,
+            None => Ok(accepted),
+        },
         Err(error) => Err(error),
     };
     match &answer {
@@ -167,7 +172,10 @@ pub(crate) async fn accept(
     let kind = if request.encrypted { ChannelKind::PrivateEncrypted } else { ChannelKind::Private };
     let channel = InferenceChannel::new(kind, &user.id)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("user id cannot name a channel: {e}")))?;
-    let delivery = request.delivery();
+    let delivery = match request.encrypted {
+        true => request.delivery().sealed().map_err(AppError::Unprocessable)?,
+        false => request.delivery(),
+    };
     delivery
         .validate(&state.delivery.enabled, &state.delivery.webhook_targets)
         .map_err(AppError::Unprocessable)?;
@@ -238,14 +246,29 @@ fn cancel_after(headers: &HeaderMap, field: Option<CancelAfter>) -> Result<Optio
     })
 }
 
+/// A slot to wait in when the request asks to wait (`Prefer: wait`) and its user holds
+/// fewer than INFERPUSH_MAX_WAITS_PER_USER waits here; otherwise the submit answers 202 at
+/// once (without `Preference-Applied`, as RFC 7240 has it for a preference not honoured).
+fn wait_slot(state: &AppState, user: &User, headers: &HeaderMap) -> Option<UserSlot> {
+    Preferences::of(headers, state.max_wait).wait?;
+    let slot = state.limits.waits.open(&user.id);
+    if slot.is_none() {
+        metrics::rate_limited("wait");
+        tracing::info!(user = user.id, "Prefer: wait not honoured: the user holds the most waits allowed");
+    }
+    slot
+}
+
 /// With `Prefer: wait`, the finished task as `201 Created` if it finishes in time, else the
-/// 202 as it was; either way `Preference-Applied` says the wait was honoured.
+/// 202 as it was; either way `Preference-Applied` says the wait was honoured. `_slot` is
+/// held for as long as the wait lasts.
 async fn finish_waiting(
     state: &AppState,
     headers: &HeaderMap,
     began: tokio::time::Instant,
     task_id: TaskId,
     accepted: Response,
+    _slot: UserSlot,
 ) -> Result<Response, AppError> {
     let Some(wait) = Preferences::of(headers, state.max_wait).wait else {
         return Ok(accepted);

@@ -12,8 +12,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -69,7 +70,7 @@ pub fn router() -> Router<AppState> {
 )]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
-    user: Result<User, AppError>,
+    Caller(user): Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -80,14 +81,41 @@ pub(crate) async fn embeddings(
     }
 }
 
+/// The caller, checked before the body is read: a request without valid credentials is
+/// refused at once (in OpenAI's shape), without buffering what it sends.
+pub(crate) struct Caller(User);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(User::from_request_parts(parts, state).await?))
+    }
+}
+
 async fn answer(
     state: &AppState,
-    user: Result<User, AppError>,
+    user: User,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     began: Instant,
 ) -> Result<Response, OpenAiError> {
-    let user = user?;
+    let preferences = Preferences::of(headers, state.max_wait);
+    // Held for as long as the request waits; none is needed to answer 202 at once.
+    let _slot = match preferences.respond_async {
+        true => None,
+        false => Some(state.limits.waits.open(&user.id).ok_or_else(|| {
+            metrics::rate_limited("wait");
+            OpenAiError::from(AppError::TooManyRequests {
+                detail: format!(
+                    "you already hold {} requests waiting for their results here (INFERPUSH_MAX_WAITS_PER_USER); \
+                     retry when one has been answered, or send `Prefer: respond-async` and take the result by push",
+                    state.limits.waits.max()
+                ),
+                seconds: 1,
+            })
+        })?),
+    };
     let body = body.map_err(|e| bytes_rejection(e, state.max_body_bytes))?;
     let request: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| {
         OpenAiError::invalid(None, format!("the body is not a valid embeddings request: {e}"))
@@ -104,7 +132,6 @@ async fn answer(
         Err(error) => metrics::submit(model, error.kind()),
     }
     let (task_id, mut accepted) = accepted?;
-    let preferences = Preferences::of(headers, state.max_wait);
     if preferences.respond_async {
         accepted.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
         return Ok(accepted);

@@ -50,12 +50,14 @@ pub struct WebhookSettings {
 }
 
 impl WebhookSink {
-    /// A sink with its own HTTP client (no redirects, guarded name resolution).
+    /// A sink with its own HTTP client: no redirects, guarded name resolution, and no proxy
+    /// (`HTTP(S)_PROXY`/`ALL_PROXY` are ignored: a proxy would resolve names past the guard).
     pub fn new(settings: WebhookSettings, abort: CancellationToken) -> Result<Self, String> {
         let targets = Arc::new(settings.targets);
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .user_agent(concat!("inferpush-webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver { targets: targets.clone() }));
         if let Some(pem) = settings.trusted.pem() {

@@ -17,16 +17,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use inferpush_protocol::http::Problem;
 use inferpush_protocol::{SinkKind, TaskId, TaskRecord};
 use inferpush_store::events::{EventId, Live, LoggedEvent, Start};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::AppState;
 use crate::auth::User;
 use crate::body::Path;
 use crate::error::AppError;
+use crate::metrics;
 use crate::openapi::PROBLEM_JSON;
+
+mod outbox;
+
+use outbox::{Outbox, Refused, STREAM_BUFFER_BYTES};
 
 /// One event of a stream, as its fields arrive (the OpenAPI document's description of
 /// `text/event-stream`).
@@ -48,8 +54,11 @@ pub(crate) struct StreamedEvent {
 pub const EVENTS_PATH: &str = "/v1/events";
 /// The events of one task.
 pub const TASK_EVENTS_ROUTE: &str = "/v1/inference/{task_id}/events";
-/// Events read from the log per call (and held at once while replaying).
-const PAGE: usize = 100;
+/// Events read from the log per call (and held at once while replaying): with events of
+/// up to ~100 KiB, at most ~1.6 MiB per stream.
+const PAGE: usize = 16;
+/// How long a replay waits for a client to make room before cutting it off.
+const STALL_PATIENCE: Duration = Duration::from_secs(15);
 /// How far the api's clock may be ahead of Redis's before a task's first events would be
 /// missed by its stream.
 const CLOCK_SKEW_MARGIN_MS: u64 = 60_000;
@@ -61,14 +70,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route(EVENTS_PATH, get(user_events)).route(TASK_EVENTS_ROUTE, get(task_events))
 }
 
-/// The `Last-Event-ID` a reconnecting client sends.
-fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>, AppError> {
+/// The `Last-Event-ID` a reconnecting client sends. An id can only name an event of the
+/// past: one later than now (beyond the clock-skew margin), such as Redis's largest id,
+/// which it refuses to read after, is a 400 rather than a read that fails like an outage.
+fn last_event_id(headers: &HeaderMap, now_ms: u64) -> Result<Option<EventId>, AppError> {
     let Some(value) = headers.get("last-event-id") else { return Ok(None) };
     let text = value.to_str().map_err(|_| AppError::BadRequest("Last-Event-ID is not text".into()))?;
     if text.trim().is_empty() {
         return Ok(None);
     }
-    text.trim().parse().map(Some).map_err(|e| AppError::BadRequest(format!("Last-Event-ID: {e}")))
+    let id: EventId = text.trim().parse().map_err(|e| AppError::BadRequest(format!("Last-Event-ID: {e}")))?;
+    if id.ms > now_ms.saturating_add(CLOCK_SKEW_MARGIN_MS) {
+        return Err(AppError::BadRequest(format!(
+            "Last-Event-ID {id} names no event: it is later than now; send the id of the last event received"
+        )));
+    }
+    Ok(Some(id))
 }
 
 fn ensure_on(state: &AppState) -> Result<(), AppError> {
@@ -91,7 +108,7 @@ fn ensure_on(state: &AppState) -> Result<(), AppError> {
     params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; the events after it are sent first")),
     responses(
         (status = 200, description = "A stream of `inference.started`, `inference.completed` and `inference.failed` events, each `data` an InferenceEvent", content_type = "text/event-stream", body = StreamedEvent),
-        (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "A malformed Last-Event-ID, or one later than now", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
     ),
 )]
@@ -102,7 +119,7 @@ pub(crate) async fn user_events(
 ) -> Result<Response, AppError> {
     ensure_on(&state)?;
     let follow = Follow { user_id: user.id, task: None };
-    let cursor = match last_event_id(&headers)? {
+    let cursor = match last_event_id(&headers, state.clock.now_ms())? {
         Some(id) => Cursor::After(id),
         None => Cursor::Fresh(state.clock.now_ms()),
     };
@@ -123,8 +140,9 @@ pub(crate) async fn user_events(
     responses(
         (status = 200, description = "The task's events; the stream ends after `inference.completed` or `inference.failed`", content_type = "text/event-stream", body = StreamedEvent),
         (status = 204, description = "The task is finished and the client had its final event (a reconnect after the end): EventSource stops"),
-        (status = 400, description = "A malformed Last-Event-ID", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "A malformed Last-Event-ID, or one later than now", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such task (or not the caller's), or server-sent events are not turned on", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The task is unfinished and its `sinks` leave out `sse`: its events never reach this stream (a finished one gets its final event at once)", body = Problem, content_type = PROBLEM_JSON),
     ),
 )]
 pub(crate) async fn task_events(
@@ -135,7 +153,19 @@ pub(crate) async fn task_events(
 ) -> Result<Response, AppError> {
     ensure_on(&state)?;
     let record = super::tasks::own_task(&state, &user, &task_id).await?;
-    let cursor = match last_event_id(&headers)? {
+    let sinks = record.delivery.sinks(&state.delivery.enabled);
+    if !sinks.contains(&SinkKind::Sse) && !record.status.is_final() {
+        // Its events never reach the log: a stream would wait for nothing.
+        let names: Vec<&str> = sinks.iter().map(|sink| sink.name()).collect();
+        return Err(AppError::Conflict(format!(
+            "task {} sends its events to {} only (its `sinks`), not to server-sent events; follow it there, \
+             or read its state at GET /v1/inference/{}",
+            record.task_id,
+            if names.is_empty() { "no sink".to_owned() } else { names.join(", ") },
+            record.task_id
+        )));
+    }
+    let cursor = match last_event_id(&headers, state.clock.now_ms())? {
         Some(id) => Cursor::After(id),
         // The log's ids are Redis's clock, the submission time the api's: a margin for skew.
         None => Cursor::Since(record.submitted_at_ms.saturating_sub(CLOCK_SKEW_MARGIN_MS)),
@@ -202,29 +232,36 @@ impl Follow {
         })?;
         let live = state.delivery.live.subscribe();
         let resumed = matches!(cursor, Cursor::After(_));
-        let Replayed { events: mut first, ended, more } = self.replay_page(&state, &mut cursor).await?;
+        let Replayed { events: first, ended, more } = self.replay_page(&state, &mut cursor).await?;
         let is_final = record.as_ref().is_some_and(|r| r.status.is_final());
         if resumed && is_final && first.is_empty() {
             // A reconnect after the task's last event: 204 tells EventSource to stop.
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
+        let mut first: Vec<Event> = first.into_iter().map(|(event, _)| event).collect();
         first.insert(0, Event::default().retry(RECONNECT_AFTER));
-        let (sender, mut receiver) = mpsc::channel::<Event>(64);
+        let outbox = Outbox::new(STREAM_BUFFER_BYTES);
         let finished = record.filter(|r| r.status.is_final());
         match finished {
-            _ if ended => {}
-            Some(record) if !more => first.push(final_event(&record)),
+            _ if ended => outbox.finish(),
+            Some(record) if !more => {
+                first.push(final_event(&record).0);
+                outbox.finish();
+            }
             finished => {
-                tokio::spawn(self.follow(state, cursor, more, live, sender, finished));
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    self.follow(&state, cursor, more, live, &outbox, finished).await;
+                    outbox.finish();
+                });
             }
         }
         // The slot is held as long as the response body lives.
-        let rest = futures::stream::poll_fn(move |cx| {
+        let rest = outbox.events().map(move |event| {
             let _held = &slot;
-            receiver.poll_recv(cx)
+            event
         });
-        let events = futures::StreamExt::chain(futures::stream::iter(first), rest);
-        let events = futures::StreamExt::map(events, Ok::<_, Infallible>);
+        let events = futures::stream::iter(first).chain(rest).map(Ok::<_, Infallible>);
         Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
     }
 
@@ -247,26 +284,43 @@ impl Follow {
     }
 
     /// Sends the log's events after `cursor`, a page at a time (the client's pace holds
-    /// the next read back); true when the stream is over (its task's final event went
-    /// out, or the client left).
+    /// the next read back, within [`STALL_PATIENCE`]); meanwhile the live feed is drained,
+    /// so that this stream never holds the replica's feed back. Answers whether the stream
+    /// is over (its task's final event went out, or the client left or was cut off), and
+    /// whether live events of this stream came in meanwhile (to read from the log next).
     async fn replay_into(
         &self,
         state: &AppState,
         cursor: &mut Cursor,
-        sender: &mpsc::Sender<Event>,
-    ) -> Result<bool, AppError> {
+        outbox: &Outbox,
+        live: &mut broadcast::Receiver<Live>,
+    ) -> Result<(bool, bool), AppError> {
+        let mut missed = false;
         loop {
             let page = self.replay_page(state, cursor).await?;
-            for event in page.events {
-                if sender.send(event).await.is_err() {
-                    return Ok(true);
+            for (event, size) in page.events {
+                let send = outbox.send(event, size, STALL_PATIENCE);
+                tokio::pin!(send);
+                let sent = loop {
+                    tokio::select! {
+                        sent = &mut send => break sent,
+                        next = live.recv() => match next {
+                            Ok(Live::Event(event)) => missed |= self.carries(&event),
+                            Ok(Live::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => missed = true,
+                            Err(broadcast::error::RecvError::Closed) => {}
+                        },
+                    }
+                };
+                if let Err(refused) = sent {
+                    cut_off_if_behind(&refused, &self.user_id);
+                    return Ok((true, missed));
                 }
             }
             if page.ended {
-                return Ok(true);
+                return Ok((true, missed));
             }
             if !page.more {
-                return Ok(false);
+                return Ok((false, missed));
             }
         }
     }
@@ -279,24 +333,31 @@ impl Follow {
     /// The rest of the log when `more` of it waits, then the live feed until the client
     /// leaves (or its task ends): new events out, and after a gap the log read again from
     /// the last one sent. A `finished` task whose final event is not in the log gets it
-    /// rebuilt from its record once the log is read.
+    /// rebuilt from its record once the log is read. A client that falls more than
+    /// [`STREAM_BUFFER_BYTES`] behind the live feed is cut off, never waited for.
     async fn follow(
         self,
-        state: AppState,
+        state: &AppState,
         mut cursor: Cursor,
         more: bool,
         mut live: broadcast::Receiver<Live>,
-        sender: mpsc::Sender<Event>,
+        outbox: &Outbox,
         finished: Option<TaskRecord>,
     ) {
         let mut gap = more;
         loop {
             if std::mem::take(&mut gap) {
-                match self.replay_into(&state, &mut cursor, &sender).await {
-                    Ok(true) => return,
-                    Ok(false) => {
+                match self.replay_into(state, &mut cursor, outbox, &mut live).await {
+                    Ok((true, _)) => return,
+                    Ok((false, true)) => {
+                        // Live events came in while the log was sent: read it again.
+                        gap = true;
+                        continue;
+                    }
+                    Ok((false, false)) => {
                         if let Some(record) = &finished {
-                            let _ = sender.send(final_event(record)).await;
+                            let (event, size) = final_event(record);
+                            let _ = outbox.send(event, size, STALL_PATIENCE).await;
                             return;
                         }
                     }
@@ -306,7 +367,7 @@ impl Follow {
                 }
             }
             let next = tokio::select! {
-                _ = sender.closed() => return,
+                () = outbox.closed() => return,
                 // The replica is stopping: ending the stream sends the client elsewhere.
                 () = state.delivery.live.closed() => return,
                 next = live.recv() => next,
@@ -314,7 +375,12 @@ impl Follow {
             match next {
                 Ok(Live::Event(event)) if self.carries(&event) && cursor.wants(event.id) => {
                     cursor = Cursor::After(event.id);
-                    if sender.send(sse_event(&event)).await.is_err() || self.ends_with(&event) {
+                    let (sse, size) = sse_event(&event);
+                    if let Err(refused) = outbox.offer(sse, size) {
+                        cut_off_if_behind(&refused, &self.user_id);
+                        return;
+                    }
+                    if self.ends_with(&event) {
                         return;
                     }
                 }
@@ -326,25 +392,39 @@ impl Follow {
     }
 }
 
+/// Counts and logs a stream cut off for falling behind.
+fn cut_off_if_behind(refused: &Refused, user_id: &str) {
+    if *refused == Refused::Behind {
+        metrics::stream_cut_off();
+        tracing::info!(
+            user = user_id,
+            "event stream cut off: its client fell behind; it resumes with Last-Event-ID"
+        );
+    }
+}
+
 /// A finished task's final event rebuilt from its record (no id: it is not in the log,
-/// having been announced elsewhere only, or trimmed).
-fn final_event(record: &TaskRecord) -> Event {
+/// having been announced elsewhere only, or trimmed), and its size.
+fn final_event(record: &TaskRecord) -> (Event, usize) {
     let data = serde_json::to_string(&record.event()).expect("events always serialise");
     let name = record.status.event_name().unwrap_or(inferpush_protocol::EventName::FAILED);
-    Event::default().event(name).data(data)
+    let size = data.len() + name.len();
+    (Event::default().event(name).data(data), size)
 }
 
 /// One read of the log.
 struct Replayed {
-    /// The stream's events of that page.
-    events: Vec<Event>,
+    /// The stream's events of that page, with their sizes.
+    events: Vec<(Event, usize)>,
     /// One of them ends the stream.
     ended: bool,
     /// The page was full: more may follow.
     more: bool,
 }
 
-/// A logged event as sent.
-fn sse_event(event: &LoggedEvent) -> Event {
-    Event::default().id(event.id.to_string()).event(&event.event).data(&event.data)
+/// A logged event as sent, and its size.
+fn sse_event(event: &LoggedEvent) -> (Event, usize) {
+    let id = event.id.to_string();
+    let size = id.len() + event.event.len() + event.data.len();
+    (Event::default().id(id).event(&event.event).data(&event.data), size)
 }

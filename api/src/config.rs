@@ -118,9 +118,10 @@ pub struct ApiConfig {
     /// Longest a client may take to send a request's head (slow-header clients are cut off).
     #[arg(long, env = "INFERPUSH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
-    /// Longest a connection stays open with no request in flight (keep-alive, or an
-    /// HTTP/2 connection gone quiet); a new connection must bring its first request head
-    /// within INFERPUSH_HEADER_READ_TIMEOUT instead.
+    /// Longest a connection stays open with no request in flight (an HTTP/2 connection
+    /// gone quiet; HTTP/1 keep-alive ends sooner, at INFERPUSH_HEADER_READ_TIMEOUT, which
+    /// times the next request's head from the end of the last); a new connection must
+    /// bring its first request head within INFERPUSH_HEADER_READ_TIMEOUT.
     #[arg(long, env = "INFERPUSH_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Longest time to answer one request, body included (then 408).

@@ -101,6 +101,10 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
     let bearer = |token: String| format!("Bearer {token}");
     let (_, bobs) = stack.submit("dev-bob", "echo", json!({"mine": true})).await;
     let bobs_task = format!("/v1/inference/{}", bobs["task_id"].as_str().unwrap());
+    let pusher_only = json!({"model": "echo", "input": {}, "sinks": ["pusher"]});
+    let (status, alices) = stack.submit_body("dev-alice", pusher_only).await;
+    assert_eq!(status, 202, "{alices}");
+    let alices_events = format!("/v1/inference/{}/events", alices["task_id"].as_str().unwrap());
     let depth_before = stack.queued("echo").await;
 
     // Past serde_json's recursion limit inside an otherwise valid submit.
@@ -284,6 +288,49 @@ async fn thirty_odd_hostile_requests_get_clear_errors_and_change_nothing() {
             extra_header: Some(("idempotency-key", "k".repeat(300))),
             ..submit("an oversized Idempotency-Key", "Bearer dev-alice", echo.clone(), 400)
         },
+        // Safe to expose, round two.
+        Case {
+            extra_header: Some(("last-event-id", "18446744073709551615-18446744073709551615".into())),
+            ..case(
+                "Redis's largest stream id as Last-Event-ID",
+                "GET",
+                "/v1/events",
+                Some("Bearer dev-alice"),
+                Value::Null,
+                400,
+            )
+        },
+        Case {
+            extra_header: Some(("last-event-id", "99999999999999-0".into())),
+            ..case(
+                "a Last-Event-ID from the future",
+                "GET",
+                "/v1/events",
+                Some("Bearer dev-alice"),
+                Value::Null,
+                400,
+            )
+        },
+        case(
+            "the events of a task that leaves out sse",
+            "GET",
+            &alices_events,
+            Some("Bearer dev-alice"),
+            Value::Null,
+            409,
+        ),
+        submit(
+            "an encrypted task to a plaintext sink",
+            "Bearer dev-alice",
+            json!({"model": "echo", "input": {}, "encrypted": true, "sinks": ["pusher", "sse"]}),
+            422,
+        ),
+        submit(
+            "an encrypted task with a webhook",
+            "Bearer dev-alice",
+            json!({"model": "echo", "input": {}, "encrypted": true, "webhook": "https://hooks.example.com/x"}),
+            422,
+        ),
     ];
     assert!(cases.len() >= 30);
 
@@ -362,4 +409,35 @@ async fn a_user_over_the_rate_limit_gets_429_with_retry_after() {
     assert!(response.headers().contains_key("retry-after"));
     // Bob is not affected by Alice's bucket.
     assert_eq!(stack.channel_auth("dev-bob", "1.2", "private-inference.bob").await.0, 200);
+}
+
+/// A request without valid credentials is refused before its body is read, on every route
+/// that takes one: a large `Content-Length`, no body sent, and the 401 comes at once.
+#[tokio::test]
+async fn requests_without_credentials_are_refused_before_their_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
+    let addr = stack.api_url.trim_start_matches("http://").to_owned();
+    for path in ["/v1/inference", "/v1/embeddings", "/pusher/auth", "/broadcasting/auth"] {
+        for auth in ["", "Authorization: Bearer sk-not-a-key\r\n"] {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: api\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut answer = vec![0u8; 64];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("{path} ({auth:?}) waited for the body"))
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 401"), "{path} ({auth:?}): {answer}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(500),
+                "{path}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
 }

@@ -107,6 +107,20 @@ impl Activity {
     }
 }
 
+/// Closes the connection a request came on: a handler finds it in the request's extensions
+/// when the request came through [`super::serve_bounded`]. An event stream whose client
+/// stopped reading uses it, since the connection, blocked writing, would otherwise never
+/// finish the response.
+#[derive(Clone)]
+pub struct CloseConnection(pub(super) CancellationToken);
+
+impl CloseConnection {
+    /// Asks the server to close the connection now.
+    pub fn close(&self) {
+        self.0.cancel();
+    }
+}
+
 /// One request in flight, until its response is sent (or abandoned).
 pub struct InFlight(Arc<Activity>);
 

@@ -12,6 +12,8 @@
 
 mod connections;
 
+pub use connections::CloseConnection;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,8 +108,9 @@ pub async fn serve_bounded(
         let activity = registered.activity.clone();
         let service = {
             let (router, activity) = (router.clone(), activity.clone());
-            tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+            tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                 let in_flight = activity.begin();
+                request.extensions_mut().insert(CloseConnection(activity.close.clone()));
                 let router = router.clone();
                 async move {
                     let response = router.oneshot(request.map(Body::new)).await?;

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use crate::body::Path;
 use crate::error::AppError;
 use crate::metrics;
 use crate::openapi::PROBLEM_JSON;
+use crate::server::CloseConnection;
 
 mod outbox;
 
@@ -116,9 +117,10 @@ pub(crate) async fn user_events(
     State(state): State<AppState>,
     user: User,
     headers: HeaderMap,
+    close: Option<Extension<CloseConnection>>,
 ) -> Result<Response, AppError> {
     ensure_on(&state)?;
-    let follow = Follow { user_id: user.id, task: None };
+    let follow = Follow { user_id: user.id, task: None, close: close.map(|Extension(close)| close) };
     let cursor = match last_event_id(&headers, state.clock.now_ms())? {
         Some(id) => Cursor::After(id),
         None => Cursor::Fresh(state.clock.now_ms()),
@@ -150,6 +152,7 @@ pub(crate) async fn task_events(
     user: User,
     Path(task_id): Path<String>,
     headers: HeaderMap,
+    close: Option<Extension<CloseConnection>>,
 ) -> Result<Response, AppError> {
     ensure_on(&state)?;
     let record = super::tasks::own_task(&state, &user, &task_id).await?;
@@ -170,7 +173,8 @@ pub(crate) async fn task_events(
         // The log's ids are Redis's clock, the submission time the api's: a margin for skew.
         None => Cursor::Since(record.submitted_at_ms.saturating_sub(CLOCK_SKEW_MARGIN_MS)),
     };
-    let follow = Follow { user_id: user.id, task: Some(record.task_id) };
+    let close = close.map(|Extension(close)| close);
+    let follow = Follow { user_id: user.id, task: Some(record.task_id), close };
     follow.stream(state, cursor, Some(record)).await
 }
 
@@ -207,6 +211,8 @@ impl Cursor {
 struct Follow {
     user_id: String,
     task: Option<TaskId>,
+    /// Closes the client's connection, when the stream is cut off.
+    close: Option<CloseConnection>,
 }
 
 impl Follow {
@@ -240,7 +246,7 @@ impl Follow {
         }
         let mut first: Vec<Event> = first.into_iter().map(|(event, _)| event).collect();
         first.insert(0, Event::default().retry(RECONNECT_AFTER));
-        let outbox = Outbox::new(STREAM_BUFFER_BYTES);
+        let outbox = Outbox::new(STREAM_BUFFER_BYTES, self.close.clone());
         let finished = record.filter(|r| r.status.is_final());
         match finished {
             _ if ended => outbox.finish(),

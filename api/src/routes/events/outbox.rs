@@ -12,12 +12,17 @@ use axum::response::sse::Event;
 use futures::Stream;
 use tokio::sync::Notify;
 
+use crate::server::CloseConnection;
+
 /// Bytes of events one stream may hold for its client.
 pub const STREAM_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// The queue between a stream's producer and its response body.
 pub struct Outbox {
     state: Mutex<State>,
+    /// Closes the client's connection when the stream is cut off: a client that does not
+    /// read leaves its connection blocked writing, so ending the body alone frees nothing.
+    close: Option<CloseConnection>,
     /// Wakes the body: an event arrived, or the stream ended.
     arrived: Notify,
     /// Wakes the producer: the client took an event, or left.
@@ -47,8 +52,8 @@ pub enum Refused {
 }
 
 impl Outbox {
-    pub fn new(budget: usize) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::default(), arrived: Notify::new(), room: Notify::new(), budget })
+    pub fn new(budget: usize, close: Option<CloseConnection>) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::default(), close, arrived: Notify::new(), room: Notify::new(), budget })
     }
 
     fn fits(&self, state: &State, size: usize) -> bool {
@@ -63,9 +68,8 @@ impl Outbox {
             return Err(Refused::Gone);
         }
         if !self.fits(&state, size) {
-            Self::cut_locked(&mut state);
             drop(state);
-            self.arrived.notify_one();
+            self.cut();
             return Err(Refused::Behind);
         }
         state.bytes += size;
@@ -100,16 +104,17 @@ impl Outbox {
         }
     }
 
-    /// Ends the stream now, dropping what is queued.
+    /// Ends the stream now, dropping what is queued, and closes its connection.
     pub fn cut(&self) {
-        Self::cut_locked(&mut self.state.lock().expect("not poisoned"));
-        self.arrived.notify_one();
-    }
-
-    fn cut_locked(state: &mut State) {
+        let mut state = self.state.lock().expect("not poisoned");
         state.cut = true;
         state.events = VecDeque::new();
         state.bytes = 0;
+        drop(state);
+        self.arrived.notify_one();
+        if let Some(close) = &self.close {
+            close.close();
+        }
     }
 
     /// No more events: the stream ends once the client has read what is queued.
@@ -205,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_keeps_up_gets_every_event_in_order_then_the_end() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         let body = outbox.clone().events();
         tokio::pin!(body);
         for n in 0..5 {
@@ -222,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_past_its_budget_is_cut_off_and_its_queue_freed() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.offer(event(0), 60).unwrap();
         assert_eq!(outbox.offer(event(1), 60), Err(Refused::Behind));
         assert_eq!(outbox.queued_bytes(), 0, "freed at once");
@@ -234,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_event_larger_than_the_budget_still_goes_out_alone() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.offer(event(0), 500).unwrap();
         outbox.finish();
         assert_eq!(outbox.clone().events().count().await, 1);
@@ -242,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_waits_for_room_and_gives_up_after_its_patience() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.offer(event(0), 80).unwrap();
         let body = outbox.clone().events();
         tokio::pin!(body);
@@ -258,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_producer_learns_that_the_client_left() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         let body = outbox.clone().events();
         drop(body);
         outbox.closed().await;

@@ -3,8 +3,12 @@
 //! replay what they missed by id, and every append is also published live on Redis
 //! Pub/Sub, which feeds the api replicas (and any gateway of the user's own).
 //!
-//! In Redis a user's log is a stream (`XADD`, trimmed to about [`MAX_EVENTS_PER_USER`]
-//! and expiring with the results); its ids (`ms-seq`) are the SSE event ids.
+//! In Redis a user's log is a stream (`XADD`); its ids (`ms-seq`) are the SSE event ids.
+//! Each append trims the entries older than the result TTL (`XTRIM MINID`, so an active
+//! user's log ages out like their results instead of living as long as they keep
+//! appending) and past about [`MAX_EVENTS_PER_USER`]; and it counts the entry's bytes in
+//! the user's result-quota bucket, so what the log holds is bounded by the same quota as
+//! the results.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::keys::Keys;
+use crate::redis_store::QuotaBuckets;
 
 /// About how many events a user's log keeps (older ones are trimmed).
 pub const MAX_EVENTS_PER_USER: usize = 10_000;
@@ -118,16 +123,27 @@ pub trait EventLog: Send + Sync + 'static {
     fn live(&self) -> LiveFeed;
 }
 
-/// Appends an event once, publishes it, and answers its id.
+/// Bytes an event's entry is counted for beyond its data (its id, names, the stream's
+/// per-entry overhead and its marker key).
+pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// Appends an event once, trims the log by age and length, counts its bytes against the
+/// user's result quota, publishes it, and answers its id.
 ///
-/// KEYS: the user's stream, the (task, event) marker
-/// ARGV: task id, event name, data, max stream length, ttl seconds, pub/sub channel, user
+/// KEYS: the user's stream, the (task, event) marker, the user's current quota bucket
+/// ARGV: task id, event name, data, max stream length, ttl seconds, pub/sub channel, user,
+///       bytes to count, bucket lifetime seconds
 const APPEND: &str = r#"
 local existing = redis.call('GET', KEYS[2])
 if existing then return existing end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'task', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
+local ms = tonumber(string.match(id, '^(%d+)-'))
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', ms - tonumber(ARGV[5]) * 1000))
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('INCRBY', KEYS[3], ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[9])
 redis.call('PUBLISH', ARGV[6], cjson.encode({id = id, user_id = ARGV[7], task_id = ARGV[1], event = ARGV[2], data = ARGV[3]}))
 return id
 "#;
@@ -139,18 +155,21 @@ pub struct RedisEventLog {
     connection: ConnectionManager,
     keys: Keys,
     ttl: Duration,
+    quota: QuotaBuckets,
     append: Arc<redis::Script>,
 }
 
 impl RedisEventLog {
-    /// Logs on the server `client` names, under `keys`, kept for `ttl`.
+    /// Logs on the server `client` names, under `keys`, kept for `ttl`, counted in the
+    /// users' `quota` buckets.
     pub(crate) fn new(
         client: redis::Client,
         connection: ConnectionManager,
         keys: Keys,
         ttl: Duration,
+        quota: QuotaBuckets,
     ) -> Self {
-        Self { client, connection, keys, ttl, append: Arc::new(redis::Script::new(APPEND)) }
+        Self { client, connection, keys, ttl, quota, append: Arc::new(redis::Script::new(APPEND)) }
     }
 }
 
@@ -180,6 +199,7 @@ impl EventLog for RedisEventLog {
             .append
             .key(self.keys.events(user_id))
             .key(self.keys.event_marker(task_id, event))
+            .key(self.keys.held(user_id, self.quota.current()))
             .arg(task_id.to_string())
             .arg(event)
             .arg(data)
@@ -187,6 +207,8 @@ impl EventLog for RedisEventLog {
             .arg(self.ttl.as_secs().max(1))
             .arg(self.keys.live_channel(user_id))
             .arg(user_id)
+            .arg(data.len() + ENTRY_OVERHEAD_BYTES)
+            .arg(self.quota.lifetime_secs())
             .invoke_async(&mut self.connection.clone())
             .await?;
         id.parse().map_err(|e: String| StoreError::Unavailable(e))

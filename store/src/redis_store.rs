@@ -72,7 +72,8 @@ impl RedisTaskStore {
 
     /// The users' event logs on the same server, under the same prefix and TTL.
     pub fn events(&self) -> RedisEventLog {
-        RedisEventLog::new(self.client.clone(), self.connection.clone(), self.keys.clone(), self.ttl)
+        let quota = QuotaBuckets { ttl: self.ttl, clock: self.clock.clone() };
+        RedisEventLog::new(self.client.clone(), self.connection.clone(), self.keys.clone(), self.ttl, quota)
     }
 
     /// Key names in use.
@@ -80,10 +81,8 @@ impl RedisTaskStore {
         &self.keys
     }
 
-    /// The width of one result-quota bucket: a 24th of the TTL, at least a second (so a
-    /// quota frees up gradually as the oldest bucket expires).
     fn quota_bucket_ms(&self) -> u64 {
-        (self.ttl.as_millis() as u64 / 24).max(1000)
+        QuotaBuckets::width_ms(self.ttl)
     }
 
     fn ttl_secs(&self) -> u64 {
@@ -129,7 +128,7 @@ impl TaskStore for RedisTaskStore {
             .arg(idempotency.map(|i| i.request).unwrap_or_default())
             .arg(admission.result_bytes)
             .arg(admission.result_quota)
-            .arg(self.ttl_secs() + bucket_ms.div_ceil(1000))
+            .arg(QuotaBuckets::lifetime_secs_of(self.ttl))
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {
@@ -278,5 +277,35 @@ impl RedisTaskStore {
             "missing" => Ok(Transition::Missing),
             current => Ok(Transition::Kept(Box::new(serde_json::from_str(current)?))),
         }
+    }
+}
+
+/// The result quota's time buckets: what a user holds is the sum of the buckets of one
+/// result TTL, each counting the bytes stored while it was current.
+#[derive(Clone)]
+pub(crate) struct QuotaBuckets {
+    pub(crate) ttl: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl QuotaBuckets {
+    /// The width of one bucket: a 24th of the TTL, at least a second (so a quota frees
+    /// up gradually as the oldest bucket expires).
+    pub(crate) fn width_ms(ttl: Duration) -> u64 {
+        (ttl.as_millis() as u64 / 24).max(1000)
+    }
+
+    /// How long a bucket is kept: the TTL and its own width.
+    pub(crate) fn lifetime_secs_of(ttl: Duration) -> u64 {
+        ttl.as_secs().max(1) + Self::width_ms(ttl).div_ceil(1000)
+    }
+
+    /// The current bucket's number.
+    pub(crate) fn current(&self) -> u64 {
+        self.clock.now_ms() / Self::width_ms(self.ttl)
+    }
+
+    pub(crate) fn lifetime_secs(&self) -> u64 {
+        Self::lifetime_secs_of(self.ttl)
     }
 }

@@ -77,3 +77,47 @@ async fn redis_log() {
 async fn memory_log() {
     an_event_is_logged_once_read_by_id_and_published_live(&MemoryEventLog::default()).await;
 }
+
+fn redis_store(ttl: Duration) -> RedisTaskStore {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("eventtest-{}", uuid::Uuid::now_v7().simple());
+    RedisTaskStore::new(&url, &prefix, ttl, Arc::new(SystemClock)).unwrap()
+}
+
+/// An active user's log ages out like their results: each append trims what is older
+/// than the result TTL, though the appends keep the stream's own expiry fresh.
+#[tokio::test]
+async fn an_active_users_log_is_trimmed_to_the_result_ttl() {
+    let log = redis_store(Duration::from_secs(1)).events();
+    let old = log.append("alice", TaskId::new_v7(), "inference.started", "{}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let new = log.append("alice", TaskId::new_v7(), "inference.started", "{}").await.unwrap();
+    let held: Vec<_> =
+        log.read("alice", Start::Since(0), 100).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(held, [new], "{old} is past the TTL and trimmed");
+}
+
+/// What a user's log holds counts against their result quota, like their results.
+#[tokio::test]
+async fn what_the_log_holds_counts_against_the_result_quota() {
+    use inferpush_protocol::{InferenceChannel, TaskEnvelope, TaskRecord};
+    use inferpush_store::{Admission, Created, TaskStore};
+    let store = redis_store(Duration::from_secs(120));
+    let record = |user: &str| {
+        let channel = InferenceChannel::private(user).unwrap();
+        TaskRecord::queued(&TaskEnvelope::new(user, "echo", serde_json::json!({}), channel, 1))
+    };
+    let admit = Admission { max_in_flight: 100, result_bytes: 500, result_quota: 1000 };
+    let data = "x".repeat(600);
+    store.events().append("alice", TaskId::new_v7(), "inference.completed", &data).await.unwrap();
+    match store.create(&record("alice"), None, admit).await.unwrap() {
+        Created::QuotaReached { held, .. } => {
+            assert_eq!(held, 600 + inferpush_store::events::ENTRY_OVERHEAD_BYTES as u64)
+        }
+        other => panic!("the log's bytes were not counted: {other:?}"),
+    }
+    assert!(
+        matches!(store.create(&record("bob"), None, admit).await.unwrap(), Created::New { .. }),
+        "per user"
+    );
+}

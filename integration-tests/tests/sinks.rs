@@ -309,3 +309,75 @@ async fn mqtt_over_tls_with_the_login_in_its_own_settings() {
     assert!(completed, "{:?}\n{}\n{}", alice.transcript, broker.log(), stack.logs());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A receiver that accepts webhooks and never answers: its tasks are done as soon as their
+/// webhooks are queued, so another user's tasks keep their latency on a worker with few
+/// slots, and the attempts go on from the webhook queue with the same `webhook-id`.
+#[tokio::test]
+async fn a_webhook_receiver_that_never_answers_holds_no_worker_capacity() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang = format!("http://{}/hang", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let receiver = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = vec![0u8; 8192];
+                let n = stream.read(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+                if let Some(id) = head.lines().find_map(|l| l.strip_prefix("webhook-id:")) {
+                    seen.lock().unwrap().push(id.trim().to_owned());
+                }
+                held.push(stream); // never answered, never closed
+            }
+        })
+    };
+    let stack = Stack::start_with(StackOptions { prefetch: 2, ..Default::default() }).await;
+    for i in 0..12 {
+        submit(&stack, json!({"model": "echo", "input": {"text": format!("h{i}")}, "webhook": hang})).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 12 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.lock().unwrap().len() >= 12, "the first attempts went out");
+
+    // Bob's tasks, each waited for, while alice's webhooks hang.
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let answer = stack
+            .http()
+            .post(format!("{}/v1/inference", stack.api_url))
+            .bearer_auth("dev-bob")
+            .header("prefer", "wait=10")
+            .json(&json!({"model": "echo", "input": {"text": format!("b{i}")}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201, "bob's task finished within the wait");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!("bob's tasks while 12 of alice's webhooks hang: median {:?}, max {:?}", took[5], took[9]);
+    assert!(took[9] < Duration::from_secs(2), "bob waited {:?}", took[9]);
+
+    // The hung attempts time out (15 s) and are tried again from the queue, same id.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let repeated = loop {
+        let ids = seen.lock().unwrap().clone();
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        if distinct.len() < ids.len() {
+            break true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(repeated, "no webhook was attempted again: {:?}", seen.lock().unwrap());
+    receiver.abort();
+}

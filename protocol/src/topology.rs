@@ -76,6 +76,18 @@ impl Topology {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.prefix)
     }
+
+    /// The quorum queue of webhook attempts waiting to be sent (published to through the
+    /// default exchange).
+    pub fn webhook_queue(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+
+    /// The queue where a webhook waits `delay_secs` before its next attempt (its messages
+    /// expire into [`Self::webhook_queue`]).
+    pub fn webhook_retry_queue(&self, delay_secs: u64) -> String {
+        format!("{}.webhooks.retry.{delay_secs}s", self.prefix)
+    }
 }
 
 impl Default for Topology {

@@ -75,6 +75,26 @@ pub async fn declare(topology: &Topology, channel: &Channel, models: &[&str]) ->
     Ok(())
 }
 
+/// Declares the webhook queue and its retry queues, one per delay in `delays_secs`: a
+/// message published to a retry queue expires after its delay into the webhook queue
+/// (dead-lettered at least once, so a retry is never dropped on the way).
+pub async fn declare_webhooks(topology: &Topology, channel: &Channel, delays_secs: &[u64]) -> lapin::Result<()> {
+    let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let main = topology.webhook_queue();
+    channel.queue_declare(main.as_str().into(), queue_options, quorum()).await?;
+    for delay in delays_secs {
+        let mut args = quorum();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*delay as i64 * 1000));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(main.as_str().into()));
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        let queue = topology.webhook_retry_queue(*delay);
+        channel.queue_declare(queue.as_str().into(), queue_options, args).await?;
+    }
+    Ok(())
+}
+
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));

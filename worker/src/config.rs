@@ -77,10 +77,14 @@ pub struct WorkerConfig {
     /// How long an event is held for the MQTT broker (through its restarts) before giving up.
     #[arg(long, env = "INFERPUSH_MQTT_DEADLINE", default_value = "120s", value_parser = parse_duration)]
     pub mqtt_deadline: Duration,
-    /// How long a webhook is retried (5xx, timeouts) before giving up. The task's message
-    /// is held meanwhile, so this bounds what a dead receiver costs.
-    #[arg(long, env = "INFERPUSH_WEBHOOK_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    /// How long a webhook is retried (5xx, timeouts) before giving up. The attempts run
+    /// from the webhook queue, off the task, with delays growing to an hour: a dead
+    /// receiver costs no worker capacity however long this is.
+    #[arg(long, env = "INFERPUSH_WEBHOOK_DEADLINE", default_value = "24h", value_parser = parse_duration)]
     pub webhook_deadline: Duration,
+    /// Webhook attempts one worker makes at once (its prefetch on the webhook queue).
+    #[arg(long, env = "INFERPUSH_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: u16,
     /// Also consume the dead-letter queue: fail those tasks and tell their users.
     #[arg(long, env = "INFERPUSH_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letters: bool,

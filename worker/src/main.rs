@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store =
         config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?;
-    let sinks = sinks(&config, &store, &clock, &trusted, &abort).await?;
+    let (sinks, webhooks) = sinks(&config, &store, &clock, &trusted, &abort).await?;
     tracing::info!(sinks = ?sinks.enabled(), "delivering events");
     let context = TaskContext { registry, store: Arc::new(store), sinks, clock, abort: abort.clone() };
     let settings = ConsumerSettings {
@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         prefetch: config.prefetch,
         dead_letters: config.dead_letters,
         trusted,
+        webhooks: webhooks.map(|sink| (sink, config.webhook_concurrency.max(1))),
     };
 
     let signals = {
@@ -94,15 +95,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sinks INFERPUSH_SINKS turns on, each with its deadline.
+/// The sinks INFERPUSH_SINKS turns on, each with its deadline, and the webhook sink apart
+/// (it also consumes the webhook queue).
 async fn sinks(
     config: &WorkerConfig,
     store: &inferpush_store::RedisTaskStore,
     clock: &Arc<dyn Clock>,
     trusted: &inferpush_service::TrustedCas,
     abort: &CancellationToken,
-) -> anyhow::Result<Sinks> {
+) -> anyhow::Result<(Sinks, Option<Arc<WebhookSink>>)> {
     let mut routes = Vec::new();
+    let mut webhooks = None;
     let result_base_url = config.public.base();
     for kind in config.delivery.enabled(config.dev_mode) {
         let (sink, deadline): (Arc<dyn EventSink>, _) = match kind {
@@ -143,14 +146,18 @@ async fn sinks(
                     max_event_bytes: config.max_event_bytes,
                     result_base_url: result_base_url.clone(),
                     trusted: trusted.clone(),
+                    topology: config.amqp.topology(),
+                    give_up_after: config.webhook_deadline,
                 };
-                let sink = WebhookSink::new(settings, abort.clone()).map_err(anyhow::Error::msg)?;
-                (Arc::new(sink), config.webhook_deadline)
+                let sink = Arc::new(WebhookSink::new(settings, abort.clone()).map_err(anyhow::Error::msg)?);
+                webhooks = Some(sink.clone());
+                // Handing the webhook to its queue is bounded like a push.
+                (sink, config.push_deadline)
             }
         };
         routes.push(Route { sink, deadline });
     }
-    Ok(Sinks::new(routes))
+    Ok((Sinks::new(routes), webhooks))
 }
 
 /// The Pusher sink, once the server accepted the app's credentials (or could not be asked).

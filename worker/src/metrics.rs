@@ -41,6 +41,9 @@ pub const END_TO_END: &str = "inferpush_worker_end_to_end_duration_seconds";
 pub const DELIVERIES: &str = "inferpush_worker_deliveries_total";
 /// From handing an event to a sink until it settled, by `sink`.
 pub const DELIVERY: &str = "inferpush_worker_delivery_duration_seconds";
+/// Webhook attempts made from the webhook queue, by `outcome` (`delivered`, `retry`,
+/// `rejected`).
+pub const WEBHOOK_ATTEMPTS: &str = "inferpush_worker_webhook_attempts_total";
 
 /// Registers the descriptions (shown as `# HELP`).
 pub fn describe() {
@@ -56,6 +59,7 @@ pub fn describe() {
     describe_counter!(DEAD_LETTERS, "Tasks failed for good after their delivery limit");
     describe_counter!(DELIVERIES, "Events handed to a sink, by sink, event and outcome");
     describe_histogram!(DELIVERY, Unit::Seconds, "Handing an event to a sink until it settled, by sink");
+    describe_counter!(WEBHOOK_ATTEMPTS, "Webhook attempts from the webhook queue, by outcome");
     describe_histogram!(END_TO_END, Unit::Seconds, "Accepted by the api until its final event was pushed");
     inferpush_service::metrics::describe_shared();
 }
@@ -97,6 +101,11 @@ pub fn push(took: Duration, failure: Option<&'static str>) {
 /// A task was dead-lettered.
 pub fn dead_letter(model: &str) {
     counter!(DEAD_LETTERS, "model" => model_label(model)).increment(1);
+}
+
+/// One webhook attempt from the webhook queue.
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
 }
 
 /// A task's final event was pushed at `now_ms`.

@@ -14,6 +14,7 @@ pub mod publisher;
 pub mod pusher;
 pub mod sse;
 pub mod webhook;
+pub mod webhook_queue;
 
 use std::collections::HashMap;
 use std::sync::Arc;

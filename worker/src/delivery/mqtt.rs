@@ -10,6 +10,12 @@
 //! and their senders publish again once it is back; the session is always a clean one,
 //! so rumqttc itself replays nothing and an event goes out once per attempt. The result:
 //! at least once, through broker restarts, until the sink's deadline.
+//!
+//! What the sink holds is bounded by bytes, not by rumqttc's count of requests: an event
+//! is handed over only while the broker is connected, and only within
+//! [`MAX_QUEUED_BYTES`] of events handed over and not yet acknowledged. While the broker
+//! is down, events wait in their own deliveries, which their deadline ends: nothing that
+//! passed its deadline piles up to be sent when the broker is back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,7 +28,7 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request, TlsConfiguration, Transport,
 };
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::event::result_event;
@@ -30,8 +36,10 @@ use super::{EventSink, PushError, jittered};
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
-/// Publishes handed to rumqttc and not yet written.
+/// Publishes handed to rumqttc and not yet written, at most (the byte bound comes first).
 const REQUEST_CAPACITY: usize = 10_000;
+/// Bytes of events handed over and not yet acknowledged, at most.
+pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where and as whom to publish.
 #[derive(Debug, Clone)]
@@ -112,18 +120,34 @@ enum Ack {
     Lost,
 }
 
+/// One publish waiting for its PUBACK, holding its bytes of the budget until then.
+struct Waiter {
+    ack: oneshot::Sender<Ack>,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl Waiter {
+    fn settle(self, ack: Ack) {
+        let _ = self.ack.send(ack);
+    }
+}
+
 /// Publishes waiting for their PUBACK: handed over but not yet written (in order), and
 /// written, by packet id.
 #[derive(Default)]
 struct Waiters {
-    unwritten: VecDeque<oneshot::Sender<Ack>>,
-    written: HashMap<u16, oneshot::Sender<Ack>>,
+    unwritten: VecDeque<Waiter>,
+    written: HashMap<u16, Waiter>,
 }
 
 /// Publishes events to an MQTT broker.
 pub struct MqttSink {
     client: AsyncClient,
     waiters: Arc<Mutex<Waiters>>,
+    /// Whether the broker is connected now.
+    connected: watch::Receiver<bool>,
+    /// Bytes that may still be handed over ([`MAX_QUEUED_BYTES`] in all).
+    budget: Arc<Semaphore>,
     topic_prefix: String,
     max_event_bytes: usize,
     result_base_url: String,
@@ -143,10 +167,13 @@ impl MqttSink {
         let options = settings.options()?;
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let waiters = Arc::new(Mutex::new(Waiters::default()));
-        tokio::spawn(drive(eventloop, waiters.clone(), settings.redacted_url()));
+        let (connection, connected) = watch::channel(false);
+        tokio::spawn(drive(eventloop, waiters.clone(), connection, settings.redacted_url()));
         Ok(Self {
             client,
             waiters,
+            connected,
+            budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
             topic_prefix: settings.topic_prefix.trim_end_matches('/').to_owned(),
             max_event_bytes: settings.max_event_bytes,
             result_base_url: settings.result_base_url,
@@ -159,15 +186,26 @@ impl MqttSink {
         topic(&self.topic_prefix, user_id)
     }
 
-    /// Hands one publish to rumqttc, in the same order as its waiter.
-    fn hand_over(&self, topic: &str, payload: &[u8]) -> Result<oneshot::Receiver<Ack>, String> {
+    /// Waits until the broker is connected and the budget has room for `payload`, then
+    /// hands it to rumqttc, in the same order as its waiter. Dropping the future (its
+    /// deadline passed) leaves nothing behind.
+    async fn hand_over(&self, topic: &str, payload: &[u8]) -> Result<oneshot::Receiver<Ack>, String> {
+        let mut connected = self.connected.clone();
+        connected.wait_for(|up| *up).await.map_err(|_| "the MQTT connection stopped".to_owned())?;
+        let bytes = payload.len().clamp(1, MAX_QUEUED_BYTES) as u32;
+        let permit = self.budget.clone().acquire_many_owned(bytes).await.expect("the budget is never closed");
         let (sender, receiver) = oneshot::channel();
         let mut waiters = self.waiters.lock().expect("not poisoned");
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
             .map_err(|e| e.to_string())?;
-        waiters.unwritten.push_back(sender);
+        waiters.unwritten.push_back(Waiter { ack: sender, _bytes: permit });
         Ok(receiver)
+    }
+
+    /// Bytes handed over and not yet acknowledged.
+    pub fn queued_bytes(&self) -> usize {
+        MAX_QUEUED_BYTES - self.budget.available_permits()
     }
 }
 
@@ -192,7 +230,11 @@ impl EventSink for MqttSink {
         let topic = self.topic(&record.user_id);
         let mut wait = FIRST_RETRY;
         loop {
-            let reason = match self.hand_over(&topic, &payload) {
+            let handed = tokio::select! {
+                _ = self.abort.cancelled() => return Err(PushError::Aborted),
+                handed = self.hand_over(&topic, &payload) => handed,
+            };
+            let reason = match handed {
                 Err(reason) => reason,
                 Ok(ack) => tokio::select! {
                     _ = self.abort.cancelled() => return Err(PushError::Aborted),
@@ -215,7 +257,12 @@ impl EventSink for MqttSink {
 
 /// Polls the connection for ever, pairing acknowledgements with waiters and reporting
 /// lost publishes when it drops; reconnects with backoff.
-async fn drive(mut eventloop: EventLoop, waiters: Arc<Mutex<Waiters>>, url: String) {
+async fn drive(
+    mut eventloop: EventLoop,
+    waiters: Arc<Mutex<Waiters>>,
+    connection: watch::Sender<bool>,
+    url: String,
+) {
     let mut wait = FIRST_RETRY;
     let mut connected = false;
     loop {
@@ -223,6 +270,7 @@ async fn drive(mut eventloop: EventLoop, waiters: Arc<Mutex<Waiters>>, url: Stri
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(broker = url, "connected to the MQTT broker");
                 connected = true;
+                connection.send_replace(true);
                 wait = FIRST_RETRY;
             }
             Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
@@ -235,7 +283,7 @@ async fn drive(mut eventloop: EventLoop, waiters: Arc<Mutex<Waiters>>, url: Stri
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(waiter) = waiters.lock().expect("not poisoned").written.remove(&ack.pkid) {
-                    let _ = waiter.send(Ack::Acked);
+                    waiter.settle(Ack::Acked);
                 }
             }
             Ok(_) => {}
@@ -251,9 +299,10 @@ async fn drive(mut eventloop: EventLoop, waiters: Arc<Mutex<Waiters>>, url: Stri
                     let unwritten = lost.saturating_sub(written.len()).min(waiters.unwritten.len());
                     let dropped: Vec<_> = waiters.unwritten.drain(..unwritten).collect();
                     for waiter in written.into_iter().chain(dropped) {
-                        let _ = waiter.send(Ack::Lost);
+                        waiter.settle(Ack::Lost);
                     }
                 }
+                connection.send_replace(false);
                 if connected {
                     tracing::warn!(broker = url, %error, "lost the MQTT broker; reconnecting");
                 } else {
@@ -297,6 +346,21 @@ mod tests {
         overridden.password = Some("from-env".into());
         assert_eq!(overridden.options().unwrap().credentials().unwrap().password, "from-env");
         assert_eq!(settings("mqtt://a:b@h:1883").redacted_url(), "mqtt://a:****@h:1883");
+    }
+
+    /// While the broker is down nothing is handed over: deliveries wait (until their
+    /// deadline drops them), and the sink holds no bytes for them.
+    #[tokio::test]
+    async fn while_the_broker_is_down_events_wait_in_their_deliveries_not_in_a_queue() {
+        // Port 1: nothing listens, the connection never comes up.
+        let sink = MqttSink::start(settings("mqtt://127.0.0.1:1"), CancellationToken::new()).unwrap();
+        let payload = vec![b'x'; 90 * 1024];
+        for _ in 0..50 {
+            let handed = tokio::time::timeout(Duration::from_millis(5), sink.hand_over("t/alice/events", &payload));
+            assert!(handed.await.is_err(), "handed over to a broker that is down");
+        }
+        assert_eq!(sink.queued_bytes(), 0);
+        assert!(sink.waiters.lock().unwrap().unwritten.is_empty());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Delivery by webhook, as the Standard Webhooks specification has it: a POST of
 //! `{type, timestamp, data}` to the task's `webhook` URL, signed with the deployment's
 //! secret, with the same `webhook-id` on every attempt so receivers drop repeats.
-//! 5xx, 408, 429 and network failures are retried with backoff and jitter until the
-//! deadline; any other answer is final. Redirects are not followed, and a host that
+//! The task hands its webhook to the webhook queue and is done with it; the attempts run
+//! from there ([`super::webhook_queue`]). 5xx, 408, 429 and network failures are retried
+//! with growing delays until `INFERPUSH_WEBHOOK_DEADLINE`; any other answer is final. Redirects are not followed, and a host that
 //! resolves to a private, loopback or otherwise internal address is refused unless the
 //! allow-list names it ([`GuardedResolver`]), so a task cannot make the worker call
 //! inside its own network.
@@ -13,17 +14,16 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use inferpush_protocol::webhook::{WebhookPayload, WebhookSecret, message_id};
-use inferpush_protocol::{SinkKind, TaskRecord, WebhookTargets};
+use inferpush_protocol::{SinkKind, TaskRecord, Topology, WebhookTargets};
 use inferpush_service::TrustedCas;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio_util::sync::CancellationToken;
 
 use super::event::result_event;
-use super::{EventSink, PushError, jittered};
+use super::webhook_queue::{Outcome, WebhookJob, WebhookQueue, settle};
+use super::{EventSink, PushError};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Sends signed webhooks.
 pub struct WebhookSink {
@@ -32,6 +32,10 @@ pub struct WebhookSink {
     targets: Arc<WebhookTargets>,
     max_event_bytes: usize,
     result_base_url: String,
+    /// Where webhooks wait for their attempts.
+    pub queue: WebhookQueue,
+    /// How long attempts go on.
+    give_up_after: Duration,
     abort: CancellationToken,
 }
 
@@ -47,6 +51,10 @@ pub struct WebhookSettings {
     pub result_base_url: String,
     /// Authorities an `https://` target's certificate may chain to, besides the system's.
     pub trusted: TrustedCas,
+    /// Exchange and queue names (the webhook queue's among them).
+    pub topology: Topology,
+    /// How long attempts go on (`INFERPUSH_WEBHOOK_DEADLINE`).
+    pub give_up_after: Duration,
 }
 
 impl WebhookSink {
@@ -74,15 +82,11 @@ impl WebhookSink {
             targets,
             max_event_bytes: settings.max_event_bytes,
             result_base_url: settings.result_base_url,
+            queue: WebhookQueue::new(settings.topology),
+            give_up_after: settings.give_up_after,
             abort,
         })
     }
-}
-
-enum Outcome {
-    Delivered,
-    Retry(String),
-    Rejected(String),
 }
 
 #[async_trait]
@@ -109,30 +113,38 @@ impl EventSink for WebhookSink {
             .to_string(),
             data: event,
         };
-        let body = serde_json::to_vec(&payload).expect("payloads always serialise");
-        let id = message_id(record.task_id, name);
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            match self.send_once(&url, &id, &body).await {
-                Outcome::Delivered => return Ok(()),
-                Outcome::Rejected(reason) => {
-                    return Err(PushError::Rejected(format!("webhook {url}: {reason}")));
-                }
-                Outcome::Retry(reason) => {
-                    let wait = jittered(backoff);
-                    tracing::warn!(task_id = %record.task_id, %url, reason, retry_in_ms = wait.as_millis() as u64, "webhook failed");
-                    tokio::select! {
-                        _ = self.abort.cancelled() => return Err(PushError::Aborted),
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        let body = serde_json::to_string(&payload).expect("payloads always serialise");
+        let job = WebhookJob {
+            task_id: record.task_id,
+            kind: name.to_owned(),
+            url: url.to_string(),
+            id: message_id(record.task_id, name),
+            body,
+            attempt: 0,
+            give_up_at_ms: now_ms() + self.give_up_after.as_millis() as u64,
+        };
+        self.queue.enqueue(&job, &self.abort).await
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 impl WebhookSink {
+    /// Settles one delivery of the webhook queue: one attempt, then done or retried later.
+    pub async fn handle(&self, delivery: lapin::message::Delivery) {
+        settle(delivery, &self.queue, now_ms(), async |job: &WebhookJob| self.attempt(job).await).await;
+    }
+
+    /// One attempt of `job`, its target checked again.
+    pub async fn attempt(&self, job: &WebhookJob) -> Outcome {
+        match self.targets.check_url(&job.url) {
+            Ok(url) => self.send_once(&url, &job.id, job.body.as_bytes()).await,
+            Err(reason) => Outcome::Rejected(reason),
+        }
+    }
+
     /// One signed attempt; each is stamped with its own time, as the specification asks.
     async fn send_once(&self, url: &url::Url, id: &str, body: &[u8]) -> Outcome {
         let timestamp =

@@ -1,6 +1,6 @@
 //! Queue handling: consumes the served models' queues, both lanes of each (and the dead
-//! letters), on RabbitMQ with prefetch, manual acks, graceful stop and reconnects; each
-//! message goes to [`message`]. Every queue has its own channel and so its own prefetch:
+//! letters, and the webhook queue), on RabbitMQ with prefetch, manual acks, graceful stop
+//! and reconnects; each message goes to [`message`] (a webhook to its sink). Every queue has its own channel and so its own prefetch:
 //! the bulk lane's backlog never takes the slots of the main lane's tasks.
 //!
 //! The loop has three states: connecting, consuming, draining. A broken connection
@@ -10,6 +10,7 @@
 
 mod message;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,11 +18,13 @@ use futures::stream::{BoxStream, SelectAll};
 use inferpush_protocol::{Lane, Topology};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::webhook::WebhookSink;
+use crate::delivery::webhook_queue::RETRY_DELAYS_SECS;
 use crate::health::Readiness;
 use crate::processing::TaskContext;
 use message::{handle, handle_dead_letter};
@@ -29,7 +32,7 @@ use message::{handle, handle_dead_letter};
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// Where and how much to consume.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerSettings {
     /// RabbitMQ URL.
     pub url: String,
@@ -41,6 +44,8 @@ pub struct ConsumerSettings {
     pub dead_letters: bool,
     /// Authorities an `amqps://` broker's certificate may chain to.
     pub trusted: inferpush_service::TrustedCas,
+    /// Also consume the webhook queue with this sink, so many at once.
+    pub webhooks: Option<(Arc<WebhookSink>, u16)>,
 }
 
 /// Which queue a delivery came from.
@@ -48,6 +53,7 @@ pub struct ConsumerSettings {
 enum Source {
     Model(Lane),
     DeadLetters,
+    Webhooks,
 }
 
 /// Consumes until `stop` fires, reconnecting as often as needed; `readiness` says
@@ -94,19 +100,33 @@ async fn consume(
     inferpush_service::amqp::declare(&settings.topology, &setup, &models)
         .await
         .context("declaring the topology")?;
+    if let Some((sink, _)) = &settings.webhooks {
+        inferpush_service::amqp::declare_webhooks(&settings.topology, &setup, &RETRY_DELAYS_SECS)
+            .await
+            .context("declaring the webhook queues")?;
+        let publishing = connection.create_channel().await?;
+        publishing.confirm_select(ConfirmSelectOptions::default()).await?;
+        sink.queue.attach(Some(publishing));
+    }
 
     let mut consumers = Vec::new();
     let mut deliveries: SelectAll<BoxStream<'static, (Source, lapin::Result<Delivery>)>> = SelectAll::new();
-    let mut queues: Vec<(Source, String)> = models
+    let prefetch = settings.prefetch;
+    let mut queues: Vec<(Source, String, u16)> = models
         .iter()
-        .flat_map(|m| Lane::ALL.map(|lane| (Source::Model(lane), settings.topology.lane_queue(m, lane))))
+        .flat_map(|m| {
+            Lane::ALL.map(|lane| (Source::Model(lane), settings.topology.lane_queue(m, lane), prefetch))
+        })
         .collect();
     if settings.dead_letters {
-        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue()));
+        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue(), prefetch));
     }
-    for (source, queue) in queues {
+    if let Some((_, concurrency)) = &settings.webhooks {
+        queues.push((Source::Webhooks, settings.topology.webhook_queue(), *concurrency));
+    }
+    for (source, queue, prefetch) in queues {
         let channel = connection.create_channel().await?;
-        channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let tag = format!("inferpush-worker-{}-{queue}", std::process::id());
         let consumer = channel
             .basic_consume(
@@ -117,7 +137,7 @@ async fn consume(
             )
             .await
             .with_context(|| format!("consuming {queue}"))?;
-        tracing::info!(queue, prefetch = settings.prefetch, "consuming");
+        tracing::info!(queue, prefetch, "consuming");
         deliveries.push(consumer.map(move |delivery| (source, delivery)).boxed());
         consumers.push(ModelConsumer { channel, tag });
     }
@@ -134,12 +154,21 @@ async fn consume(
                 Some((Source::DeadLetters, Ok(delivery))) => {
                     tasks.spawn(handle_dead_letter(delivery, context.clone()));
                 }
+                Some((Source::Webhooks, Ok(delivery))) => {
+                    if let Some((sink, _)) = &settings.webhooks {
+                        let sink = sink.clone();
+                        tasks.spawn(async move { sink.handle(delivery).await });
+                    }
+                }
                 Some((_, Err(error))) => break Err(anyhow::Error::new(error).context("consuming")),
                 None => break Err(anyhow::anyhow!("the broker cancelled our consumers")),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     };
+    if let Some((sink, _)) = &settings.webhooks {
+        sink.queue.attach(None);
+    }
     if ended.is_err() {
         // The channel is gone: the tasks in hand can no longer be acked and will be
         // redelivered, so stop working on them.

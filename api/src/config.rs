@@ -133,6 +133,11 @@ pub struct ApiConfig {
     /// if that is shorter].
     #[arg(long, env = "INFERPUSH_PUBLISH_TIMEOUT", value_parser = parse_duration)]
     pub publish_timeout: Option<Duration>,
+    /// How long a task may stay recorded without its publish settled before any replica's
+    /// sweep takes it over (publishes it again, or settles it); covers a replica that died
+    /// mid-submit. Must be longer than the publish timeout.
+    #[arg(long, env = "INFERPUSH_UNSETTLED_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub unsettled_grace: Duration,
     /// Most client connections held at once; past it a new one closes the connection idle
     /// the longest, or, when every one is busy, waits in the kernel's queue.
     #[arg(long, env = "INFERPUSH_MAX_CONNECTIONS", default_value_t = 4096)]
@@ -233,6 +238,13 @@ impl ApiConfig {
                 "INFERPUSH_JWT_HS256_SECRET is {} bytes; an HS256 key needs at least {MIN_HS256_SECRET_BYTES} \
                  (as RFC 7518 asks: as long as the hash), or tokens can be forged by guessing it",
                 hs256.len()
+            )));
+        }
+        if self.unsettled_grace <= publish_timeout {
+            return Err(UnsafeSetting(format!(
+                "INFERPUSH_UNSETTLED_GRACE ({:?}) must be longer than INFERPUSH_PUBLISH_TIMEOUT ({publish_timeout:?}), \
+                 or sweeps would publish again tasks whose confirm is still on its way",
+                self.unsettled_grace
             )));
         }
         let jwts = !hs256.is_empty() || self.jwt_rs256_public_key.is_some();

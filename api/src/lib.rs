@@ -104,6 +104,7 @@ pub async fn serve(
             rate_limits.shrink();
         }
     });
+    let sweeping = tokio::spawn(publishing::sweep_forever(state.clone()));
     let live = state.delivery.live.clone();
     let shutdown = async move {
         shutdown.await;
@@ -111,5 +112,6 @@ pub async fn serve(
     };
     let served = server::serve_bounded(listener, app(state), limits, shutdown).await;
     pruning.abort();
+    sweeping.abort();
     served
 }

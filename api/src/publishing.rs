@@ -8,10 +8,19 @@
 //! worker has taken the task (its record left `queued`), publishes it again while it has
 //! not, and after [`GIVE_UP_AFTER`] marks it failed (`not_queued`), which frees its
 //! in-flight slot. A second copy is harmless: a worker runs a task id once.
+//!
+//! The follow-up lives in the replica that took the task; so that a replica that dies
+//! (between recording a task and its confirm, or during the follow-up) leaves nothing
+//! `queued` for ever, each submit is first noted in the store as an [`Intent`], settled
+//! once its publish is. Every replica sweeps the intents older than
+//! `INFERPUSH_UNSETTLED_GRACE` ([`sweep_forever`]): a task a worker took, or never
+//! recorded, is settled; one still `queued` is published again (or, past
+//! [`GIVE_UP_AFTER`], marked failed), whichever replica made it.
 
 use std::time::Duration;
 
-use inferpush_protocol::{Lane, TaskEnvelope, TaskRecord, TaskStatus};
+use inferpush_protocol::{Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::queue::{QueueError, publish_within};
@@ -46,7 +55,10 @@ impl Submission {
             Err(QueueError::Unconfirmed(reason)) => {
                 tracing::warn!(task_id = %self.task.task_id, reason, "publish unconfirmed; following the task up");
                 let (state, submission) = (state.clone(), self.clone());
-                tokio::spawn(async move { submission.follow_up(&state).await });
+                tokio::spawn(async move {
+                    submission.follow_up(&state).await;
+                    Intent(submission.task.task_id).settle(&state);
+                });
                 Err(QueueError::Unconfirmed(reason))
             }
             Err(other) => Err(other),
@@ -128,4 +140,118 @@ impl Submission {
             }
         }
     }
+}
+
+/// What a sweep needs to publish a task again, as noted in the store.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    task: TaskEnvelope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+}
+
+/// A submit noted in the store until its publish is settled.
+#[must_use = "an intent is settled once its publish is"]
+pub struct Intent(TaskId);
+
+impl Intent {
+    /// Notes `task` as being published.
+    pub async fn note(
+        state: &AppState,
+        task: &TaskEnvelope,
+        idempotency_key: Option<&str>,
+    ) -> Result<Self, crate::error::AppError> {
+        let pending = Pending { task: task.clone(), idempotency_key: idempotency_key.map(str::to_owned) };
+        let pending = serde_json::to_string(&pending).expect("pending publishes always serialise");
+        state.store.intend_publish(task.task_id, &pending, state.clock.now_ms()).await?;
+        Ok(Self(task.task_id))
+    }
+
+    /// The publish is settled (in the background: a failure only leaves the sweep a
+    /// little to do).
+    pub fn settle(&self, state: &AppState) {
+        let (store, task_id) = (state.store.clone(), self.0);
+        tokio::spawn(async move {
+            if let Err(error) = store.settle_publish(task_id).await {
+                tracing::debug!(%error, %task_id, "could not settle a publish intent; a sweep will");
+            }
+        });
+    }
+}
+
+/// How often a replica sweeps the unsettled publishes.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Intents one sweep takes at most.
+const SWEEP_BATCH: usize = 50;
+
+/// Sweeps unsettled publishes older than the state's grace, for as long as the process runs.
+pub async fn sweep_forever(state: AppState) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        if let Err(error) = sweep(&state).await {
+            tracing::debug!(%error, "sweeping unsettled publishes: the store is unavailable");
+        }
+    }
+}
+
+/// One sweep: settles what is settled, publishes again what is still queued (or gives it
+/// up past [`GIVE_UP_AFTER`]); answers how many intents it took.
+pub async fn sweep(state: &AppState) -> Result<usize, inferpush_store::StoreError> {
+    let now_ms = state.clock.now_ms();
+    let cutoff = now_ms.saturating_sub(state.unsettled_grace.as_millis() as u64);
+    let due = state.store.take_unsettled(cutoff, now_ms, SWEEP_BATCH).await?;
+    let taken = due.len();
+    for (task_id, pending) in due {
+        let Ok(pending) = serde_json::from_str::<Pending>(&pending) else {
+            tracing::error!(%task_id, "an unreadable publish intent; dropping it");
+            Intent(task_id).settle(state);
+            continue;
+        };
+        let submission = Submission {
+            traceparent: format!(
+                "00-{}-{}-01",
+                task_id.0.simple(),
+                &uuid::Uuid::new_v4().simple().to_string()[..16]
+            ),
+            task: pending.task,
+            idempotency_key: pending.idempotency_key,
+            lane: Lane::Main,
+        };
+        let settled = match state.store.get(task_id).await? {
+            // Never recorded (its replica died first), or expired: nothing to do.
+            None => true,
+            Some(record) if record.status != TaskStatus::Queued => {
+                submission.confirm_published(state).await;
+                true
+            }
+            Some(record) => {
+                let age = Duration::from_millis(now_ms.saturating_sub(record.submitted_at_ms));
+                if age >= GIVE_UP_AFTER {
+                    submission.give_up(state, &record).await;
+                    true
+                } else {
+                    match submission.publish_once(state).await {
+                        Ok(()) => {
+                            tracing::info!(%task_id, "swept: a task its replica never saw confirmed is queued now");
+                            submission.confirm_published(state).await;
+                            true
+                        }
+                        Err(QueueError::Refused(reason)) => {
+                            tracing::error!(%task_id, reason, "swept: the broker refused the task");
+                            submission.give_up(state, &record).await;
+                            true
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, %task_id, "swept: the task is still not queued; the next sweep tries again");
+                            false
+                        }
+                    }
+                }
+            }
+        };
+        if settled {
+            Intent(task_id).settle(state);
+        }
+    }
+    Ok(taken)
 }

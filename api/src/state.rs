@@ -59,6 +59,8 @@ pub struct AppState {
     pub delivery: Arc<DeliveryState>,
     /// The longest `Prefer: wait` honoured.
     pub max_wait: std::time::Duration,
+    /// How old an unsettled publish must be before a sweep takes it over.
+    pub unsettled_grace: std::time::Duration,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
         Ok(Self {
             delivery: Arc::new(delivery),
             max_wait: config.max_wait(),
+            unsettled_grace: config.unsettled_grace,
             queue: Arc::new(queue),
             store: Arc::new(store),
             clock,

@@ -72,6 +72,7 @@ fn state() -> AppState {
             4,
         )),
         max_wait: Duration::from_secs(5),
+        unsettled_grace: Duration::from_secs(60),
     }
 }
 

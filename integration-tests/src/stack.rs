@@ -230,6 +230,14 @@ impl Stack {
         url
     }
 
+    /// Kills the first api with SIGKILL (a crash: nothing of it runs on) and waits for it
+    /// to be gone; `api_url` still names it, so point it at a replica to go on.
+    pub async fn kill_api(&mut self) {
+        let mut api = self.api.take().expect("an api is running");
+        api.signal("KILL");
+        api.wait_exit(Duration::from_secs(10)).await;
+    }
+
     /// Stops the newest api replica with SIGTERM, as an orchestrator does, and answers how
     /// long it took to exit.
     pub async fn stop_api_replica(&mut self) -> Duration {

@@ -19,14 +19,23 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A stack whose api reaches RabbitMQ through a proxy, and a listener on alice's channel.
 async fn stack_behind_proxy() -> (Stack, TcpProxy, Listener) {
+    stack_behind_proxy_with(Vec::new()).await
+}
+
+/// [`stack_behind_proxy`], with more settings for the api.
+async fn stack_behind_proxy_with(api_env: Vec<(&'static str, String)>) -> (Stack, TcpProxy, Listener) {
     let proxy = TcpProxy::start(broker_addr(&amqp_url()).await).await;
     let mut broker = reqwest::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
     broker.set_port(Some(proxy.port)).unwrap();
     let options = StackOptions {
-        api_env: vec![
-            ("AMQP_URL", broker.to_string()),
-            ("INFERPUSH_PUBLISH_TIMEOUT", format!("{}s", PUBLISH_TIMEOUT.as_secs())),
-        ],
+        api_env: [
+            vec![
+                ("AMQP_URL", broker.to_string()),
+                ("INFERPUSH_PUBLISH_TIMEOUT", format!("{}s", PUBLISH_TIMEOUT.as_secs())),
+            ],
+            api_env,
+        ]
+        .concat(),
         ..Default::default()
     };
     let stack = Stack::start_with(options).await;
@@ -154,4 +163,47 @@ async fn a_publish_lost_on_the_way_is_queued_by_the_follow_up_and_runs_once() {
     assert_eq!(final_status(&stack, &unkeyed).await, "succeeded");
     assert_eq!(replay(&stack, "lost-1", 1).await, keyed, "the same key answers the same task");
     ran_once_each(&stack, &listener, &[keyed, unkeyed]).await;
+}
+
+/// An api killed between recording a task and its broker's confirm (the publish lost in a
+/// partition, the client never answered): another replica's sweep finds the task still
+/// `queued` past the grace, publishes it, and it runs once.
+#[tokio::test]
+async fn a_task_whose_api_died_before_its_confirm_is_queued_by_another_replicas_sweep() {
+    let grace = ("INFERPUSH_UNSETTLED_GRACE", "3s".to_owned());
+    let (mut stack, proxy, listener) = stack_behind_proxy_with(vec![grace]).await;
+    proxy.set(Mode::DropAll);
+    let submitting = {
+        let (http, url) = (stack.http().clone(), format!("{}/v1/inference", stack.api_url));
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth("dev-alice")
+                .json(&json!({"model": "echo", "input": {"n": 7}}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stack.kill_api().await;
+    assert!(submitting.await.unwrap().is_err(), "the client never got an answer");
+    proxy.set(Mode::Pass);
+    stack.api_url = stack.start_api_replica().await;
+
+    let listed: Value = stack
+        .http()
+        .get(format!("{}/v1/inference?since=0", stack.api_url))
+        .bearer_auth("dev-alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = &listed["tasks"][0];
+    assert_eq!(task["status"], "queued", "recorded, never published: {listed}");
+    let task_id = task["task_id"].as_str().unwrap().to_owned();
+    let started = tokio::time::Instant::now();
+    assert_eq!(final_status(&stack, &task_id).await, "succeeded");
+    println!("the orphaned task was swept and ran {:?} after the replica came up", started.elapsed());
+    ran_once_each(&stack, &listener, &[task_id]).await;
 }

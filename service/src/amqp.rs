@@ -78,7 +78,11 @@ pub async fn declare(topology: &Topology, channel: &Channel, models: &[&str]) ->
 /// Declares the webhook queue and its retry queues, one per delay in `delays_secs`: a
 /// message published to a retry queue expires after its delay into the webhook queue
 /// (dead-lettered at least once, so a retry is never dropped on the way).
-pub async fn declare_webhooks(topology: &Topology, channel: &Channel, delays_secs: &[u64]) -> lapin::Result<()> {
+pub async fn declare_webhooks(
+    topology: &Topology,
+    channel: &Channel,
+    delays_secs: &[u64],
+) -> lapin::Result<()> {
     let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
     let main = topology.webhook_queue();
     channel.queue_declare(main.as_str().into(), queue_options, quorum()).await?;

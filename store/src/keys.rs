@@ -30,7 +30,17 @@ impl Keys {
         format!("{}:user:{user_id}:inflight", self.prefix)
     }
 
-    /// Result bytes a user's tasks accepted in one time bucket count (see the create script).
+    /// Unsettled publishes: task ids scored by when they were noted (or last swept).
+    pub fn publishing(&self) -> String {
+        format!("{}:publishing", self.prefix)
+    }
+
+    /// What each unsettled publish needs to be published again, by task id.
+    pub fn publishing_tasks(&self) -> String {
+        format!("{}:publishing:tasks", self.prefix)
+    }
+
+    /// A user's result bytes counted while `bucket` was current.
     pub fn held(&self, user_id: &str, bucket: u64) -> String {
         format!("{}:user:{user_id}:held:{bucket}", self.prefix)
     }

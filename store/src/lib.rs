@@ -166,4 +166,22 @@ pub trait TaskStore: Send + Sync + 'static {
     /// a redelivery takes over from a worker that died). One round trip instead of a read
     /// and a write.
     async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError>;
+
+    /// Notes, before its record is created, that `task_id` is being published, with what
+    /// a sweep needs to publish it again (`pending`); until settled, any api replica may
+    /// finish the job of one that died ([`Self::take_unsettled`]).
+    async fn intend_publish(&self, task_id: TaskId, pending: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// The publish of `task_id` is settled (confirmed, refused, or given up).
+    async fn settle_publish(&self, task_id: TaskId) -> Result<(), StoreError>;
+
+    /// Publishes noted at or before `before_ms` and still unsettled, at most `limit`, each
+    /// with its `pending`; each is leased to the caller (noted again at `now_ms`), so that
+    /// concurrent sweepers take different ones.
+    async fn take_unsettled(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(TaskId, String)>, StoreError>;
 }

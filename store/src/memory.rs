@@ -22,6 +22,8 @@ struct State {
     in_flight: HashMap<String, u64>,
     /// Result bytes counted per user (records never expire here, so neither do these).
     held: HashMap<String, u64>,
+    /// Unsettled publishes: when noted (or last swept), and what they need.
+    publishing: HashMap<TaskId, (u64, String)>,
 }
 
 /// Task state in a `Mutex`ed map.
@@ -185,6 +187,41 @@ impl TaskStore for MemoryTaskStore {
 
     async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
         self.write_state(running, first_delivery)
+    }
+
+    async fn intend_publish(&self, task_id: TaskId, pending: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.state()?.publishing.insert(task_id, (now_ms, pending.to_owned()));
+        Ok(())
+    }
+
+    async fn settle_publish(&self, task_id: TaskId) -> Result<(), StoreError> {
+        self.state()?.publishing.remove(&task_id);
+        Ok(())
+    }
+
+    async fn take_unsettled(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(TaskId, String)>, StoreError> {
+        let mut state = self.state()?;
+        let mut due: Vec<(u64, TaskId)> = state
+            .publishing
+            .iter()
+            .filter(|(_, (at, _))| *at <= before_ms)
+            .map(|(id, (at, _))| (*at, *id))
+            .collect();
+        due.sort();
+        due.truncate(limit.max(1));
+        Ok(due
+            .into_iter()
+            .map(|(_, id)| {
+                let entry = state.publishing.get_mut(&id).expect("listed above");
+                entry.0 = now_ms;
+                (id, entry.1.clone())
+            })
+            .collect())
     }
 }
 

@@ -25,6 +25,7 @@ pub struct RedisTaskStore {
     remove: Arc<Script>,
     confirm_published: Arc<Script>,
     transition: Arc<Script>,
+    take_unsettled: Arc<Script>,
 }
 
 impl RedisTaskStore {
@@ -67,6 +68,7 @@ impl RedisTaskStore {
             remove: Arc::new(scripts::remove()),
             confirm_published: Arc::new(scripts::confirm_published()),
             transition: Arc::new(scripts::transition()),
+            take_unsettled: Arc::new(scripts::take_unsettled()),
         })
     }
 
@@ -253,6 +255,50 @@ impl TaskStore for RedisTaskStore {
 
     async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
         self.write_state(running, first_delivery).await
+    }
+
+    async fn intend_publish(&self, task_id: TaskId, pending: &str, now_ms: u64) -> Result<(), StoreError> {
+        let id = task_id.to_string();
+        redis::pipe()
+            .atomic()
+            .hset(self.keys.publishing_tasks(), &id, pending)
+            .ignore()
+            .zadd(self.keys.publishing(), &id, now_ms)
+            .ignore()
+            .query_async::<()>(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn settle_publish(&self, task_id: TaskId) -> Result<(), StoreError> {
+        let id = task_id.to_string();
+        redis::pipe()
+            .atomic()
+            .zrem(self.keys.publishing(), &id)
+            .ignore()
+            .hdel(self.keys.publishing_tasks(), &id)
+            .ignore()
+            .query_async::<()>(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn take_unsettled(
+        &self,
+        before_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(TaskId, String)>, StoreError> {
+        let taken: Vec<String> = self
+            .take_unsettled
+            .key(self.keys.publishing())
+            .key(self.keys.publishing_tasks())
+            .arg(before_ms)
+            .arg(now_ms)
+            .arg(limit.max(1))
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(taken.chunks_exact(2).filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone()))).collect())
     }
 }
 

@@ -165,3 +165,29 @@ mod tests {
         assert!(table.contains("queued = {[''] = true}"), "{table}");
     }
 }
+
+/// Leases the unsettled publishes noted at or before a time to one sweeper: each is noted
+/// again now, and answered with what it needs; one whose details are gone is dropped.
+///
+/// KEYS: the publishing set, its details hash
+/// ARGV: oldest score to take, now, most to take
+/// Returns `[id, pending, id, pending, …]`.
+pub fn take_unsettled() -> Script {
+    Script::new(
+        r#"
+        local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+        local taken = {}
+        for _, id in ipairs(ids) do
+            local pending = redis.call('HGET', KEYS[2], id)
+            if pending then
+                redis.call('ZADD', KEYS[1], ARGV[2], id)
+                table.insert(taken, id)
+                table.insert(taken, pending)
+            else
+                redis.call('ZREM', KEYS[1], id)
+            end
+        end
+        return taken
+        "#,
+    )
+}

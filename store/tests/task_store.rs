@@ -46,6 +46,7 @@ on_both_stores!(
     the_result_quota_refuses_a_task_whose_result_would_pass_it,
     every_move_is_applied_exactly_when_the_lifecycle_allows_it,
     a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_takes_it_over,
+    unsettled_publishes_are_leased_one_sweeper_at_a_time_until_settled,
 );
 
 fn record(user: &str, submitted_at_ms: u64) -> TaskRecord {
@@ -385,4 +386,17 @@ async fn a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_take
         Transition::Kept(current) => assert_eq!(current.status, TaskStatus::Succeeded),
         other => panic!("a finished task is not claimed again: {other:?}"),
     }
+}
+
+async fn unsettled_publishes_are_leased_one_sweeper_at_a_time_until_settled(store: &dyn TaskStore) {
+    let (early, late) = (TaskId::new_v7(), TaskId::new_v7());
+    store.intend_publish(early, "early", 1_000).await.unwrap();
+    store.intend_publish(late, "late", 5_000).await.unwrap();
+    assert_eq!(store.take_unsettled(2_000, 10_000, 10).await.unwrap(), [(early, "early".to_owned())]);
+    assert!(store.take_unsettled(2_000, 10_000, 10).await.unwrap().is_empty(), "leased: not taken twice");
+    let both = store.take_unsettled(10_000, 20_000, 10).await.unwrap();
+    assert_eq!(both.len(), 2, "the lease ran out at 10 000: {both:?}");
+    store.settle_publish(early).await.unwrap();
+    store.settle_publish(late).await.unwrap();
+    assert!(store.take_unsettled(u64::MAX, 30_000, 10).await.unwrap().is_empty(), "settled");
 }

@@ -31,7 +31,7 @@ use crate::error::AppError;
 use crate::limits::UserSlot;
 use crate::metrics;
 use crate::openapi::PROBLEM_JSON;
-use crate::publishing::Submission;
+use crate::publishing::{Intent, Submission};
 use crate::queue::QueueError;
 use crate::waiting::{self, Preferences};
 
@@ -189,7 +189,14 @@ pub(crate) async fn accept(
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
     let keyed = idempotency.as_deref().map(|key| Idempotency { key, request: &fingerprint });
-    let lane = match state.store.create(&record, keyed, admission).await? {
+    // Noted before the record exists, so that whatever happens to this replica from here
+    // on, a sweep of any replica can finish publishing it (see `crate::publishing`).
+    let intent = Intent::note(&state, &task, idempotency.as_deref()).await?;
+    let created = state.store.create(&record, keyed, admission).await;
+    if !matches!(created, Ok(Created::New { .. })) {
+        intent.settle(&state);
+    }
+    let lane = match created? {
         Created::New { in_flight } if in_flight > state.fair_share => Lane::Bulk,
         Created::New { .. } => Lane::Main,
         Created::QuotaReached { held, retry_after_secs } => {
@@ -224,7 +231,13 @@ pub(crate) async fn accept(
     };
     let (span, traceparent) = task_span(&headers, task.task_id);
     let submission = Submission { traceparent, task, idempotency_key: idempotency, lane };
-    Ok((record.task_id, publish_accepted(&state, &record, submission).instrument(span).await?))
+    let answer = publish_accepted(&state, &record, &submission).instrument(span).await;
+    if !matches!(answer, Err(AppError::OutcomeUnknown { .. })) {
+        // Confirmed, or refused and removed: settled. An unknown outcome stays noted
+        // until its follow-up (or, if this replica dies, a sweep) settles it.
+        intent.settle(&state);
+    }
+    Ok((record.task_id, answer?))
 }
 
 /// The task's allowed wait: the `Cancel-After` header or the `cancel_after` field (the
@@ -296,7 +309,7 @@ async fn finish_waiting(
 async fn publish_accepted(
     state: &AppState,
     record: &TaskRecord,
-    submission: Submission,
+    submission: &Submission,
 ) -> Result<Response, AppError> {
     match submission.publish(state).await {
         Ok(()) => {}

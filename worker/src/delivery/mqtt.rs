@@ -356,7 +356,8 @@ mod tests {
         let sink = MqttSink::start(settings("mqtt://127.0.0.1:1"), CancellationToken::new()).unwrap();
         let payload = vec![b'x'; 90 * 1024];
         for _ in 0..50 {
-            let handed = tokio::time::timeout(Duration::from_millis(5), sink.hand_over("t/alice/events", &payload));
+            let handed =
+                tokio::time::timeout(Duration::from_millis(5), sink.hand_over("t/alice/events", &payload));
             assert!(handed.await.is_err(), "handed over to a broker that is down");
         }
         assert_eq!(sink.queued_bytes(), 0);

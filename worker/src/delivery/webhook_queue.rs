@@ -89,7 +89,9 @@ impl WebhookQueue {
             let confirmation = confirm.await.map_err(|e| e.to_string())?;
             if confirmation.is_ack() { Ok(()) } else { Err("the broker nacked the webhook".to_owned()) }
         };
-        tokio::time::timeout(CONFIRM_TIMEOUT, sending).await.map_err(|_| "no publisher confirm in time".to_owned())?
+        tokio::time::timeout(CONFIRM_TIMEOUT, sending)
+            .await
+            .map_err(|_| "no publisher confirm in time".to_owned())?
     }
 
     /// Hands a first attempt to the webhook queue, trying until it is confirmed (the

@@ -381,3 +381,34 @@ async fn a_webhook_receiver_that_never_answers_holds_no_worker_capacity() {
     assert!(repeated, "no webhook was attempted again: {:?}", seen.lock().unwrap());
     receiver.abort();
 }
+
+/// The worker's webhook client ignores proxy settings (a proxy would resolve names past
+/// the guard): with every proxy variable pointing at nothing, webhooks still arrive.
+#[tokio::test]
+async fn webhooks_go_direct_whatever_the_proxy_variables_say() {
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let dead_proxy = "http://127.0.0.1:1".to_owned();
+    let worker_env = vec![
+        ("HTTP_PROXY", dead_proxy.clone()),
+        ("HTTPS_PROXY", dead_proxy.clone()),
+        ("ALL_PROXY", dead_proxy.clone()),
+        ("http_proxy", dead_proxy.clone()),
+        ("all_proxy", dead_proxy),
+        // The push server stays reachable: only webhooks are under test.
+        ("NO_PROXY", "127.0.0.1".to_owned()),
+        ("no_proxy", "127.0.0.1".to_owned()),
+    ];
+    let stack = Stack::start_with(StackOptions { worker_env, ..Default::default() }).await;
+    // By name, so NO_PROXY does not spare it.
+    let hook = receiver.url.replace("127.0.0.1", "localhost") + "/ok";
+    let task = submit(&stack, json!({"model": "echo", "input": {"text": "p"}, "webhook": hook})).await;
+    assert_eq!(finished(&stack, &task).await["status"], "succeeded");
+    let delivered = |a: &[Attempt]| {
+        a.iter().any(|x| {
+            x.task_id.as_deref() == Some(task.as_str())
+                && x.kind.as_deref() == Some("inference.completed")
+                && x.status == 204
+        })
+    };
+    receiver.wait_for(Duration::from_secs(20), delivered).await;
+}

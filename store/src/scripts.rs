@@ -153,19 +153,6 @@ fn lua_set<'a>(names: impl Iterator<Item = &'a str>) -> String {
     format!("{{{}}}", entries.join(", "))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_generated_rules_read_as_the_lifecycle_says() {
-        let table = allowed_table();
-        assert!(table.contains("cancelled = {['queued'] = true}"), "{table}");
-        assert!(table.contains("running = {[''] = true, ['queued'] = true, ['running'] = true}"), "{table}");
-        assert!(table.contains("queued = {[''] = true}"), "{table}");
-    }
-}
-
 /// Leases the unsettled publishes noted at or before a time to one sweeper: each is noted
 /// again now, and answered with what it needs; one whose details are gone is dropped.
 ///
@@ -190,4 +177,17 @@ pub fn take_unsettled() -> Script {
         return taken
         "#,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_rules_read_as_the_lifecycle_says() {
+        let table = allowed_table();
+        assert!(table.contains("cancelled = {['queued'] = true}"), "{table}");
+        assert!(table.contains("running = {[''] = true, ['queued'] = true, ['running'] = true}"), "{table}");
+        assert!(table.contains("queued = {[''] = true}"), "{table}");
+    }
 }

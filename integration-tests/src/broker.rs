@@ -69,6 +69,7 @@ pub async fn delete_topology(url: &str, topology: &Topology, models: &[&str]) {
         .flat_map(|m| inferpush_protocol::Lane::ALL.map(|lane| topology.lane_queue(m, lane)))
         .collect();
     queues.push(topology.dead_letter_queue());
+    queues.extend(topology.webhook_queues());
     for queue in queues {
         let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     }

@@ -13,6 +13,10 @@
 /// Redeliveries a quorum queue allows before it dead-letters a task.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 
+/// Delays before a webhook's second, third, … attempt, one retry queue each; the last
+/// repeats. Few tiers: each is a quorum queue.
+pub const WEBHOOK_RETRY_DELAYS_SECS: [u64; 6] = [1, 5, 30, 120, 600, 3600];
+
 /// Which of a model's two queues a task travels in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
@@ -87,6 +91,12 @@ impl Topology {
     /// expire into [`Self::webhook_queue`]).
     pub fn webhook_retry_queue(&self, delay_secs: u64) -> String {
         format!("{}.webhooks.retry.{delay_secs}s", self.prefix)
+    }
+
+    /// The webhook queue and its retry queues.
+    pub fn webhook_queues(&self) -> Vec<String> {
+        let retries = WEBHOOK_RETRY_DELAYS_SECS.iter().map(|delay| self.webhook_retry_queue(*delay));
+        std::iter::once(self.webhook_queue()).chain(retries).collect()
     }
 }
 

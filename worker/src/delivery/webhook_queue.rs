@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PushError, jittered};
 
-/// Delays before the second, third, … attempt; the last repeats.
-pub const RETRY_DELAYS_SECS: [u64; 8] = [1, 2, 5, 15, 60, 300, 1800, 3600];
+pub use inferpush_protocol::topology::WEBHOOK_RETRY_DELAYS_SECS as RETRY_DELAYS_SECS;
 /// How long handing a job to the broker may take before that try counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -197,7 +196,7 @@ mod tests {
             give_up_at_ms: 0,
         };
         let delays: Vec<u64> = (1..=10).map(|n| job(n).next_delay_secs()).collect();
-        assert_eq!(delays, [1, 2, 5, 15, 60, 300, 1800, 3600, 3600, 3600]);
+        assert_eq!(delays, [1, 5, 30, 120, 600, 3600, 3600, 3600, 3600, 3600]);
         let round_trip: WebhookJob = serde_json::from_slice(&serde_json::to_vec(&job(3)).unwrap()).unwrap();
         assert_eq!(round_trip.attempt, 3);
     }

@@ -100,6 +100,31 @@ pub struct Idempotency<'a> {
     pub request: &'a str,
 }
 
+/// How a worker claims a task it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A first delivery: a task already running is another copy's (the api published it
+    /// again), so it is kept.
+    First,
+    /// The same first claim tried again after its answer was lost (the store went away
+    /// mid-reply): a running record equal to this one is this claim's own.
+    FirstAgain,
+    /// A redelivery: takes the task over from a worker that died.
+    Takeover,
+}
+
+impl Claim {
+    /// The mode the stores' scripts take: `0` takes over, `1` keeps a running task, `2`
+    /// keeps one unless it is this very record.
+    pub(crate) fn mode(self) -> &'static str {
+        match self {
+            Claim::Takeover => "0",
+            Claim::First => "1",
+            Claim::FirstAgain => "2",
+        }
+    }
+}
+
 /// What `transition` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
@@ -162,10 +187,10 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError>;
 
     /// A worker's claim of a task it was handed: [`Self::transition`] to `running`, except
-    /// that on a `first_delivery` a task already running is kept (another copy of it runs;
-    /// a redelivery takes over from a worker that died). One round trip instead of a read
-    /// and a write.
-    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError>;
+    /// that on a first delivery a task already running is kept (another copy of it runs;
+    /// a redelivery takes over from a worker that died), and that a first claim tried
+    /// again finds its own record as its own. One round trip instead of a read and a write.
+    async fn claim(&self, running: &TaskRecord, claim: Claim) -> Result<Transition, StoreError>;
 
     /// Notes, before its record is created, that `task_id` is being published, with what
     /// a sweep needs to publish it again (`pending`); until settled, any api replica may

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 
-use crate::{Admission, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition};
+use crate::{Admission, Claim, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition};
 
 #[derive(Default)]
 struct State {
@@ -182,11 +182,11 @@ impl TaskStore for MemoryTaskStore {
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
-        self.write_state(record, false)
+        self.write_state(record, Claim::Takeover)
     }
 
-    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
-        self.write_state(running, first_delivery)
+    async fn claim(&self, running: &TaskRecord, claim: Claim) -> Result<Transition, StoreError> {
+        self.write_state(running, claim)
     }
 
     async fn intend_publish(&self, task_id: TaskId, pending: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -227,11 +227,13 @@ impl TaskStore for MemoryTaskStore {
 
 impl MemoryTaskStore {
     /// A transition; `exclusive` keeps a record already in the new state.
-    fn write_state(&self, record: &TaskRecord, exclusive: bool) -> Result<Transition, StoreError> {
+    fn write_state(&self, record: &TaskRecord, claim: Claim) -> Result<Transition, StoreError> {
         let mut state = self.state()?;
         let current = state.records.get(&record.task_id).cloned();
         let status = current.as_ref().map(|r| r.status);
-        if !record.status.may_follow(status) || (exclusive && status == Some(record.status)) {
+        let own = claim == Claim::FirstAgain && current.as_ref() == Some(record);
+        let kept = claim != Claim::Takeover && status == Some(record.status) && !own;
+        if !record.status.may_follow(status) || kept {
             return Ok(current.map_or(Transition::Missing, |c| Transition::Kept(Box::new(c))));
         }
         if record.status.is_final() && status.is_some_and(|s| !s.is_final()) {

@@ -11,7 +11,9 @@ use redis::{AsyncCommands, Script};
 
 use crate::events::RedisEventLog;
 use crate::keys::Keys;
-use crate::{Admission, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts};
+use crate::{
+    Admission, Claim, Created, Idempotency, Page, PageBuilder, StoreError, TaskStore, Transition, scripts,
+};
 
 /// Task state in Redis.
 #[derive(Clone)]
@@ -250,11 +252,11 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn transition(&self, record: &TaskRecord) -> Result<Transition, StoreError> {
-        self.write_state(record, false).await
+        self.write_state(record, Claim::Takeover).await
     }
 
-    async fn claim(&self, running: &TaskRecord, first_delivery: bool) -> Result<Transition, StoreError> {
-        self.write_state(running, first_delivery).await
+    async fn claim(&self, running: &TaskRecord, claim: Claim) -> Result<Transition, StoreError> {
+        self.write_state(running, claim).await
     }
 
     async fn intend_publish(&self, task_id: TaskId, pending: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -304,7 +306,7 @@ impl TaskStore for RedisTaskStore {
 
 impl RedisTaskStore {
     /// The transition script; `exclusive` keeps a record already in the new state.
-    async fn write_state(&self, record: &TaskRecord, exclusive: bool) -> Result<Transition, StoreError> {
+    async fn write_state(&self, record: &TaskRecord, claim: Claim) -> Result<Transition, StoreError> {
         let answer: String = self
             .transition
             .key(self.keys.task(record.task_id))
@@ -315,7 +317,7 @@ impl RedisTaskStore {
             .arg(self.ttl_secs())
             .arg(record.task_id.to_string())
             .arg(record.submitted_at_ms)
-            .arg(if exclusive { "1" } else { "0" })
+            .arg(claim.mode())
             .invoke_async(&mut self.connection.clone())
             .await?;
         match answer.as_str() {

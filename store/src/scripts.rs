@@ -103,10 +103,12 @@ pub fn confirm_published() -> Script {
 /// in-flight slots; a task written with no record before joins its user's index.
 ///
 /// With ARGV[6] = `1`, a record already in the new state is kept rather than written again
-/// (a worker's first claim of a task another worker runs).
+/// (a worker's first claim of a task another worker runs); with `2`, likewise unless it is
+/// this very record: the same claim tried again after its answer was lost (Redis went
+/// away mid-reply), which must not make its worker think another one runs the task.
 ///
 /// KEYS: task, user index, user's in-flight counter
-/// ARGV: new record JSON, new status, ttl seconds, task id, submitted ms, exclusive (0/1)
+/// ARGV: new record JSON, new status, ttl seconds, task id, submitted ms, claim mode (0/1/2)
 pub fn transition() -> Script {
     Script::new(&format!(
         r#"
@@ -116,7 +118,9 @@ pub fn transition() -> Script {
         local status = current and cjson.decode(current).status or ''
         local new = ARGV[2]
         if not (allowed[new] and allowed[new][status]) then return current or 'missing' end
-        if ARGV[6] == '1' and status == new then return current end
+        if ARGV[6] ~= '0' and status == new and not (ARGV[6] == '2' and current == ARGV[1]) then
+            return current
+        end
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
         if final[new] and status ~= '' and not final[status]
             and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then

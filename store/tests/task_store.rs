@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use inferpush_protocol::{InferenceChannel, SystemClock, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
 use inferpush_store::{
-    Admission, Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition,
+    Admission, Claim, Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition,
 };
 
 fn redis() -> RedisTaskStore {
@@ -373,16 +373,34 @@ async fn a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_take
 ) {
     let queued = record("alice", 1_000);
     store.create(&queued, None, Admission::in_flight(1000)).await.unwrap();
-    let running = with_status(&queued, TaskStatus::Running);
-    assert_eq!(store.claim(&running, true).await.unwrap(), Transition::Applied, "the first claim runs it");
-    match store.claim(&running, true).await.unwrap() {
-        Transition::Kept(current) => assert_eq!(current.status, TaskStatus::Running),
+    let running = TaskRecord { started_at_ms: Some(1_500), ..with_status(&queued, TaskStatus::Running) };
+    assert_eq!(
+        store.claim(&running, Claim::First).await.unwrap(),
+        Transition::Applied,
+        "the first claim runs it"
+    );
+    assert_eq!(
+        store.claim(&running, Claim::FirstAgain).await.unwrap(),
+        Transition::Applied,
+        "the same claim again (its answer was lost) is still its worker's"
+    );
+    match store.claim(&running, Claim::First).await.unwrap() {
+        Transition::Kept(current) => assert_eq!(*current, running),
+        other => panic!("a first claim that was not tried before is another copy's: {other:?}"),
+    }
+    let another = TaskRecord { started_at_ms: Some(2_000), ..running.clone() };
+    match store.claim(&another, Claim::FirstAgain).await.unwrap() {
+        Transition::Kept(current) => assert_eq!(*current, running),
         other => panic!("a second first delivery must leave the task to its worker: {other:?}"),
     }
-    assert_eq!(store.claim(&running, false).await.unwrap(), Transition::Applied, "a redelivery takes over");
+    assert_eq!(
+        store.claim(&another, Claim::Takeover).await.unwrap(),
+        Transition::Applied,
+        "a redelivery takes over"
+    );
     let done = with_status(&queued, TaskStatus::Succeeded);
     store.transition(&done).await.unwrap();
-    match store.claim(&running, false).await.unwrap() {
+    match store.claim(&running, Claim::Takeover).await.unwrap() {
         Transition::Kept(current) => assert_eq!(current.status, TaskStatus::Succeeded),
         other => panic!("a finished task is not claimed again: {other:?}"),
     }

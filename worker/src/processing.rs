@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inferpush_protocol::{Clock, ErrorBody, Lane, TaskEnvelope, TaskRecord, TaskStatus};
-use inferpush_store::{StoreError, TaskStore, Transition};
+use inferpush_store::{Claim, StoreError, TaskStore, Transition};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -73,8 +73,17 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         return expire(&task, context).await;
     }
     let running = TaskRecord::queued(&task).started(clock);
-    let first_delivery = arrival == Arrival::First;
-    let started = match store_retrying(context, || context.store.claim(&running, first_delivery)).await {
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let claim = || {
+        let again = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
+        let claim = match arrival {
+            Arrival::First if again => Claim::FirstAgain,
+            Arrival::First => Claim::First,
+            Arrival::Redelivered => Claim::Takeover,
+        };
+        context.store.claim(&running, claim)
+    };
+    let started = match store_retrying(context, claim).await {
         Err(settlement) => return settlement,
         Ok(Transition::Kept(current)) if current.status == TaskStatus::Running => {
             tracing::info!(task_id = %task.task_id, "a second copy of a running task; not running it twice");

@@ -117,16 +117,21 @@ probe=deploy/images/http-probe:http-probe
 # certificate (the minbase image has none, and the HTTP client needs roots to build).
 cas=/etc/ssl/certs/ca-certificates.crt:ca-certificates.crt
 pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js
+# The model repository's cards (the api reads them, never the weights), and the models the
+# images carry whole: echo (a card alone) and all-MiniLM-L6-v2.
+cards=()
+for card in models/*/model.toml; do cards+=("$card:$card"); done
+shipped=("models/echo:models/echo" "models/all-minilm-l6-v2:models/all-minilm-l6-v2")
 for image in "${images[@]}"; do
   case "$image" in
-    api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" ;;
+    api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" \
+      "${cards[@]}" ;;
     worker) build worker "$(binary inferpush-worker)" "$probe" "$cas" \
-      "models/all-minilm-l6-v2:models/all-minilm-l6-v2" "models/onnxruntime:models/onnxruntime" ;;
+      "${shipped[@]}" "models/onnxruntime:models/onnxruntime" ;;
     worker-cuda)
       gpu=target/gpu-dist/inferpush-worker
       [[ -x "$gpu" ]] || { echo "missing $gpu: run make build-gpu" >&2; exit 1; }
-      build worker-cuda "$gpu:inferpush-worker" "$probe" "$cas" "$(cuda_runtime):cuda" \
-        "models/all-minilm-l6-v2:models/all-minilm-l6-v2" ;;
+      build worker-cuda "$gpu:inferpush-worker" "$probe" "$cas" "$(cuda_runtime):cuda" "${shipped[@]}" ;;
     soketi) build soketi "$(command -v node):node" "$probe" "soketi/package.json:soketi/package.json" \
       "soketi/package-lock.json:soketi/package-lock.json" "soketi/node_modules:soketi/node_modules" ;;
     sockudo) build sockudo "$(scripts/ensure-sockudo.sh):sockudo" "$probe" ;;

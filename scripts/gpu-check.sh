@@ -57,7 +57,33 @@ if [ "$DEVICE" != cpu ]; then
   if ldd "$BIN" | grep 'not found'; then echo "GPU CHECK: FAILED (libraries missing)"; exit 1; fi
 fi
 
-worker() { "$BIN" --model-dir "$SCRATCH/models" --engine candle --device "$DEVICE" "$@"; }
+# The worker reads models through the repository: the random BERT gets its card.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+cat > "$MODEL_DIR/model.toml" <<CARD
+name = "all-minilm-l6-v2"
+kind = "text-embedding"
+version = "gpu-check"
+[[files]]
+path = "tokenizer.json"
+sha256 = "$(sha "$MODEL_DIR/tokenizer.json")"
+[[files]]
+path = "config.json"
+sha256 = "$(sha "$MODEL_DIR/config.json")"
+[[files]]
+path = "model.safetensors"
+sha256 = "$(sha "$MODEL_DIR/model.safetensors")"
+[limits]
+max_tokens = 256
+[text_embedding]
+tokenizer = "tokenizer.json"
+safetensors = "model.safetensors"
+config = "config.json"
+pooling = "mean"
+normalize = true
+dimensions = 384
+CARD
+
+worker() { "$BIN" --model-repository "$SCRATCH/models" --engine candle --device "$DEVICE" "$@"; }
 
 echo "== the worker's engine on $DEVICE: the reference sentences"
 for precision in $PRECISIONS; do

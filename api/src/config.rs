@@ -8,7 +8,7 @@ use inferpush_service::settings::UnsafeSetting;
 
 use crate::queue::DEFAULT_PUBLISH_TIMEOUT;
 use inferpush_service::{
-    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, RepositoryArgs, StoreArgs, TlsArgs, parse_duration,
 };
 
 /// `inferpush-api`: accepts inference tasks and signs Pusher channel subscriptions.
@@ -149,6 +149,8 @@ pub struct ApiConfig {
     /// opening any connection: `configuration ok`, or the reason and exit status 1.
     #[arg(long)]
     pub check_config: bool,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
     #[command(flatten)]
     pub public: PublicUrlArgs,
     #[command(flatten)]

@@ -15,6 +15,7 @@ pub mod publishing;
 pub mod queue;
 pub mod routes;
 pub mod server;
+pub mod serving;
 pub mod state;
 pub mod waiting;
 

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use inferpush_protocol::catalogue::MODELS;
+use inferpush_protocol::catalogue::Catalogue;
 use inferpush_protocol::encryption::MasterKey;
 use inferpush_protocol::{AppCredentials, Clock, SystemClock};
+use inferpush_repository::FileCheck;
 use inferpush_store::TaskStore;
 
 use crate::auth::jwt::JwtVerifier;
@@ -19,10 +20,15 @@ use crate::dev::{DevMode, DevTokens, PusherPublic, demo};
 use crate::limits::{Limits, UserLimit, UserSlots};
 use crate::queue::TaskQueue;
 use crate::queue::amqp::Broker;
+use crate::serving::Serving;
 
 /// What every handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    /// The models of the repository, as inputs are validated against them.
+    pub catalogue: Arc<Catalogue>,
+    /// Which models live workers serve (their heartbeats).
+    pub serving: Arc<Serving>,
     /// Where accepted tasks go.
     pub queue: Arc<dyn TaskQueue>,
     /// Task state and results.
@@ -76,7 +82,8 @@ impl AppState {
             );
         }
         let trusted = config.tls.trusted()?;
-        let models = MODELS.iter().map(|m| m.name.to_owned()).collect();
+        let catalogue = catalogue(config)?;
+        let models = catalogue.names().into_iter().map(str::to_owned).collect();
         let queue = Broker::new(
             config.amqp.url.clone(),
             config.amqp.topology(),
@@ -93,6 +100,8 @@ impl AppState {
         if !store.is_ready().await {
             tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
         }
+        let serving = Arc::new(Serving::new(Arc::new(store.presence())));
+        serving.keep_fresh();
         let delivery = DeliveryState::new(
             config.delivery.enabled(config.dev_mode),
             config.delivery.webhook_targets().map_err(anyhow::Error::msg)?,
@@ -102,6 +111,8 @@ impl AppState {
         );
         tracing::info!(sinks = ?delivery.enabled, "delivering events");
         Ok(Self {
+            catalogue: Arc::new(catalogue),
+            serving,
             delivery: Arc::new(delivery),
             max_wait: config.max_wait(),
             unsettled_grace: config.unsettled_grace,
@@ -139,12 +150,26 @@ impl AppState {
 /// master key, trusted CAs), without opening RabbitMQ or Redis: `--check-config`.
 pub fn check_config(config: &ApiConfig) -> anyhow::Result<()> {
     config.ensure_safe()?;
+    catalogue(config)?;
     api_keys(config)?;
     jwt_verifier(config)?;
     config.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
     config.tls.trusted()?;
     config.delivery.check(config.dev_mode)?;
     Ok(())
+}
+
+/// The catalogue of the model repository's cards (the api checks the cards, never the
+/// weights: it loads none).
+fn catalogue(config: &ApiConfig) -> anyhow::Result<Catalogue> {
+    let repository = config.repository.load(FileCheck::None)?;
+    anyhow::ensure!(
+        !repository.models().is_empty(),
+        "the model repository {} holds no model (no folder with a model.toml)",
+        config.repository.dir().display()
+    );
+    tracing::info!(models = ?repository.names(), repository = %config.repository.dir().display(), "model repository read");
+    Ok(Catalogue::new(&repository))
 }
 
 /// The configured keys: the inline list, then the key file's lines.

@@ -42,7 +42,12 @@ fn state() -> AppState {
     let clock = Arc::new(SystemClock);
     let store =
         RedisTaskStore::new("redis://127.0.0.1:1", "unit", Duration::from_secs(60), clock.clone()).unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let repository =
+        inferpush_repository::Repository::load(&models, inferpush_repository::FileCheck::None).unwrap();
     AppState {
+        catalogue: Arc::new(inferpush_protocol::catalogue::Catalogue::new(&repository)),
+        serving: Arc::new(inferpush_api::serving::Serving::new(Arc::new(store.presence()))),
         queue: Arc::new(broker),
         store: Arc::new(store),
         clock,

@@ -77,7 +77,10 @@ impl Service {
         let out = File::create(&log).expect("creating a log file");
         let err = out.try_clone().expect("cloning a file handle");
         let mut command = Command::new(program);
+        // From the workspace's root, as `make run` runs them (relative defaults such as the
+        // model repository `models/` resolve there).
         command
+            .current_dir(workspace_root())
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", std::env::var("ITEST_RUST_LOG").unwrap_or_else(|_| "info".into()))

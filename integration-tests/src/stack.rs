@@ -4,11 +4,13 @@
 //! mode ([`Services::Containers`]) the push server, RabbitMQ and Redis are the stack's own
 //! containers instead ([`crate::containers`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use inferpush_client::api::ApiClient;
 use inferpush_protocol::http::{ChannelAuthRequest, ChannelAuthResponse, SubmitRequest};
 use inferpush_protocol::{TaskRecord, Topology};
+use inferpush_repository::{FileCheck, Repository};
 use serde_json::{Value, json};
 
 use crate::broker::{amqp_url, broker_addr, delete_topology, publish_raw, queue_stats, wait_for_consumers};
@@ -49,6 +51,8 @@ pub struct StackOptions {
     pub delivery_limit: u32,
     /// Models the worker serves, comma-separated (`echo` starts fastest).
     pub models: String,
+    /// The model repository of the api and the worker (`None`: the workspace's `models/`).
+    pub repository: Option<PathBuf>,
     /// Run a private Redis (with an append-only file, so it can be restarted without
     /// losing data) instead of the machine's shared one.
     pub own_redis: bool,
@@ -85,6 +89,7 @@ impl Default for StackOptions {
             own_redis: false,
             dev_mode: true,
             models: "echo".into(),
+            repository: None,
             services: Services::Processes,
             api_env: Vec::new(),
             worker_env: Vec::new(),
@@ -248,6 +253,11 @@ impl Stack {
         began.elapsed()
     }
 
+    /// The model repository the api and the worker read.
+    pub fn repository(&self) -> PathBuf {
+        self.options.repository.clone().unwrap_or_else(|| workspace_root().join("models"))
+    }
+
     fn common_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("AMQP_URL", self.amqp_url.clone()),
@@ -268,6 +278,7 @@ impl Stack {
             ("INFERPUSH_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
             // Tests' webhook receivers listen on loopback.
             ("INFERPUSH_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1,localhost,::1".into()),
+            ("INFERPUSH_MODEL_REPOSITORY", self.repository().display().to_string()),
         ];
         if let Some((files, terminator)) = &self.tls {
             env[0].1 = format!("amqps://guest:guest@127.0.0.1:{}/%2f", terminator.port);
@@ -359,6 +370,19 @@ impl Stack {
     }
 
     /// Starts a (new) worker and waits until it consumes the echo queue.
+    /// Stops the worker with SIGTERM, as an orchestrator does, and waits for it to exit.
+    pub async fn stop_worker(&mut self) {
+        let mut worker = self.worker.take().expect("a worker is running");
+        worker.signal("TERM");
+        assert!(worker.wait_exit(Duration::from_secs(60)).await.is_some(), "the worker did not stop");
+    }
+
+    /// Starts a worker serving `models` (comma-separated) from now on.
+    pub async fn start_worker_for(&mut self, models: &str) {
+        self.options.models = models.to_owned();
+        self.start_worker().await;
+    }
+
     pub async fn start_worker(&mut self) {
         assert!(self.worker.is_none(), "a worker is already running");
         self.workers_started += 1;
@@ -374,7 +398,6 @@ impl Stack {
                     ("INFERPUSH_SHUTDOWN_GRACE", self.options.shutdown_grace.clone()),
                     ("INFERPUSH_METRICS_ADDR", "127.0.0.1:0".into()),
                     ("INFERPUSH_MODELS", self.options.models.clone()),
-                    ("INFERPUSH_MODEL_DIR", workspace_root().join("models").display().to_string()),
                 ],
                 self.options.worker_env.clone(),
             ]
@@ -561,11 +584,11 @@ impl Drop for Stack {
             return;
         }
         let (url, topology) = (self.amqp_url.clone(), self.topology.clone());
+        let repository = self.repository();
         let cleanup = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                let models: Vec<&str> =
-                    inferpush_protocol::catalogue::MODELS.iter().map(|m| m.name).collect();
-                runtime.block_on(delete_topology(&url, &topology, &models));
+                let repository = Repository::load(&repository, FileCheck::None).unwrap_or_default();
+                runtime.block_on(delete_topology(&url, &topology, &repository.names()));
             }
         });
         let _ = cleanup.join();

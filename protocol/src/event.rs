@@ -45,6 +45,12 @@ pub struct InferenceEvent {
     pub result_url: Option<String>,
     /// Stage durations.
     pub timings: Timings,
+    /// The version of the model's card that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// The SHA-256 of the weights that ran it (none for a model without weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 impl InferenceEvent {
@@ -86,6 +92,8 @@ mod tests {
             error: None,
             result_url: None,
             timings: Timings::default(),
+            model_version: None,
+            weights_sha256: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::ModelSpec;
+use crate::catalogue::Entry;
 use crate::channel::InferenceChannel;
 use crate::deadline::CancelAfter;
 use crate::delivery::{Delivery, SinkKind, WebhookEvent};
@@ -16,8 +16,8 @@ use crate::record::TaskRecord;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    /// Catalogue name of the model.
-    #[schema(schema_with = model_name_schema)]
+    /// The model's name: one of the repository's cards (`GET /v1/models` lists them).
+    #[schema(examples("echo", "all-minilm-l6-v2"))]
     pub model: String,
     /// The model's input; its shape depends on the model (`GET /v1/models` says which).
     #[schema(value_type = Object, examples(json!({"text": "hello"}), json!({"texts": ["A man is eating food."]})))]
@@ -41,15 +41,6 @@ pub struct SubmitRequest {
     /// `expired` and its message is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_after: Option<CancelAfter>,
-}
-
-/// The schema of a model's name: one of the catalogue's.
-fn model_name_schema() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(crate::catalogue::MODELS.iter().map(|spec| spec.name)))
-        .description(Some("Catalogue name of the model (`GET /v1/models`)"))
-        .build()
 }
 
 impl SubmitRequest {
@@ -125,6 +116,11 @@ pub struct Accepted {
     /// Its events as server-sent events, when `sse` is among its sinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_url: Option<String>,
+    /// Whether a live worker serves its model now. `false`: accepted all the same, it
+    /// waits in its model's durable queue until a worker for it comes. Absent when the
+    /// workers' heartbeats could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ready: Option<bool>,
 }
 
 impl Accepted {
@@ -138,6 +134,7 @@ impl Accepted {
             status_url: status_url(public_url, record.task_id),
             sinks: Vec::new(),
             events_url: None,
+            model_ready: None,
         }
     }
 
@@ -223,13 +220,22 @@ pub struct ChannelAuthResponse {
     pub shared_secret: Option<String>,
 }
 
-/// One model of `GET /v1/models`.
+/// One model of `GET /v1/models`: its card, and whether a live worker serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// Catalogue name.
     pub name: String,
+    /// Its kind (`echo`, `text-embedding`, `tensor`).
+    #[serde(default)]
+    pub kind: String,
+    /// The card's version.
+    #[serde(default)]
+    pub version: String,
     /// One line about what it does.
     pub description: String,
+    /// Other names it answers to (ignoring case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// The shape of `input`.
     pub input: String,
     /// The shape of `output`.
@@ -237,16 +243,56 @@ pub struct ModelInfo {
     /// The largest `input` accepted, as compact JSON bytes (larger: 413).
     #[serde(default)]
     pub max_input_bytes: usize,
+    /// What one task may ask of it.
+    #[serde(default)]
+    pub limits: ModelLimits,
+    /// For an embedding model, the size of its vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
+    /// True when at least one live worker serves it (tasks for a model no worker serves
+    /// are queued durably and run when one comes).
+    #[serde(default)]
+    pub ready: bool,
+    /// How many live workers serve it.
+    #[serde(default)]
+    pub workers: u32,
 }
 
-impl From<&ModelSpec> for ModelInfo {
-    fn from(spec: &ModelSpec) -> Self {
+/// A model's limits, from its card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelLimits {
+    /// The largest input, as compact JSON bytes.
+    pub max_input_bytes: usize,
+    /// Most texts in one task (text kinds).
+    pub max_texts: usize,
+    /// Longest text, in characters (text kinds).
+    pub max_chars: usize,
+    /// Tokens read per text; longer texts are truncated (text kinds).
+    pub max_tokens: usize,
+}
+
+impl ModelInfo {
+    /// The catalogue's entry, served by `workers` live workers.
+    pub fn of(entry: &Entry, workers: u32) -> Self {
+        let limits = &entry.limits;
         Self {
-            name: spec.name.into(),
-            description: spec.description.into(),
-            input: spec.input.into(),
-            output: spec.output.into(),
-            max_input_bytes: spec.max_input_bytes,
+            name: entry.name.clone(),
+            kind: entry.kind.name().to_owned(),
+            version: entry.version.clone(),
+            description: entry.description.clone(),
+            aliases: entry.aliases.clone(),
+            input: entry.input.clone(),
+            output: entry.output.clone(),
+            max_input_bytes: limits.max_input_bytes,
+            limits: ModelLimits {
+                max_input_bytes: limits.max_input_bytes,
+                max_texts: limits.max_texts,
+                max_chars: limits.max_chars,
+                max_tokens: limits.max_tokens,
+            },
+            dimensions: entry.dimensions,
+            ready: workers > 0,
+            workers,
         }
     }
 }

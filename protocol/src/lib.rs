@@ -2,7 +2,7 @@
 //!
 //! Pure: no sockets, no command line, no clock read behind the caller's back. The api
 //! and the worker agree on the wire through these types, apply one task lifecycle
-//! ([`lifecycle`]), validate against one model table ([`catalogue`]), and sign Pusher
+//! ([`lifecycle`]), validate against the model repository's cards ([`catalogue`]), and sign Pusher
 //! requests through the same functions, so they cannot drift apart.
 
 pub mod catalogue;
@@ -28,6 +28,6 @@ pub use delivery::{Delivery, SinkKind, WebhookEvent, WebhookTargets};
 pub use envelope::{TaskEnvelope, TaskId};
 pub use event::{ErrorBody, InferenceEvent, Timings};
 pub use lifecycle::{EventName, TaskStatus};
-pub use record::TaskRecord;
+pub use record::{Provenance, TaskRecord};
 pub use signature::{AppCredentials, RestRequest, SignatureError};
 pub use topology::{Lane, Topology};

@@ -162,6 +162,8 @@ impl TaskRecord {
             timings: None,
             delivery: task.delivery.clone(),
             deadline_ms: task.deadline_ms,
+            model_version: None,
+            weights_sha256: None,
         }
     }
 

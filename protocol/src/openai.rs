@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::catalogue::{self, ModelSpec};
+use crate::catalogue::{self, Catalogue, Entry};
 
 /// The route.
 pub const EMBEDDINGS_PATH: &str = "/v1/embeddings";
@@ -82,8 +82,8 @@ impl RequestError {
 /// A request checked and turned into an inferpush task's model and input.
 #[derive(Debug, Clone)]
 pub struct EmbeddingsTask {
-    /// The catalogue model.
-    pub model: &'static ModelSpec,
+    /// The catalogue's model.
+    pub model: Entry,
     /// How many texts.
     pub texts: usize,
     /// The model's input.
@@ -94,36 +94,41 @@ pub struct EmbeddingsTask {
 
 impl EmbeddingsRequest {
     /// Checks the request and makes the task's input, or says what is wrong as OpenAI does.
-    pub fn task(&self) -> Result<EmbeddingsTask, RequestError> {
-        let model = catalogue::find_embedding(&self.model).ok_or_else(|| RequestError {
+    pub fn task(&self, catalogue: &Catalogue) -> Result<EmbeddingsTask, RequestError> {
+        let model = catalogue.find_embedding(&self.model).ok_or_else(|| RequestError {
             status: 404,
             message: format!(
                 "The model `{}` does not exist or is not an embedding model; embedding models here: {}",
                 self.model,
-                catalogue::embedding_names()
+                catalogue.embedding_names()
             ),
             param: Some("model"),
             code: Some("model_not_found"),
         })?;
-        let embeddings = model.embeddings.expect("find_embedding finds embedding models");
+        let size = model.dimensions.unwrap_or(0);
         let texts = texts_of(&self.input)?;
         if let Some(dimensions) = self.dimensions
-            && dimensions != embeddings.dimensions as u64
+            && dimensions != size as u64
         {
             return Err(RequestError::invalid(
                 "dimensions",
-                format!("model `{}` makes vectors of {} dimensions only", model.name, embeddings.dimensions),
+                format!("model `{}` makes vectors of {size} dimensions only", model.name),
             ));
         }
         let count = texts.len();
-        let input = (embeddings.input_of)(texts);
-        catalogue::validate(model.name, &input).map_err(|e| match e {
+        let input = catalogue::text_embedding::input_of(texts);
+        model.validate(&input).map_err(|e| match e {
             catalogue::InputError::TooLarge { .. } => {
                 RequestError { status: 413, message: e.to_string(), param: Some("input"), code: None }
             }
             other => RequestError::invalid("input", other.to_string()),
         })?;
-        Ok(EmbeddingsTask { model, texts: count, input, encoding: self.encoding_format.unwrap_or_default() })
+        Ok(EmbeddingsTask {
+            model: model.clone(),
+            texts: count,
+            input,
+            encoding: self.encoding_format.unwrap_or_default(),
+        })
     }
 }
 
@@ -186,7 +191,7 @@ pub struct EmbeddingsResponse {
     pub object: String,
     /// One vector per input, in order.
     pub data: Vec<EmbeddingData>,
-    /// The catalogue model that made them.
+    /// The model that made them.
     pub model: String,
     /// Tokens read.
     pub usage: Usage,
@@ -269,13 +274,14 @@ mod tests {
 
     #[test]
     fn a_string_or_an_array_of_strings_becomes_the_models_input() {
-        let task = request(json!({"model": "all-minilm-l6-v2", "input": "hello"})).task().unwrap();
-        assert_eq!((task.model.name, task.texts), ("all-minilm-l6-v2", 1));
+        let catalogue = catalogue::shipped();
+        let task = request(json!({"model": "all-minilm-l6-v2", "input": "hello"})).task(&catalogue).unwrap();
+        assert_eq!((task.model.name.as_str(), task.texts), ("all-minilm-l6-v2", 1));
         assert_eq!(task.input, json!({"texts": ["hello"]}));
         assert_eq!(task.encoding, EncodingFormat::Float);
         let body = json!({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["a", "b"],
                           "encoding_format": "base64", "user": "u-1", "dimensions": 384});
-        let task = request(body).task().unwrap();
+        let task = request(body).task(&catalogue).unwrap();
         assert_eq!((task.texts, task.encoding), (2, EncodingFormat::Base64));
     }
 
@@ -293,7 +299,7 @@ mod tests {
             (json!({"model": "all-minilm-l6-v2", "input": "x", "dimensions": 256}), 400, "dimensions"),
         ];
         for (body, status, param) in cases {
-            let error = request(body.clone()).task().unwrap_err();
+            let error = request(body.clone()).task(&catalogue::shipped()).unwrap_err();
             assert_eq!((error.status, error.param), (status, Some(param)), "{body}: {}", error.message);
         }
     }

@@ -45,9 +45,31 @@ pub struct TaskRecord {
     /// Not run if not started by then (Unix milliseconds), when its owner set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// The version of the model's card that ran it (set when a worker starts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// The SHA-256 of the weights file that ran it (none for a model without weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+}
+
+/// What produced a result: the card's version and the weights the engine loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The card's `version`.
+    pub version: String,
+    /// The SHA-256 of the weights file the engine loaded, as the card lists it.
+    pub weights_sha256: Option<String>,
 }
 
 impl TaskRecord {
+    /// The record, naming what runs it.
+    pub fn produced_by(mut self, provenance: &Provenance) -> Self {
+        self.model_version = Some(provenance.version.clone());
+        self.weights_sha256.clone_from(&provenance.weights_sha256);
+        self
+    }
+
     /// The event that announces this record's state, output inline.
     pub fn event(&self) -> InferenceEvent {
         InferenceEvent {
@@ -58,6 +80,8 @@ impl TaskRecord {
             error: self.error.clone(),
             result_url: None,
             timings: self.timings.unwrap_or_default(),
+            model_version: self.model_version.clone(),
+            weights_sha256: self.weights_sha256.clone(),
         }
     }
 }

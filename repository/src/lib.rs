@@ -136,6 +136,23 @@ impl Repository {
         })
     }
 
+    /// The repository narrowed to the models called `names` (those it has).
+    pub fn only(&self, names: &[&str]) -> Self {
+        Self {
+            models: self.models.iter().filter(|m| names.contains(&m.card.name.as_str())).cloned().collect(),
+        }
+    }
+
+    /// Checks every model's files as `how` says (a worker, for the models it serves).
+    pub fn check_files(&self, how: FileCheck) -> Result<(), CardError> {
+        for model in &self.models {
+            let card = model.dir.join(CARD_FILE);
+            files::check(&model.card, &model.dir, how)
+                .map_err(|(field, rule)| CardError::new(&card, Some(&field), rule))?;
+        }
+        Ok(())
+    }
+
     /// The models' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.card.name.as_str()).collect()

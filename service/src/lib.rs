@@ -12,7 +12,7 @@ pub mod telemetry;
 pub mod tls;
 
 pub use settings::{
-    AmqpArgs, DeliveryArgs, PublicUrlArgs, PushServer, PusherArgs, StoreArgs, parse_duration,
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PushServer, PusherArgs, RepositoryArgs, StoreArgs, parse_duration,
 };
 pub use shutdown::shutdown_signal;
 pub use telemetry::init_tracing;

@@ -94,10 +94,21 @@ pub fn describe_shared() {
     metrics::describe_counter!(TASK_STATES, "Task states written, by status");
 }
 
-/// A model name as a label: a catalogue name, or `unknown` (never text from outside,
-/// which would let anyone make new series).
+/// The models of the repository, as labels (set once at start).
+static MODEL_NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+/// Makes the repository's model names known as labels (once; later calls are ignored).
+pub fn know_models(names: Vec<String>) {
+    let _ = MODEL_NAMES.set(names.into_iter().map(|name| &*Box::leak(name.into_boxed_str())).collect());
+}
+
+/// A model name as a label: one of the repository's, or `unknown` (never text from
+/// outside, which would let anyone make new series).
 pub fn model_label(model: &str) -> &'static str {
-    inferpush_protocol::catalogue::find(model).map(|spec| spec.name).unwrap_or("unknown")
+    MODEL_NAMES
+        .get()
+        .and_then(|names| names.iter().find(|name| **name == model).copied())
+        .unwrap_or("unknown")
 }
 
 /// Seconds between two millisecond timestamps (0 when `to` is earlier).

@@ -235,6 +235,36 @@ impl PublicUrlArgs {
     }
 }
 
+/// The model repository: one folder per model with its `model.toml` card. The api and
+/// the workers read the same one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepositoryArgs {
+    /// The model repository's folder [default: models].
+    #[arg(long = "model-repository", env = "INFERPUSH_MODEL_REPOSITORY")]
+    pub model_repository: Option<std::path::PathBuf>,
+    /// The repository's former name (`INFERPUSH_MODEL_DIR`), still read when the new one is unset.
+    #[arg(long = "model-dir", env = "INFERPUSH_MODEL_DIR", hide = true)]
+    pub model_dir: Option<std::path::PathBuf>,
+}
+
+impl RepositoryArgs {
+    /// The repository's folder.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.model_repository.clone().or_else(|| self.model_dir.clone()).unwrap_or_else(|| "models".into())
+    }
+
+    /// Reads and checks every card (`files`: how far the model files are checked), and
+    /// makes the models' names known to the metrics.
+    pub fn load(
+        &self,
+        files: inferpush_repository::FileCheck,
+    ) -> Result<inferpush_repository::Repository, inferpush_repository::CardError> {
+        let repository = inferpush_repository::Repository::load(&self.dir(), files)?;
+        crate::metrics::know_models(repository.names().into_iter().map(str::to_owned).collect());
+        Ok(repository)
+    }
+}
+
 /// Where tasks' events go, as both the api (which validates and advertises the choice) and
 /// the worker (which delivers) must agree.
 #[derive(Debug, Clone, clap::Args)]

@@ -45,6 +45,16 @@ impl Keys {
         format!("{}:user:{user_id}:held:{bucket}", self.prefix)
     }
 
+    /// Live workers: a sorted set of worker ids scored by when their heartbeat ends (ms).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// The models one worker serves (a JSON array), expiring with its heartbeat.
+    pub fn worker(&self, worker: &str) -> String {
+        format!("{}:worker:{worker}", self.prefix)
+    }
+
     /// A user's event log (a stream).
     pub fn events(&self, user_id: &str) -> String {
         format!("{}:user:{user_id}:events", self.prefix)

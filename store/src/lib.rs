@@ -10,6 +10,7 @@ mod keys;
 mod memory;
 mod memory_events;
 mod page;
+mod presence;
 mod redis_store;
 mod scripts;
 
@@ -22,6 +23,7 @@ pub use memory::MemoryTaskStore;
 pub use memory_events::MemoryEventLog;
 pub(crate) use page::PageBuilder;
 pub use page::{MAX_EXAMINED_PER_PAGE, Page};
+pub use presence::{MemoryPresence, Presence, RedisPresence};
 pub use redis_store::RedisTaskStore;
 
 /// Why the store could not answer.

@@ -74,6 +74,11 @@ impl RedisTaskStore {
         })
     }
 
+    /// The workers' heartbeats on the same server, under the same prefix.
+    pub fn presence(&self) -> crate::RedisPresence {
+        crate::RedisPresence::new(self.connection.clone(), self.keys.clone(), self.clock.clone())
+    }
+
     /// The users' event logs on the same server, under the same prefix and TTL.
     pub fn events(&self) -> RedisEventLog {
         let quota = QuotaBuckets { ttl: self.ttl, clock: self.clock.clone() };

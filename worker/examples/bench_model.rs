@@ -104,7 +104,7 @@ impl Bench<'_> {
         clients: usize,
     ) {
         let name = engine.name();
-        let batcher = Batcher::spawn(engine, tokenizer, self.settings);
+        let batcher = Batcher::spawn(engine, tokenizer, self.settings, "all-minilm-l6-v2");
         batcher.embed(vec![texts[0].clone()], Lane::Main, None).await.unwrap(); // warm up
         let budget = self.budget;
         let started = Instant::now();
@@ -179,7 +179,7 @@ async fn main() {
     let texts = |set: &str| -> Vec<String> {
         sets[set].as_array().expect(set).iter().map(|s| s.as_str().unwrap().to_owned()).collect()
     };
-    let tokenizer = || TextTokenizer::load(&files.dir.join("tokenizer.json")).unwrap();
+    let tokenizer = || files.load_tokenizer().unwrap();
     let threads = std::env::var("INFERPUSH_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -197,8 +197,7 @@ async fn main() {
             "candle",
             Box::new(|| {
                 Box::new(
-                    CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32)
-                        .unwrap(),
+                    CandleEngine::load(&files, candle_core::Device::Cpu, candle_core::DType::F32).unwrap(),
                 )
             }),
         ),

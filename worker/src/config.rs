@@ -1,17 +1,16 @@
 //! The worker's settings: one clap struct, every field a flag with an environment fallback.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use inferpush_service::{
-    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, StoreArgs, TlsArgs, parse_duration,
+    AmqpArgs, DeliveryArgs, PublicUrlArgs, PusherArgs, RepositoryArgs, StoreArgs, TlsArgs, parse_duration,
 };
 
 use crate::delivery::pusher::SOKETI_MAX_EVENT_BYTES;
-use crate::model::EmbeddingSettings;
+use crate::model::ServeSettings;
 use crate::model::device::{DeviceChoice, Precision};
-use crate::model::embedding::{BatchSettings, EngineChoice, MAX_TOKENS};
+use crate::model::embedding::EngineChoice;
 
 /// `inferpush-worker`: runs models on queued tasks and delivers their results (Soketi, SSE, MQTT, webhooks).
 #[derive(Debug, Clone, Parser)]
@@ -20,40 +19,44 @@ pub struct WorkerConfig {
     /// Instead of serving: run the embedding engine once, offline.
     #[command(subcommand)]
     pub command: Option<WorkerCommand>,
-    /// Models this worker serves, comma-separated; it consumes only their queues.
-    #[arg(long, env = "INFERPUSH_MODELS", default_value = "echo,all-minilm-l6-v2", value_delimiter = ',')]
+    /// Models this worker serves, comma-separated names of the repository's cards; it
+    /// consumes only their queues [default: every model of the repository].
+    #[arg(long, env = "INFERPUSH_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// Engine for the embedding model: `auto` takes ONNX Runtime when its files are present.
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    /// Engine for embedding models: `auto` takes the card's `runtime.engine`, and for `auto`
+    /// there ONNX Runtime when its files are present.
     #[arg(long, env = "INFERPUSH_ENGINE", value_enum, default_value = "auto")]
     pub engine: EngineChoice,
-    /// Where the embedding model runs: `cpu`, or `cuda` / `cuda:N` in a GPU build
-    /// (`make build-gpu`); a GPU means the candle engine.
-    #[arg(long, env = "INFERPUSH_DEVICE", default_value = "cpu")]
-    pub device: DeviceChoice,
+    /// Where the models run, over each card's `runtime.device`: `cpu`, or `cuda` / `cuda:N`
+    /// in a GPU build (`make build-gpu`); a GPU means the candle engine.
+    #[arg(long, env = "INFERPUSH_DEVICE")]
+    pub device: Option<DeviceChoice>,
     /// Precision of the candle engine (`f16` is for GPUs).
     #[arg(long, env = "INFERPUSH_DTYPE", value_enum, default_value = "f32")]
     pub dtype: Precision,
-    /// Folder of the model files (`scripts/fetch-model.sh` fills it).
-    #[arg(long, env = "INFERPUSH_MODEL_DIR", default_value = "models")]
-    pub model_dir: PathBuf,
     /// Threads for a forward pass.
     #[arg(long, env = "INFERPUSH_THREADS", default_value_t = default_threads())]
     pub threads: usize,
-    /// Most texts in one forward pass (dynamic batching; a task's texts may take several).
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE", default_value_t = BatchSettings::DEFAULT.max_batch_texts)]
-    pub max_batch_size: usize,
-    /// Most tokens in one forward pass, padding included (rows × the longest row); at
-    /// least 256, one text of the longest. (256 measured best on 2 CPU cores, where a
-    /// larger pass gains nothing but padding; a GPU wants thousands.)
-    #[arg(long, env = "INFERPUSH_MAX_BATCH_TOKENS", default_value_t = BatchSettings::DEFAULT.max_batch_tokens)]
-    pub max_batch_tokens: usize,
+    /// Most texts in one forward pass, over each card's `batching.max_batch_size`
+    /// (dynamic batching; a task's texts may take several).
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// Most tokens in one forward pass, padding included (rows × the longest row), over
+    /// each card's `batching.max_batch_tokens`; at least one text of the longest. (256,
+    /// all-MiniLM-L6-v2's card, measured best on 2 CPU cores, where a larger pass gains
+    /// nothing but padding; a GPU wants thousands.)
+    #[arg(long, env = "INFERPUSH_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
     /// Longest wait for more texts once one is in hand, while a pass is not full (0: none;
     /// under load passes fill while the engine is busy).
     #[arg(long, env = "INFERPUSH_MAX_BATCH_DELAY", default_value = "0ms", value_parser = parse_duration)]
     pub max_batch_delay: Duration,
-    /// Unacknowledged tasks held per model (AMQP prefetch): the worker's concurrency.
-    #[arg(long, env = "INFERPUSH_PREFETCH", default_value_t = 64)]
-    pub prefetch: u16,
+    /// Unacknowledged tasks held per queue (AMQP prefetch), over each card's
+    /// `batching.prefetch` (64 when the card says nothing), and for the dead letters.
+    #[arg(long, env = "INFERPUSH_PREFETCH")]
+    pub prefetch: Option<u16>,
     /// Largest event data pushed inline, in bytes (Soketi's limit).
     #[arg(long, env = "INFERPUSH_MAX_EVENT_BYTES", default_value_t = SOKETI_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
@@ -125,12 +128,12 @@ impl WorkerConfig {
         if !self.dev_mode {
             self.pusher.ensure_own_app()?;
         }
-        for model in &self.models {
-            anyhow::ensure!(
-                inferpush_protocol::catalogue::find(model).is_some(),
-                "INFERPUSH_MODELS names `{model}`, which is not a model of the catalogue"
-            );
-        }
+        let repository = self.repository.load(inferpush_repository::FileCheck::None)?;
+        let served = crate::model::served_names(&repository, &self.models)?;
+        anyhow::ensure!(!served.is_empty(), "{}", crate::model::RegistryError::Empty);
+        // The files of the models served here: present, and the card's checksums.
+        let served: Vec<&str> = served.iter().map(String::as_str).collect();
+        repository.only(&served).check_files(inferpush_repository::FileCheck::Checksums)?;
         self.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
         self.tls.trusted()?;
         self.delivery.check(self.dev_mode)?;
@@ -151,25 +154,31 @@ fn default_threads() -> usize {
 }
 
 impl WorkerConfig {
-    /// How the embedding model is loaded and batched.
-    pub fn embedding(&self) -> EmbeddingSettings {
-        EmbeddingSettings {
-            model_dir: self.model_dir.clone(),
+    /// How the models are loaded and batched: the cards' settings, and what overrides them.
+    pub fn serve(&self) -> ServeSettings {
+        ServeSettings {
+            repository: self.repository.dir(),
             engine: self.engine,
-            threads: self.threads.max(1),
             device: self.device,
             precision: self.dtype,
-            batch: BatchSettings {
-                max_batch_texts: self.max_batch_size.max(1),
-                max_batch_tokens: self.max_batch_tokens.max(MAX_TOKENS),
-                max_batch_delay: self.max_batch_delay,
-            },
+            threads: self.threads.max(1),
+            max_batch_size: self.max_batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+            max_batch_delay: self.max_batch_delay,
+            prefetch: self.prefetch,
         }
+    }
+
+    /// Unacked dead letters held at once.
+    pub fn dead_letter_prefetch(&self) -> u16 {
+        self.prefetch.unwrap_or(64).max(1)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -181,9 +190,10 @@ mod tests {
     #[test]
     fn starts_with_no_arguments_on_the_documented_defaults() {
         let config = WorkerConfig::try_parse_from(["inferpush-worker"]).unwrap();
-        assert_eq!(config.models, ["echo", "all-minilm-l6-v2"]);
+        assert!(config.models.is_empty(), "every model of the repository");
+        assert_eq!(config.repository.dir(), PathBuf::from("models"));
         assert_eq!(config.engine, EngineChoice::Auto);
-        assert_eq!(config.device, DeviceChoice::Cpu);
+        assert_eq!(config.device, None, "each card's device");
         assert_eq!(config.dtype, Precision::F32);
         assert_eq!(config.pusher.base_url(), "http://127.0.0.1:6001");
         assert_eq!(config.pusher.credentials().app_id, "app-id");

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod delivery;
 pub mod health;
+pub mod heartbeat;
 pub mod metrics;
 pub mod model;
 pub mod offline;

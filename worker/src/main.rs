@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use inferpush_protocol::SinkKind;
-use inferpush_protocol::catalogue::minilm;
 use inferpush_protocol::{Clock, SystemClock};
 use inferpush_worker::config::{WorkerCommand, WorkerConfig};
 use inferpush_worker::delivery::mqtt::{MqttSettings, MqttSink};
@@ -29,30 +28,32 @@ async fn main() -> anyhow::Result<()> {
     inferpush_worker::metrics::describe();
     let config = WorkerConfig::parse();
     if let Some(WorkerCommand::Embed(args)) = &config.command {
-        return inferpush_worker::offline::run(&config.embedding(), args);
+        return inferpush_worker::offline::run(&config, args);
     }
     config.check()?;
     if config.check_config {
         println!("configuration ok");
         return Ok(());
     }
-    // A device that cannot be had is an error now, not on the first task: the embedding
-    // model opens it when it loads; without that model, check it here.
-    if !config.models.iter().any(|m| m == minilm::NAME) {
-        config.device.open().with_context(|| format!("opening --device {}", config.device))?;
+    // A device that cannot be had is an error now, not on the first task (an embedding
+    // model opens its own when it loads).
+    if let Some(device) = config.device {
+        device.open().with_context(|| format!("opening --device {device}"))?;
     }
+    let repository = config.repository.load(inferpush_repository::FileCheck::Exists)?;
     tracing::info!(
         models = ?config.models,
-        device = %config.device,
-        prefetch = config.prefetch,
+        repository = %config.repository.dir().display(),
+        device = ?config.device,
         amqp = config.amqp.redacted_url(),
         redis = config.store.redacted_url(),
         soketi = config.pusher.base_url(),
         "starting inferpush-worker"
     );
     let trusted = config.tls.trusted()?;
-    let registry =
-        Registry::build(&config.models, &config.embedding()).context("building the model registry")?;
+    let registry = Registry::build(&repository, &config.models, &config.serve())
+        .context("building the model registry")?;
+    tracing::info!(models = ?registry.names(), "serving");
 
     // `stop` ends consuming; `abort` (after the grace period) makes pushes give up so
     // their tasks go back to the queue instead of holding the process.
@@ -63,11 +64,13 @@ async fn main() -> anyhow::Result<()> {
         config.store.open(clock.clone(), &trusted).context("configuring the task store (REDIS_URL)")?;
     let (sinks, webhooks) = sinks(&config, &store, &clock, &trusted, &abort).await?;
     tracing::info!(sinks = ?sinks.enabled(), "delivering events");
+    let presence: Arc<dyn inferpush_store::Presence> = Arc::new(store.presence());
+    let served: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
     let context = TaskContext { registry, store: Arc::new(store), sinks, clock, abort: abort.clone() };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),
         topology: config.amqp.topology(),
-        prefetch: config.prefetch,
+        dead_letter_prefetch: config.dead_letter_prefetch(),
         dead_letters: config.dead_letters,
         trusted,
         webhooks: webhooks.map(|sink| (sink, config.webhook_concurrency.max(1))),
@@ -89,7 +92,15 @@ async fn main() -> anyhow::Result<()> {
     inferpush_worker::health::spawn(config.metrics_addr, readiness.clone(), CancellationToken::new())
         .await
         .with_context(|| format!("binding the health listener on {}", config.metrics_addr))?;
+    let heartbeat = tokio::spawn(inferpush_worker::heartbeat::run(
+        presence,
+        inferpush_worker::heartbeat::worker_id(),
+        served,
+        readiness.clone(),
+        stop.clone(),
+    ));
     queue::run(settings, context, stop, readiness).await;
+    let _ = heartbeat.await;
     signals.abort();
     tracing::info!("stopped");
     Ok(())

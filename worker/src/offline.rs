@@ -9,12 +9,15 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::model::EmbeddingSettings;
-use crate::model::embedding::{ModelFiles, TextTokenizer, load_engine};
+use crate::config::WorkerConfig;
+use crate::model::embedding::{ModelFiles, load_engine};
 
 /// Arguments of `embed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
+    /// The `text-embedding` model of the repository to run.
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    pub model: String,
     /// A JSON file holding an array of sentences.
     #[arg(long)]
     pub input: PathBuf,
@@ -32,10 +35,15 @@ pub struct EmbedArgs {
 
 /// Embeds the input (the warm-up pass), writes it if asked, then measures and prints one
 /// JSON line: sentences/s and per-batch p50/p99 latency.
-pub fn run(settings: &EmbeddingSettings, args: &EmbedArgs) -> anyhow::Result<()> {
-    let files = ModelFiles::under(&settings.model_dir);
-    let mut engine = load_engine(&files, settings)?;
-    let tokenizer = TextTokenizer::load(&files.dir.join("tokenizer.json"))?;
+pub fn run(config: &WorkerConfig, args: &EmbedArgs) -> anyhow::Result<()> {
+    let repository = config.repository.load(inferpush_repository::FileCheck::Exists)?;
+    let model = repository.get(&args.model).with_context(|| {
+        format!("no model `{}` in the repository; it has: {}", args.model, repository.names().join(", "))
+    })?;
+    let settings = config.serve().embedding(&model.card)?;
+    let files = ModelFiles::of(model, &settings.repository)?;
+    let mut engine = load_engine(&files, &settings)?;
+    let tokenizer = files.load_tokenizer()?;
     let text =
         std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let sentences: Vec<String> =

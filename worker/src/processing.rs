@@ -72,7 +72,10 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
         tracing::info!(task_id = %task.task_id, "the task's deadline passed before it started; not running it");
         return expire(&task, context).await;
     }
-    let running = TaskRecord::queued(&task).started(clock);
+    let mut running = TaskRecord::queued(&task).started(clock);
+    if let Some(provenance) = context.registry.provenance(&task.model) {
+        running = running.produced_by(provenance);
+    }
     let tries = std::sync::atomic::AtomicU32::new(0);
     let claim = || {
         let again = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;

@@ -33,7 +33,7 @@ fn reference() -> Reference {
 }
 
 fn tokenizer(files: &ModelFiles) -> TextTokenizer {
-    TextTokenizer::load(&files.dir.join("tokenizer.json")).unwrap()
+    files.load_tokenizer().unwrap()
 }
 
 fn assert_matches_reference(engine: &mut dyn Engine) {
@@ -62,8 +62,7 @@ fn assert_matches_reference(engine: &mut dyn Engine) {
 
 #[test]
 fn candle_matches_sentence_transformers_on_every_reference_sentence() {
-    let mut engine =
-        CandleEngine::load(&files().dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let mut engine = CandleEngine::load(&files(), candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     assert_matches_reference(&mut engine);
 }
 
@@ -112,8 +111,8 @@ async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
         max_batch_delay: Duration::from_millis(20),
     };
     let engine =
-        Box::new(CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap());
-    let batcher = Batcher::spawn(engine, tokenizer(&files), settings);
+        Box::new(CandleEngine::load(&files, candle_core::Device::Cpu, candle_core::DType::F32).unwrap());
+    let batcher = Batcher::spawn(engine, tokenizer(&files), settings, "all-minilm-l6-v2");
 
     // 40 tasks of 1–3 texts of very different lengths, all at once.
     let tasks: Vec<Vec<String>> = (0..40)
@@ -124,8 +123,7 @@ async fn dynamic_batches_answer_each_task_with_exactly_its_own_rows() {
         })
         .collect();
     let handles = submit_all(&batcher, &tasks);
-    let mut alone =
-        CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let mut alone = CandleEngine::load(&files, candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     for (texts, handle) in tasks.iter().zip(handles) {
         let batched = handle.await.unwrap().unwrap();
         assert_eq!(batched.len(), texts.len(), "a task got another task's rows");
@@ -162,7 +160,12 @@ async fn a_large_task_runs_in_passes_within_the_token_budget_and_gets_its_rows_i
     let passes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let settings =
         BatchSettings { max_batch_texts: 32, max_batch_tokens: 512, max_batch_delay: Duration::ZERO };
-    let batcher = Batcher::spawn(Box::new(Counting { passes: passes.clone() }), tokenizer(&files), settings);
+    let batcher = Batcher::spawn(
+        Box::new(Counting { passes: passes.clone() }),
+        tokenizer(&files),
+        settings,
+        "all-minilm-l6-v2",
+    );
     // 100 texts: short ones and long ones interleaved.
     let texts: Vec<String> =
         (0..100).map(|i| if i % 3 == 0 { "word ".repeat(60 + i) } else { format!("short {i}") }).collect();
@@ -188,8 +191,7 @@ async fn a_large_task_runs_in_passes_within_the_token_budget_and_gets_its_rows_i
 fn candle_in_f16_stays_within_cosine_0_99_of_the_reference() {
     let files = files();
     let reference = reference();
-    let mut engine =
-        CandleEngine::load(&files.dir, candle_core::Device::Cpu, candle_core::DType::F16).unwrap();
+    let mut engine = CandleEngine::load(&files, candle_core::Device::Cpu, candle_core::DType::F16).unwrap();
     let texts: Vec<&str> = reference.sentences.iter().take(8).map(String::as_str).collect();
     let got = engine.embed(&tokenizer(&files).encode(&texts).unwrap()).unwrap();
     for (i, row) in got.iter().enumerate() {
@@ -231,7 +233,12 @@ async fn an_engine_failure_fails_only_the_task_that_caused_it_and_the_batcher_ke
         max_batch_tokens: 4096,
         max_batch_delay: Duration::from_millis(50),
     };
-    let batcher = Batcher::spawn(Box::new(Failing { batches: batches.clone() }), tokenizer(&files), settings);
+    let batcher = Batcher::spawn(
+        Box::new(Failing { batches: batches.clone() }),
+        tokenizer(&files),
+        settings,
+        "all-minilm-l6-v2",
+    );
     let tasks: Vec<Vec<String>> = vec![
         vec!["fine".into()],
         vec!["☃".into()],
@@ -272,7 +279,7 @@ impl Engine for Slow {
 async fn a_main_lane_task_is_batched_before_the_bulk_tasks_waiting_ahead_of_it() {
     let settings =
         BatchSettings { max_batch_texts: 2, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO };
-    let batcher = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings);
+    let batcher = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings, "all-minilm-l6-v2");
     let finished = Arc::new(AtomicUsize::new(0));
     let send = |lane| {
         let (batcher, finished) = (batcher.clone(), finished.clone());
@@ -296,9 +303,13 @@ async fn a_task_past_its_deadline_is_dropped_unrun_and_no_pass_waits_on_it() {
     let settings =
         BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO };
     let passes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let batcher =
-        Batcher::spawn(Box::new(Counting { passes: passes.clone() }), tokenizer(&files()), settings);
-    let slow = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings);
+    let batcher = Batcher::spawn(
+        Box::new(Counting { passes: passes.clone() }),
+        tokenizer(&files()),
+        settings,
+        "all-minilm-l6-v2",
+    );
+    let slow = Batcher::spawn(Box::new(Slow), tokenizer(&files()), settings, "all-minilm-l6-v2");
     // Behind a 30 ms pass, a task whose deadline is 5 ms away expires unrun.
     let ahead = {
         let slow = slow.clone();
@@ -321,18 +332,24 @@ fn a_gpu_that_cannot_be_had_is_refused_when_the_model_loads() {
     use inferpush_worker::model::EmbeddingSettings;
     use inferpush_worker::model::device::{DeviceChoice, Precision};
     use inferpush_worker::model::embedding::{EmbeddingModel, EngineChoice};
+    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models =
+        inferpush_repository::Repository::load(&repository, inferpush_repository::FileCheck::None).unwrap();
+    let model = models.get("all-minilm-l6-v2").unwrap();
     let settings = |engine| EmbeddingSettings {
-        model_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"),
+        repository: repository.clone(),
         engine,
         threads: 1,
         device: DeviceChoice::Cuda(0),
         precision: Precision::F32,
         batch: BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO },
     };
-    let error = EmbeddingModel::load(&settings(EngineChoice::Ort)).err().expect("ort on a GPU").to_string();
+    let error =
+        EmbeddingModel::load(model, &settings(EngineChoice::Ort)).err().expect("ort on a GPU").to_string();
     assert!(error.contains("runs on the CPU only"), "{error}");
     if cfg!(not(feature = "cuda")) {
-        let error = EmbeddingModel::load(&settings(EngineChoice::Auto)).err().expect("no cuda").to_string();
+        let error =
+            EmbeddingModel::load(model, &settings(EngineChoice::Auto)).err().expect("no cuda").to_string();
         assert!(error.contains("make build-gpu"), "{error}");
     }
 }

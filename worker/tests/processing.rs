@@ -12,11 +12,12 @@ use async_trait::async_trait;
 use inferpush_protocol::{
     Clock, InferenceChannel, Lane, ManualClock, SinkKind, TaskEnvelope, TaskRecord, TaskStatus, Timings,
 };
+use inferpush_repository::{FileCheck, Repository};
 use inferpush_store::{Admission, Created, MemoryTaskStore, TaskStore};
 use inferpush_worker::delivery::{EventSink, PushError, Route, Sinks};
-use inferpush_worker::model::device::{DeviceChoice, Precision};
-use inferpush_worker::model::embedding::{BatchSettings, EngineChoice};
-use inferpush_worker::model::{EmbeddingSettings, Registry};
+use inferpush_worker::model::device::Precision;
+use inferpush_worker::model::embedding::EngineChoice;
+use inferpush_worker::model::{Registry, ServeSettings};
 use inferpush_worker::processing::{Arrival, Settlement, TaskContext, process, process_dead_letter};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -62,20 +63,25 @@ struct Harness {
 }
 
 fn harness() -> Harness {
-    let embedding = EmbeddingSettings {
-        model_dir: "models".into(),
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let repository = Repository::load(&models, FileCheck::None).unwrap();
+    let settings = ServeSettings {
+        repository: models,
         engine: EngineChoice::Auto,
-        threads: 1,
-        device: DeviceChoice::Cpu,
+        device: None,
         precision: Precision::F32,
-        batch: BatchSettings { max_batch_texts: 1, max_batch_tokens: 4096, max_batch_delay: Duration::ZERO },
+        threads: 1,
+        max_batch_size: None,
+        max_batch_tokens: None,
+        max_batch_delay: Duration::ZERO,
+        prefetch: None,
     };
     let store = Arc::new(MemoryTaskStore::new());
     let sink = Arc::new(RecordingSink::default());
     *sink.store.lock().unwrap() = Some(store.clone());
     let clock = Arc::new(ManualClock::at(SUBMITTED_MS + 40));
     let context = TaskContext {
-        registry: Registry::build(&["echo".into()], &embedding).unwrap(),
+        registry: Registry::build(&repository, &["echo".into()], &settings).unwrap(),
         store: store.clone(),
         sinks: Sinks::new(vec![Route { sink: sink.clone(), deadline: Duration::from_secs(5) }]),
         clock: clock.clone(),
@@ -105,6 +111,8 @@ async fn a_task_runs_is_stored_and_only_then_announced_and_acked() {
     assert_eq!(stored.output, Some(json!({"text": "hi"})));
     assert_eq!(stored.started_at_ms, Some(SUBMITTED_MS + 40));
     assert_eq!(stored.timings.map(|t| t.queued_ms), Some(40));
+    assert_eq!(stored.model_version.as_deref(), Some("1"), "the result names the card's version");
+    assert_eq!(stored.event().model_version.as_deref(), Some("1"), "and so does its event");
     assert_eq!(h.store.in_flight("alice"), 0);
     let finals = h.sink.finals();
     assert_eq!(finals.len(), 1);

@@ -17,9 +17,7 @@ use inferpush_protocol::catalogue::InputError;
 use inferpush_protocol::channel::ChannelKind;
 use inferpush_protocol::http::{Accepted, Problem, SubmitRequest};
 use inferpush_protocol::lifecycle::TASKS_PATH;
-use inferpush_protocol::{
-    CancelAfter, InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus, catalogue,
-};
+use inferpush_protocol::{CancelAfter, InferenceChannel, Lane, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
 use inferpush_service::telemetry;
 use inferpush_store::{Admission, Created, Idempotency};
 use tracing::Instrument;
@@ -94,7 +92,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 fn accepted(state: &AppState, record: &TaskRecord) -> Result<Response, AppError> {
-    let body = Accepted::of(record, &state.public_url).delivered_by(record, &state.delivery.enabled);
+    let mut body = Accepted::of(record, &state.public_url).delivered_by(record, &state.delivery.enabled);
+    body.model_ready = state.serving.workers(&record.model).map(|workers| workers > 0);
     let location = HeaderValue::from_str(&body.status_url).map_err(|e| AppError::Internal(e.into()))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }
@@ -156,7 +155,7 @@ pub(crate) async fn accept(
     headers: HeaderMap,
     request: SubmitRequest,
 ) -> Result<(TaskId, Response), AppError> {
-    catalogue::validate(&request.model, &request.input).map_err(|e| match e {
+    state.catalogue.validate(&request.model, &request.input).map_err(|e| match e {
         InputError::TooLarge { .. } => AppError::InputTooLarge(e.to_string()),
         other => AppError::Unprocessable(other.to_string()),
     })?;
@@ -336,8 +335,8 @@ fn outcome_unknown(state: &AppState, record: &TaskRecord) -> AppError {
 /// What the task may take of its user's allowances; a result larger than the whole quota
 /// could never be accepted, so it is a 413 rather than a 429 to wait out.
 fn admission(state: &AppState, request: &SubmitRequest) -> Result<Admission, AppError> {
-    let spec = catalogue::find(&request.model).expect("validated above");
-    let result_bytes = (spec.result_bytes)(&request.input);
+    let entry = state.catalogue.find(&request.model).expect("validated above");
+    let result_bytes = entry.result_bytes(&request.input);
     let quota = state.result_quota_bytes;
     if quota > 0 && result_bytes > quota {
         return Err(AppError::InputTooLarge(format!(

@@ -120,13 +120,13 @@ async fn answer(
     let request: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| {
         OpenAiError::invalid(None, format!("the body is not a valid embeddings request: {e}"))
     })?;
-    let task = request.task()?;
+    let task = request.task(&state.catalogue)?;
     if let Some(end_user) = &request.user {
         tracing::info!(user = user.id, end_user, "embeddings for an end user");
     }
-    let submit = SubmitRequest::new(task.model.name, task.input.clone());
+    let submit = SubmitRequest::new(task.model.name.clone(), task.input.clone());
     let accepted = inference::accept(state.clone(), user, headers.clone(), submit).await;
-    let model = metrics::model_label(task.model.name);
+    let model = metrics::model_label(&task.model.name);
     match &accepted {
         Ok(_) => metrics::submit(model, "accepted"),
         Err(error) => metrics::submit(model, error.kind()),
@@ -162,7 +162,7 @@ fn finished(task: &EmbeddingsTask, record: &TaskRecord, status_url: String) -> R
     match record.status {
         TaskStatus::Succeeded => {
             let output = record.output.as_ref().unwrap_or(&serde_json::Value::Null);
-            let Some(body) = EmbeddingsResponse::of(task.model.name, output, task.encoding) else {
+            let Some(body) = EmbeddingsResponse::of(&task.model.name, output, task.encoding) else {
                 return Err(
                     AppError::Internal(anyhow::anyhow!("task {} has no embeddings", record.task_id)).into()
                 );

@@ -1,18 +1,13 @@
-//! `echo`'s input rules: any JSON object, with an optional `delay_ms` of at most a minute.
+//! The `echo` kind's input rules: any JSON object, with an optional `delay_ms` of at most
+//! a minute. (Its size is bounded by the card's `limits.max_input_bytes`: the input is
+//! stored and sent back whole.)
 
 use serde_json::Value;
 
 use super::{InputError, invalid};
 
-/// Catalogue name of the echo model.
-pub const NAME: &str = "echo";
 /// Longest `delay_ms` the echo model accepts: one minute.
 pub const MAX_DELAY_MS: u64 = 60_000;
-
-/// The largest echo input, as compact JSON: it is stored and sent back whole, so it is
-/// bounded, yet larger than Soketi's 100 KB event limit, so that echo can exercise the
-/// `result_url` path of results too large to push.
-pub const MAX_INPUT_BYTES: usize = 512 * 1024;
 
 /// The echo model stores its input as its output.
 pub fn result_bytes(input: &Value) -> u64 {

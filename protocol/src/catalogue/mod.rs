@@ -1,138 +1,190 @@
-//! The model catalogue, the one table of which models exist: each entry's name, what it
-//! takes and gives, and the function that checks its input. The api validates every
-//! input here before anything is published, so a worker only ever sees input its model
-//! can run; the worker builds its registry from the same [`ModelId`]s.
-//!
-//! Adding a model: a variant of [`ModelId`], a row of [`MODELS`], a module here with its
-//! input rules, and the worker's engine module (the worker's `match` on [`ModelId`] does
-//! not compile until it has one).
+//! The catalogue: the models of the repository as the api sees them, each with its kind's
+//! input rules and its card's limits. The api validates every input here before anything
+//! is published, so a worker only ever sees input its model can run. Models are data (the
+//! cards of `INFERPUSH_MODEL_REPOSITORY`); only their kinds are code, one module each here
+//! and one engine each in the worker.
 
 pub mod echo;
-pub mod minilm;
+pub mod text_embedding;
 
+use inferpush_repository::{Kind, Limits, Repository};
 use serde_json::Value;
 
-/// A model of the catalogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelId {
-    /// [`echo`]: returns its input.
-    Echo,
-    /// [`minilm`]: all-MiniLM-L6-v2 sentence embeddings.
-    MiniLm,
-}
-
-impl ModelId {
-    /// Its row of the catalogue.
-    pub fn spec(self) -> &'static ModelSpec {
-        MODELS.iter().find(|m| m.id == self).expect("every ModelId has a row in MODELS")
-    }
-
-    /// Its catalogue name: routing key and queue suffix.
-    pub fn name(self) -> &'static str {
-        self.spec().name
-    }
-}
-
-/// A model the platform knows (`GET /v1/models` lists them as [`crate::http::ModelInfo`]).
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    /// Which model.
-    pub id: ModelId,
-    /// Catalogue name, routing key and queue suffix.
-    pub name: &'static str,
+/// A model of the catalogue, from its card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Routing key, queue suffix and the name clients use.
+    pub name: String,
+    /// Its kind: which input rules and which worker engine.
+    pub kind: Kind,
+    /// The card's version.
+    pub version: String,
     /// One line about what it does.
-    pub description: &'static str,
-    /// The shape of `input`.
-    pub input: &'static str,
-    /// The shape of `output`.
-    pub output: &'static str,
-    /// Checks an input against this model's rules.
-    pub validate: fn(&Value) -> Result<(), InputError>,
-    /// The largest input accepted, as compact JSON bytes.
-    pub max_input_bytes: usize,
+    pub description: String,
+    /// Other names it answers to, ignoring case (`/v1/embeddings` takes them).
+    pub aliases: Vec<String>,
+    /// What one task may ask of it.
+    pub limits: Limits,
+    /// For an embedding model: the size of its vectors.
+    pub dimensions: Option<usize>,
+    /// The shape of `input`, in words.
+    pub input: String,
+    /// The shape of `output`, in words.
+    pub output: String,
+}
+
+impl Entry {
+    fn of(card: &inferpush_repository::Card) -> Self {
+        let limits = card.limits.clone();
+        let dimensions = card.text_embedding.as_ref().map(|section| section.dimensions);
+        let (input, output) = match card.kind {
+            Kind::Echo => (
+                format!("any JSON object; optional integer `delay_ms` 0–{}", echo::MAX_DELAY_MS),
+                "the input, unchanged".to_owned(),
+            ),
+            Kind::TextEmbedding => {
+                let section = card.text_embedding.as_ref().expect("checked by the card");
+                let d = section.dimensions;
+                (
+                    format!(
+                        "{{\"texts\": [string, …]}}: 1–{} non-empty strings of at most {} characters",
+                        limits.max_texts, limits.max_chars
+                    ),
+                    format!(
+                        "{{\"embeddings\": [[f32; {d}], …], \"dimensions\": {d}, \"tokens\": n}}: one {}vector per \
+                         text, in order, and the tokens the model read (at most {} per text, [CLS] and [SEP] included)",
+                        if section.normalize { "unit " } else { "" },
+                        limits.max_tokens
+                    ),
+                )
+            }
+            Kind::Tensor => (
+                "KServe v2 inference request: {\"inputs\": [{name, shape, datatype, data}], \"outputs\": [{name}]}"
+                    .to_owned(),
+                "KServe v2 inference response: {\"model_name\", \"model_version\", \"outputs\": [{name, shape, \
+                 datatype, data}]}"
+                    .to_owned(),
+            ),
+        };
+        Self {
+            name: card.name.clone(),
+            kind: card.kind,
+            version: card.version.clone(),
+            description: card.description.clone(),
+            aliases: card.aliases.clone(),
+            limits,
+            dimensions,
+            input,
+            output,
+        }
+    }
+
+    /// Checks an input against this model's kind and limits, its size first.
+    pub fn validate(&self, input: &Value) -> Result<(), InputError> {
+        let bytes = json_bytes(input);
+        if bytes > self.limits.max_input_bytes {
+            return Err(InputError::TooLarge {
+                model: self.name.clone(),
+                bytes,
+                max: self.limits.max_input_bytes,
+            });
+        }
+        match self.kind {
+            Kind::Echo => echo::validate(input),
+            Kind::TextEmbedding => text_embedding::validate(input, &self.limits),
+            Kind::Tensor => {
+                Err(invalid("model", format!("`{}` is a tensor model, not yet served", self.name)))
+            }
+        }
+    }
+
     /// About how many bytes the stored result of a valid input takes (what a task counts
     /// against its user's result quota).
-    pub result_bytes: fn(&Value) -> u64,
-    /// For an embedding model: how `/v1/embeddings` (OpenAI's API) reaches it.
-    pub embeddings: Option<EmbeddingsSpec>,
-}
+    pub fn result_bytes(&self, input: &Value) -> u64 {
+        match self.kind {
+            Kind::TextEmbedding => text_embedding::result_bytes(input, self.dimensions.unwrap_or(0)),
+            // Echo stores its input as its output.
+            Kind::Echo | Kind::Tensor => json_bytes(input) as u64 + RECORD_OVERHEAD_BYTES,
+        }
+    }
 
-/// What OpenAI's embeddings API needs to know of an embedding model.
-#[derive(Debug, Clone, Copy)]
-pub struct EmbeddingsSpec {
-    /// Other names it answers to there (matched ignoring case), e.g. its Hugging Face id.
-    pub aliases: &'static [&'static str],
-    /// The size of its vectors.
-    pub dimensions: usize,
-    /// The model's input for these texts.
-    pub input_of: fn(Vec<String>) -> Value,
+    /// True when it answers to `name` (its own, or an alias), ignoring case.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Room for a record's fields besides its output (ids, status, times, channel).
 pub const RECORD_OVERHEAD_BYTES: u64 = 512;
 
-/// Every model in the catalogue.
-pub const MODELS: &[ModelSpec] = &[
-    ModelSpec {
-        id: ModelId::Echo,
-        name: echo::NAME,
-        description: "Returns its input unchanged, after an optional `delay_ms` (0–60000); for tests and overhead.",
-        input: "any JSON object; optional integer `delay_ms` 0–60000",
-        output: "the input, unchanged",
-        validate: echo::validate,
-        max_input_bytes: echo::MAX_INPUT_BYTES,
-        result_bytes: echo::result_bytes,
-        embeddings: None,
-    },
-    ModelSpec {
-        id: ModelId::MiniLm,
-        name: minilm::NAME,
-        description: "sentence-transformers/all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised); \
-                      tokens past 256 are truncated",
-        input: "{\"texts\": [string, …]}: 1–256 non-empty strings of at most 10000 characters",
-        output: "{\"embeddings\": [[f32; 384], …], \"dimensions\": 384, \"tokens\": n}: one unit vector per text, \
-                 in order, and the tokens the model read ([CLS] and [SEP] included, after truncation)",
-        validate: minilm::validate,
-        max_input_bytes: minilm::MAX_INPUT_BYTES,
-        result_bytes: minilm::result_bytes,
-        embeddings: Some(EmbeddingsSpec {
-            aliases: minilm::ALIASES,
-            dimensions: minilm::DIMENSIONS,
-            input_of: minilm::input_of,
-        }),
-    },
-];
-
-/// Looks a model up by name.
-pub fn find(name: &str) -> Option<&'static ModelSpec> {
-    MODELS.iter().find(|m| m.name == name)
+/// Every model of a repository, as the api validates against it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalogue {
+    entries: Vec<Entry>,
 }
 
-/// Looks an embedding model up by name or alias, ignoring case.
-pub fn find_embedding(name: &str) -> Option<&'static ModelSpec> {
-    MODELS.iter().find(|m| {
-        m.embeddings.is_some_and(|e| {
-            m.name.eq_ignore_ascii_case(name) || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        })
-    })
-}
+impl Catalogue {
+    /// The catalogue of `repository`'s cards, listed by kind (in [`Kind::ALL`]'s order), then by name.
+    pub fn new(repository: &Repository) -> Self {
+        let mut entries: Vec<Entry> =
+            repository.models().iter().map(|model| Entry::of(&model.card)).collect();
+        let rank = |kind: Kind| Kind::ALL.iter().position(|k| *k == kind);
+        entries.sort_by(|a, b| (rank(a.kind), &a.name).cmp(&(rank(b.kind), &b.name)));
+        Self { entries }
+    }
 
-/// The names of the embedding models, comma-separated (for error messages).
-pub fn embedding_names() -> String {
-    MODELS.iter().filter(|m| m.embeddings.is_some()).map(|m| m.name).collect::<Vec<_>>().join(", ")
-}
+    /// Every model, by kind then name.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
 
-/// The names of every model, comma-separated (for error messages).
-pub fn known_names() -> String {
-    MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    /// The model called `name` (exactly: routing keys are exact).
+    pub fn find(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|m| m.name == name)
+    }
+
+    /// An embedding model by name or alias, ignoring case.
+    pub fn find_embedding(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|m| m.kind == Kind::TextEmbedding && m.answers_to(name))
+    }
+
+    /// The names of the embedding models, comma-separated (for error messages).
+    pub fn embedding_names(&self) -> String {
+        let names: Vec<&str> =
+            self.entries.iter().filter(|m| m.kind == Kind::TextEmbedding).map(|m| m.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    /// The names of every model, comma-separated (for error messages).
+    pub fn known_names(&self) -> String {
+        self.names().join(", ")
+    }
+
+    /// The names of every model.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    /// Checks `input` against `model`'s kind and limits.
+    pub fn validate(&self, model: &str, input: &Value) -> Result<(), InputError> {
+        let entry = self
+            .find(model)
+            .ok_or_else(|| InputError::UnknownModel { model: model.to_owned(), known: self.known_names() })?;
+        entry.validate(input)
+    }
 }
 
 /// Why an input was refused, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
     /// No model of that name.
-    #[error("unknown model `{0}`; known models: {known}", known = known_names())]
-    UnknownModel(String),
+    #[error("unknown model `{model}`; known models: {known}")]
+    UnknownModel {
+        /// The name asked for.
+        model: String,
+        /// The catalogue's names, comma-separated.
+        known: String,
+    },
     /// The input is larger than the model takes.
     #[error("`input` is {bytes} bytes of JSON; model `{model}` takes at most {max}")]
     TooLarge {
@@ -157,16 +209,6 @@ fn invalid(field: &str, problem: impl Into<String>) -> InputError {
     InputError::Invalid { field: field.to_owned(), problem: problem.into() }
 }
 
-/// Checks `input` against `model`'s contract, its size first.
-pub fn validate(model: &str, input: &Value) -> Result<(), InputError> {
-    let spec = find(model).ok_or_else(|| InputError::UnknownModel(model.to_owned()))?;
-    let bytes = json_bytes(input);
-    if bytes > spec.max_input_bytes {
-        return Err(InputError::TooLarge { model: model.to_owned(), bytes, max: spec.max_input_bytes });
-    }
-    (spec.validate)(input)
-}
-
 /// The size of `value` as compact JSON.
 pub fn json_bytes(value: &Value) -> usize {
     struct Count(usize);
@@ -184,63 +226,87 @@ pub fn json_bytes(value: &Value) -> usize {
     count.0
 }
 
+/// The catalogue of the repository inferpush ships (`models/`, cards only: files are not
+/// read), for tests.
+#[cfg(test)]
+pub fn shipped() -> Catalogue {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let repository = Repository::load(&dir, inferpush_repository::FileCheck::None)
+        .unwrap_or_else(|e| panic!("the shipped model repository: {e}"));
+    Catalogue::new(&repository)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
+    const ECHO_MAX: usize = 512 * 1024;
+
     #[test]
     fn an_input_over_its_models_size_limit_is_refused_with_both_sizes() {
-        let big = json!({"text": "x".repeat(echo::MAX_INPUT_BYTES)});
-        match validate("echo", &big) {
+        let catalogue = shipped();
+        let big = json!({"text": "x".repeat(ECHO_MAX)});
+        match catalogue.validate("echo", &big) {
             Err(InputError::TooLarge { model, bytes, max }) => {
-                assert_eq!((model.as_str(), max), ("echo", echo::MAX_INPUT_BYTES));
+                assert_eq!((model.as_str(), max), ("echo", ECHO_MAX));
                 assert_eq!(bytes, serde_json::to_vec(&big).unwrap().len());
             }
             other => panic!("{other:?}"),
         }
-        let fits = json!({"text": "x".repeat(echo::MAX_INPUT_BYTES - 20)});
-        assert_eq!(validate("echo", &fits), Ok(()));
-        let stored = (find("echo").unwrap().result_bytes)(&fits);
-        assert!(stored >= echo::MAX_INPUT_BYTES as u64 - 20, "echo stores its input: {stored}");
+        let fits = json!({"text": "x".repeat(ECHO_MAX - 20)});
+        assert_eq!(catalogue.validate("echo", &fits), Ok(()));
+        let stored = catalogue.find("echo").unwrap().result_bytes(&fits);
+        assert!(stored >= ECHO_MAX as u64 - 20, "echo stores its input: {stored}");
         let texts = json!({"texts": ["a", "b"]});
-        assert!((find("all-minilm-l6-v2").unwrap().result_bytes)(&texts) > 2 * 384 * 8);
+        assert!(catalogue.find("all-minilm-l6-v2").unwrap().result_bytes(&texts) > 2 * 384 * 8);
     }
 
     #[test]
-    fn every_id_has_exactly_one_row_and_names_are_unique() {
-        for id in [ModelId::Echo, ModelId::MiniLm] {
-            assert_eq!(MODELS.iter().filter(|m| m.id == id).count(), 1, "{id:?}");
-            assert_eq!(find(id.name()).unwrap().id, id);
+    fn the_shipped_cards_keep_the_documented_names_limits_and_shapes() {
+        let catalogue = shipped();
+        for name in ["echo", "all-minilm-l6-v2"] {
+            assert!(catalogue.find(name).is_some(), "{name}");
         }
-        let mut names: Vec<_> = MODELS.iter().map(|m| m.name).collect();
-        names.dedup();
-        assert_eq!(names.len(), MODELS.len());
+        let minilm = catalogue.find("all-minilm-l6-v2").unwrap();
+        assert_eq!(
+            (minilm.limits.max_texts, minilm.limits.max_chars, minilm.dimensions),
+            (256, 10_000, Some(384))
+        );
+        assert!(minilm.input.contains("1–256") && minilm.output.contains("f32; 384"), "{minilm:?}");
     }
 
     #[test]
-    fn validation_dispatches_to_the_models_own_rules() {
-        assert_eq!(validate("echo", &json!({"delay_ms": 5})), Ok(()));
-        assert!(validate("echo", &json!([])).is_err());
-        assert!(validate(minilm::NAME, &json!({"texts": ["a"]})).is_ok());
-        assert!(validate(minilm::NAME, &json!({})).is_err());
+    fn validation_dispatches_to_the_kinds_rules_with_the_cards_limits() {
+        let catalogue = shipped();
+        assert_eq!(catalogue.validate("echo", &json!({"delay_ms": 5})), Ok(()));
+        assert!(catalogue.validate("echo", &json!([])).is_err());
+        assert!(catalogue.validate("all-minilm-l6-v2", &json!({"texts": ["a"]})).is_ok());
+        assert!(catalogue.validate("all-minilm-l6-v2", &json!({})).is_err());
+        let many = json!({"texts": vec!["x"; 257]});
+        assert!(catalogue.validate("all-minilm-l6-v2", &many).unwrap_err().to_string().contains("1 to 256"));
     }
 
     #[test]
     fn embedding_models_are_found_by_name_or_alias_ignoring_case() {
+        let catalogue = shipped();
         for name in ["all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "ALL-MINILM-L6-V2"] {
-            assert_eq!(find_embedding(name).map(|m| m.id), Some(ModelId::MiniLm), "{name}");
+            assert_eq!(
+                catalogue.find_embedding(name).map(|m| m.name.as_str()),
+                Some("all-minilm-l6-v2"),
+                "{name}"
+            );
         }
-        assert!(find_embedding("echo").is_none(), "echo makes no embeddings");
-        assert_eq!(embedding_names(), minilm::NAME);
-        let input = (find_embedding(minilm::NAME).unwrap().embeddings.unwrap().input_of)(vec!["a".into()]);
-        assert_eq!(validate(minilm::NAME, &input), Ok(()));
+        assert!(catalogue.find_embedding("echo").is_none(), "echo makes no embeddings");
+        assert!(catalogue.embedding_names().contains("all-minilm-l6-v2"));
+        let input = text_embedding::input_of(vec!["a".into()]);
+        assert_eq!(catalogue.validate("all-minilm-l6-v2", &input), Ok(()));
     }
 
     #[test]
-    fn unknown_models_are_named_in_the_error() {
-        let err = validate("gpt-9", &json!({})).unwrap_err();
-        assert_eq!(err, InputError::UnknownModel("gpt-9".into()));
+    fn unknown_models_are_named_in_the_error_with_the_known_ones() {
+        let err = shipped().validate("gpt-9", &json!({})).unwrap_err();
+        assert!(matches!(&err, InputError::UnknownModel { model, .. } if model == "gpt-9"));
         assert!(err.to_string().contains("echo"), "{err}");
     }
 }

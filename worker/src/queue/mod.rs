@@ -38,8 +38,8 @@ pub struct ConsumerSettings {
     pub url: String,
     /// Exchange and queue names.
     pub topology: Topology,
-    /// Unacked deliveries per queue (each model has two, one per lane).
-    pub prefetch: u16,
+    /// Unacked dead letters at once (each model's queues take its own prefetch).
+    pub dead_letter_prefetch: u16,
     /// Also consume the dead-letter queue.
     pub dead_letters: bool,
     /// Authorities an `amqps://` broker's certificate may chain to.
@@ -111,15 +111,19 @@ async fn consume(
 
     let mut consumers = Vec::new();
     let mut deliveries: SelectAll<BoxStream<'static, (Source, lapin::Result<Delivery>)>> = SelectAll::new();
-    let prefetch = settings.prefetch;
     let mut queues: Vec<(Source, String, u16)> = models
         .iter()
         .flat_map(|m| {
+            let prefetch = context.registry.prefetch(m);
             Lane::ALL.map(|lane| (Source::Model(lane), settings.topology.lane_queue(m, lane), prefetch))
         })
         .collect();
     if settings.dead_letters {
-        queues.push((Source::DeadLetters, settings.topology.dead_letter_queue(), prefetch));
+        queues.push((
+            Source::DeadLetters,
+            settings.topology.dead_letter_queue(),
+            settings.dead_letter_prefetch,
+        ));
     }
     if let Some((_, concurrency)) = &settings.webhooks {
         queues.push((Source::Webhooks, settings.topology.webhook_queue(), *concurrency));

@@ -18,7 +18,6 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use inferpush_protocol::Lane;
-use inferpush_protocol::catalogue::minilm;
 use inferpush_service::telemetry::KeyValue;
 use tokio::sync::oneshot;
 
@@ -88,23 +87,30 @@ pub struct Batcher {
     queue: Sender<Request>,
     tokenizer: Arc<TextTokenizer>,
     engine: &'static str,
+    model: &'static str,
 }
 
 impl Batcher {
-    /// Starts the thread that owns `engine`.
-    pub fn spawn(engine: Box<dyn Engine>, tokenizer: TextTokenizer, settings: BatchSettings) -> Self {
+    /// Starts the thread that owns `engine`, running model `model` (its metrics' label).
+    pub fn spawn(
+        engine: Box<dyn Engine>,
+        tokenizer: TextTokenizer,
+        settings: BatchSettings,
+        model: &str,
+    ) -> Self {
         let (queue, requests) = mpsc::channel();
         let engine_name = engine.name();
+        let model = inferpush_service::metrics::model_label(model);
         let name = format!("inferpush-{engine_name}");
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let waiting = Lane::ALL.map(|_| VecDeque::new());
                 let pending = HashMap::new();
-                BatchLoop { engine, settings, requests, waiting, pending, next_id: 0 }.run()
+                BatchLoop { engine, model, settings, requests, waiting, pending, next_id: 0 }.run()
             })
             .expect("spawning the inference thread");
-        Self { queue, tokenizer: Arc::new(tokenizer), engine: engine_name }
+        Self { queue, tokenizer: Arc::new(tokenizer), engine: engine_name, model }
     }
 
     /// Embeds `texts` (one task that came by `lane`), batched with whatever else is
@@ -128,12 +134,12 @@ impl Batcher {
 
     async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Tokens>, String> {
         let bytes: usize = texts.iter().map(String::len).sum();
-        let (tokenizer, engine) = (self.tokenizer.clone(), self.engine);
+        let (tokenizer, engine, model) = (self.tokenizer.clone(), self.engine, self.model);
         let run = move || {
             let started = Instant::now();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens = tokenizer.tokens(&refs).map_err(|e| format!("{e:#}"));
-            crate::metrics::tokenization(minilm::NAME, engine, started.elapsed());
+            crate::metrics::tokenization(model, engine, started.elapsed());
             tokens
         };
         if bytes <= TOKENIZE_INLINE_BYTES {
@@ -164,6 +170,7 @@ struct Item {
 
 struct BatchLoop {
     engine: Box<dyn Engine>,
+    model: &'static str,
     settings: BatchSettings,
     requests: Receiver<Request>,
     /// Texts received and not yet run, by lane in the order of [`Lane::ALL`], oldest first.
@@ -351,12 +358,12 @@ impl BatchLoop {
 
     /// One forward pass: its rows, or why there are none.
     fn forward(&mut self, batch: &Encoded) -> Result<Vec<Vec<f32>>, String> {
-        let engine = &mut self.engine;
+        let (engine, model) = (&mut self.engine, self.model);
         // A panic in an engine must fail this pass, not kill the thread.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let inferring = Instant::now();
             let rows = engine.embed(batch)?;
-            crate::metrics::batch(minilm::NAME, engine.name(), batch, inferring.elapsed());
+            crate::metrics::batch(model, engine.name(), batch, inferring.elapsed());
             Ok::<_, anyhow::Error>(rows)
         }));
         match outcome {

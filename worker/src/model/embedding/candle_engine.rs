@@ -1,5 +1,5 @@
-//! The candle engine: BERT in pure Rust, then mean pooling and L2 normalisation as
-//! sentence-transformers does. No native library; the same code runs on a CUDA GPU in a
+//! The candle engine: BERT in pure Rust, then the card's pooling (mean or CLS) and L2
+//! normalisation as sentence-transformers does. No native library; the same code runs on a CUDA GPU in a
 //! build with the `cuda` feature, in f32 or f16 (pooling is always done in f32).
 //!
 //! The encoder is candle's; the embedding layer and the attention mask are built here,
@@ -12,6 +12,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use candle_transformers::models::bert::{BertEncoder, Config};
 
+use inferpush_repository::Pooling;
+
+use super::ModelFiles;
 use super::engine::Engine;
 use super::tokenize::Encoded;
 
@@ -53,21 +56,27 @@ impl Embeddings {
     }
 }
 
-/// all-MiniLM-L6-v2 on candle.
+/// A BERT-style sentence encoder on candle.
 pub struct CandleEngine {
     embeddings: Embeddings,
     encoder: BertEncoder,
     device: Device,
     dtype: DType,
+    pooling: Pooling,
+    normalize: bool,
 }
 
 impl CandleEngine {
-    /// Loads `config.json` and `model.safetensors` from `dir` onto `device`, in `dtype`.
-    pub fn load(dir: &Path, device: Device, dtype: DType) -> anyhow::Result<Self> {
-        let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
-        let weights = dir.join("model.safetensors");
+    /// Loads the card's `config.json` and safetensors weights onto `device`, in `dtype`.
+    pub fn load(files: &ModelFiles, device: Device, dtype: DType) -> anyhow::Result<Self> {
+        let (weights, _, config) = files
+            .safetensors
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("`{}` has no safetensors weights", files.name))?;
+        let config: Config = serde_json::from_str(&read(config)?)?;
         // Read into memory rather than mmap: no unsafe, and 90 MB is small.
-        let bytes = std::fs::read(&weights)?;
+        let bytes =
+            std::fs::read(weights).map_err(|e| anyhow::anyhow!("reading {}: {e}", weights.display()))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, dtype, &device)?;
         // Saved from `BertModel` (no prefix) or from a model that wraps it (`bert.`).
         let vb =
@@ -77,8 +86,14 @@ impl CandleEngine {
             encoder: BertEncoder::load(vb.pp("encoder"), &config)?,
             device,
             dtype,
+            pooling: files.pooling,
+            normalize: files.normalize,
         })
     }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
 }
 
 impl Engine for CandleEngine {
@@ -95,12 +110,20 @@ impl Engine for CandleEngine {
         let scores_mask = mask.affine(-MASKED, MASKED)?.to_dtype(self.dtype)?.unsqueeze(1)?.unsqueeze(1)?;
         let hidden = self.encoder.forward(&self.embeddings.forward(&ids, &types)?, &scores_mask)?;
         let hidden = hidden.to_dtype(DType::F32)?;
-        // Mean over real tokens only: padding must not leak into the pooling.
-        let mask = mask.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(mean.broadcast_div(&norms)?.to_vec2::<f32>()?)
+        let pooled = match self.pooling {
+            // Mean over real tokens only: padding must not leak into the pooling.
+            Pooling::Mean => {
+                let mask = mask.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        if !self.normalize {
+            return Ok(pooled.to_vec2::<f32>()?);
+        }
+        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norms)?.to_vec2::<f32>()?)
     }
 }

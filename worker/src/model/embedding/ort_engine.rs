@@ -1,5 +1,7 @@
-//! The ONNX Runtime engine: the graph built at setup (pooling and normalisation inside),
-//! run by the `libonnxruntime.so` from the onnxruntime wheel, loaded at run time.
+//! The ONNX Runtime engine, run by the `libonnxruntime.so` from the onnxruntime wheel,
+//! loaded at run time. A graph with a `sentence_embedding` output (the one built at setup,
+//! pooling and normalisation inside) gives the vectors; otherwise its first output is the
+//! token vectors `[rows, tokens, dims]`, pooled here as the card says.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -9,12 +11,16 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
+use inferpush_repository::Pooling;
+
 use super::engine::Engine;
 use super::tokenize::Encoded;
 
-/// all-MiniLM-L6-v2 on ONNX Runtime.
+/// A sentence encoder on ONNX Runtime.
 pub struct OrtEngine {
     session: Session,
+    pooling: Pooling,
+    normalize: bool,
 }
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -48,8 +54,13 @@ impl OrtEngine {
             .with_intra_threads(threads)
             .map_err(ort_error)?
             .commit_from_file(model)
-            .map_err(ort_error)?;
-        Ok(Self { session })
+            .map_err(|e| anyhow::anyhow!("ONNX Runtime: loading {}: {e}", model.display()))?;
+        Ok(Self { session, pooling: Pooling::Mean, normalize: true })
+    }
+
+    /// How token vectors are pooled when the graph gives no `sentence_embedding`.
+    pub fn pooled(self, pooling: Pooling, normalize: bool) -> Self {
+        Self { pooling, normalize, ..self }
     }
 }
 
@@ -69,7 +80,40 @@ impl Engine for OrtEngine {
                 "token_type_ids" => tensor(&batch.token_type_ids)?,
             ])
             .map_err(ort_error)?;
-        let embeddings = outputs["sentence_embedding"].try_extract_array::<f32>().map_err(ort_error)?;
-        Ok(embeddings.outer_iter().map(|row| row.iter().copied().collect()).collect())
+        if let Some(pooled) = outputs.get("sentence_embedding") {
+            let embeddings = pooled.try_extract_array::<f32>().map_err(ort_error)?;
+            return Ok(embeddings.outer_iter().map(|row| row.iter().copied().collect()).collect());
+        }
+        let tokens = outputs[0].try_extract_array::<f32>().map_err(ort_error)?;
+        anyhow::ensure!(
+            tokens.ndim() == 3,
+            "the graph's first output is not token vectors [rows, tokens, dims]"
+        );
+        let rows = tokens
+            .outer_iter()
+            .enumerate()
+            .map(|(row, vectors)| {
+                let mask = &batch.attention_mask[row * batch.seq_len..(row + 1) * batch.seq_len];
+                let mut pooled = match self.pooling {
+                    Pooling::Cls => vectors.index_axis(ndarray::Axis(0), 0).iter().copied().collect(),
+                    Pooling::Mean => {
+                        let mut sum = vec![0f32; vectors.shape()[1]];
+                        let mut count = 0f32;
+                        for (vector, _) in vectors.outer_iter().zip(mask).filter(|(_, m)| **m != 0) {
+                            sum.iter_mut().zip(vector.iter()).for_each(|(s, v)| *s += v);
+                            count += 1.0;
+                        }
+                        sum.iter_mut().for_each(|s| *s /= count.max(1e-9));
+                        sum
+                    }
+                };
+                if self.normalize {
+                    let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    pooled.iter_mut().for_each(|v| *v /= norm);
+                }
+                pooled
+            })
+            .collect();
+        Ok(rows)
     }
 }

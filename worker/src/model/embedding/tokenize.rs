@@ -1,14 +1,11 @@
-//! Tokenisation as the original model does it: BERT WordPiece, truncated at 256 tokens
-//! (the shipped `tokenizer.json` says 128 and fixed padding, which would silently change
-//! long inputs). Texts are tokenised one by one, unpadded, when a task arrives, so the
+//! Tokenisation as the original model does it: the card's `tokenizer.json`, truncated at
+//! the card's `limits.max_tokens` (256 for all-MiniLM-L6-v2, whose shipped `tokenizer.json`
+//! says 128 and fixed padding, which would silently change long inputs). Texts are tokenised one by one, unpadded, when a task arrives, so the
 //! batcher knows each text's length; a forward pass pads its rows to its longest.
 
 use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationParams};
-
-/// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2.
-pub const MAX_TOKENS: usize = 256;
 
 /// BERT's `[PAD]` token id.
 const PAD_ID: i64 = 0;
@@ -78,18 +75,18 @@ impl Encoded {
     }
 }
 
-/// The model's tokenizer, truncating at [`MAX_TOKENS`].
+/// The model's tokenizer, truncating at the card's `max_tokens`.
 pub struct TextTokenizer {
     inner: Tokenizer,
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json`, truncating at [`MAX_TOKENS`] and padding nothing.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Loads `tokenizer.json`, truncating at `max_tokens` and padding nothing.
+    pub fn load(path: &Path, max_tokens: usize) -> anyhow::Result<Self> {
         let mut inner =
             Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         inner
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
             .map_err(|e| anyhow::anyhow!("configuring truncation: {e}"))?;
         inner.with_padding(None);
         Ok(Self { inner })

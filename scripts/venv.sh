@@ -8,6 +8,10 @@ name=$1
 packages=$2
 venv="${INFERPUSH_CACHE:-/var/cache/inferpush}/$name"
 stamp="$venv/.installed-$(printf %s "$packages" | sha256sum | cut -c1-12)"
+# Tests running at once may ask for the same one: the first installs it, the others wait.
+mkdir -p "$(dirname "$venv")"
+exec 9> "$venv.lock"
+flock 9
 if [[ ! -f "$stamp" ]]; then
   echo "installing $name from PyPI into $venv" >&2
   rm -rf "$venv"

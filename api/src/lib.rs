@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::delivery::router())
         .merge(routes::events::router())
         .merge(routes::openai::router())
+        .merge(routes::kserve::router())
         .merge(routes::health::router())
         .merge(openapi::router())
         .fallback(|| async { error::AppError::NotFound("no such endpoint".into()) })

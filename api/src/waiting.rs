@@ -12,6 +12,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::AppState;
+use crate::error::AppError;
+use crate::limits::UserSlot;
+use crate::metrics;
 
 /// What a request's `Prefer` header asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,6 +97,44 @@ async fn news_of(live: &mut broadcast::Receiver<Live>, task_id: TaskId) {
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
+}
+
+/// One of `user`'s requests that wait for their results, held until dropped; past
+/// `INFERPUSH_MAX_WAITS_PER_USER` a 429 that says what to do `instead`.
+pub fn hold_wait(state: &AppState, user: &str, instead: &str) -> Result<UserSlot, AppError> {
+    state.limits.waits.open(user).ok_or_else(|| {
+        metrics::rate_limited("wait");
+        AppError::TooManyRequests {
+            detail: format!(
+                "you already hold {} requests waiting for their results here (INFERPUSH_MAX_WAITS_PER_USER); \
+                 retry when one has been answered, or {instead}",
+                state.limits.waits.max()
+            ),
+            seconds: 1,
+        }
+    })
+}
+
+/// What a synchronous answer past its wait says: the task is still on its way.
+pub fn still_running(task_id: TaskId, status_url: &str, waited: Duration) -> String {
+    format!(
+        "task {task_id} did not finish within {} s; it is still queued or running, its result will be pushed as \
+         usual and can be read at {status_url}",
+        waited.as_secs()
+    )
+}
+
+/// Names the task a synchronous answer comes from: `Location` (its status URL) and
+/// `inferpush-task-id`.
+pub fn name_task(response: &mut axum::response::Response, status_url: &str, task_id: TaskId) {
+    let headers = response.headers_mut();
+    if let Ok(location) = axum::http::HeaderValue::from_str(status_url) {
+        headers.insert(axum::http::header::LOCATION, location);
+    }
+    headers.insert(
+        "inferpush-task-id",
+        axum::http::HeaderValue::from_str(&task_id.to_string()).expect("a uuid"),
+    );
 }
 
 #[cfg(test)]

@@ -249,6 +249,9 @@ pub struct ModelInfo {
     /// For an embedding model, the size of its vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<usize>,
+    /// For a tensor model, its inputs and outputs (as `GET /v2/models/{name}` has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<ModelTensors>,
     /// True when at least one live worker serves it (tasks for a model no worker serves
     /// are queued durably and run when one comes).
     #[serde(default)]
@@ -256,6 +259,15 @@ pub struct ModelInfo {
     /// How many live workers serve it.
     #[serde(default)]
     pub workers: u32,
+}
+
+/// A tensor model's inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelTensors {
+    /// What it takes.
+    pub inputs: Vec<crate::kserve::MetadataTensor>,
+    /// What it gives.
+    pub outputs: Vec<crate::kserve::MetadataTensor>,
 }
 
 /// A model's limits, from its card.
@@ -291,6 +303,10 @@ impl ModelInfo {
                 max_tokens: limits.max_tokens,
             },
             dimensions: entry.dimensions,
+            tensors: entry.signature.as_ref().map(|signature| ModelTensors {
+                inputs: signature.inputs.iter().map(Into::into).collect(),
+                outputs: signature.outputs.iter().map(Into::into).collect(),
+            }),
             ready: workers > 0,
             workers,
         }

@@ -14,6 +14,7 @@ pub mod encryption;
 pub mod envelope;
 pub mod event;
 pub mod http;
+pub mod kserve;
 pub mod lifecycle;
 pub mod openai;
 pub mod record;

@@ -393,10 +393,8 @@ impl Card {
     }
 }
 
-/// KServe's datatype names a `tensor` card may use.
-pub const DATATYPES: [&str; 12] = [
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
-];
+/// KServe's datatype names the `tensor` kind serves.
+pub const DATATYPES: [&str; 7] = ["BOOL", "UINT8", "INT8", "INT32", "INT64", "FP32", "FP64"];
 
 fn is_model_name(name: &str) -> bool {
     let bytes = name.as_bytes();

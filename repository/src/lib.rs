@@ -12,6 +12,8 @@
 
 mod card;
 mod files;
+pub mod onnx;
+mod tensor;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ pub use card::{
     Batching, Card, EmbeddingSection, FileEntry, Kind, Limits, Pooling, Runtime, TensorSection, TensorSpec,
 };
 pub use files::FileCheck;
+pub use onnx::{Signature, TensorInfo};
 
 /// The name of a model's card in its folder.
 pub const CARD_FILE: &str = "model.toml";
@@ -49,6 +52,9 @@ pub struct Model {
     pub card: Card,
     /// Its folder; the card's file paths are relative to it.
     pub dir: PathBuf,
+    /// For a `tensor` card: its inputs and outputs, read from the graph and narrowed by
+    /// the card (or the card's alone where the graph is not there to read).
+    pub signature: Option<Signature>,
 }
 
 impl Model {
@@ -85,7 +91,14 @@ impl Repository {
                 Card::parse(&text).map_err(|(field, rule)| CardError::new(&path, field.as_deref(), rule))?;
             files::check(&card, &folder, files)
                 .map_err(|(field, rule)| CardError::new(&path, Some(&field), rule))?;
-            models.push(Model { card, dir: folder });
+            let signature = match &card.tensor {
+                Some(section) => Some(
+                    tensor::signature(section, &folder)
+                        .map_err(|(field, rule)| CardError::new(&path, Some(&field), rule))?,
+                ),
+                None => None,
+            };
+            models.push(Model { card, dir: folder, signature });
         }
         let repository = Self { models };
         repository.check_unique()?;

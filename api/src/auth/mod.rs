@@ -25,6 +25,22 @@ fn unauthorized(detail: &str) -> AppError {
     AppError::Unauthorized(detail.to_owned())
 }
 
+/// The caller, checked before the body is read, refused in the error shape `E` of the
+/// route's protocol (OpenAI's, KServe's): a request without valid credentials is refused
+/// at once, without buffering what it sends.
+pub struct CallerAs<E>(pub User, pub std::marker::PhantomData<E>);
+
+impl<E> FromRequestParts<AppState> for CallerAs<E>
+where
+    E: From<AppError> + axum::response::IntoResponse,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(User::from_request_parts(parts, state).await?, std::marker::PhantomData))
+    }
+}
+
 impl FromRequestParts<AppState> for User {
     type Rejection = AppError;
 

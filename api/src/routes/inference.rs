@@ -148,6 +148,23 @@ pub(crate) async fn submit(
     answer
 }
 
+/// [`accept`], counted in the submit metrics under its model: for the routes that submit
+/// a task on their caller's behalf (`/v1/embeddings`, `/v2/models/{name}/infer`).
+pub(crate) async fn accept_counted(
+    state: AppState,
+    user: User,
+    headers: HeaderMap,
+    request: SubmitRequest,
+) -> Result<(TaskId, Response), AppError> {
+    let model = metrics::model_label(&request.model);
+    let accepted = accept(state, user, headers, request).await;
+    match &accepted {
+        Ok(_) => metrics::submit(model, "accepted"),
+        Err(error) => metrics::submit(model, error.kind()),
+    }
+    accepted
+}
+
 /// Validates, records and publishes; answers the task and its 202.
 pub(crate) async fn accept(
     state: AppState,

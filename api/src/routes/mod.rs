@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod events;
 pub mod health;
 pub mod inference;
+pub mod kserve;
 pub mod models;
 pub mod openai;
 pub mod tasks;

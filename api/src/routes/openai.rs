@@ -12,9 +12,8 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -28,7 +27,7 @@ use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::auth::User;
+use crate::auth::{CallerAs, User};
 use crate::body::bytes_rejection;
 use crate::error::AppError;
 use crate::metrics;
@@ -70,7 +69,7 @@ pub fn router() -> Router<AppState> {
 )]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    CallerAs(user, _): Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -81,17 +80,8 @@ pub(crate) async fn embeddings(
     }
 }
 
-/// The caller, checked before the body is read: a request without valid credentials is
-/// refused at once (in OpenAI's shape), without buffering what it sends.
-pub(crate) struct Caller(User);
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = OpenAiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(User::from_request_parts(parts, state).await?))
-    }
-}
+/// The caller, refused in OpenAI's shape before the body is read.
+type Caller = CallerAs<OpenAiError>;
 
 async fn answer(
     state: &AppState,
@@ -104,17 +94,11 @@ async fn answer(
     // Held for as long as the request waits; none is needed to answer 202 at once.
     let _slot = match preferences.respond_async {
         true => None,
-        false => Some(state.limits.waits.open(&user.id).ok_or_else(|| {
-            metrics::rate_limited("wait");
-            OpenAiError::from(AppError::TooManyRequests {
-                detail: format!(
-                    "you already hold {} requests waiting for their results here (INFERPUSH_MAX_WAITS_PER_USER); \
-                     retry when one has been answered, or send `Prefer: respond-async` and take the result by push",
-                    state.limits.waits.max()
-                ),
-                seconds: 1,
-            })
-        })?),
+        false => Some(waiting::hold_wait(
+            state,
+            &user.id,
+            "send `Prefer: respond-async` and take the result by push",
+        )?),
     };
     let body = body.map_err(|e| bytes_rejection(e, state.max_body_bytes))?;
     let request: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -125,13 +109,8 @@ async fn answer(
         tracing::info!(user = user.id, end_user, "embeddings for an end user");
     }
     let submit = SubmitRequest::new(task.model.name.clone(), task.input.clone());
-    let accepted = inference::accept(state.clone(), user, headers.clone(), submit).await;
-    let model = metrics::model_label(&task.model.name);
-    match &accepted {
-        Ok(_) => metrics::submit(model, "accepted"),
-        Err(error) => metrics::submit(model, error.kind()),
-    }
-    let (task_id, mut accepted) = accepted?;
+    let (task_id, mut accepted) =
+        inference::accept_counted(state.clone(), user, headers.clone(), submit).await?;
     if preferences.respond_async {
         accepted.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
         return Ok(accepted);
@@ -168,14 +147,7 @@ fn finished(task: &EmbeddingsTask, record: &TaskRecord, status_url: String) -> R
                 );
             };
             let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-            let headers = response.headers_mut();
-            if let Ok(location) = HeaderValue::from_str(&status_url) {
-                headers.insert(header::LOCATION, location);
-            }
-            headers.insert(
-                "inferpush-task-id",
-                HeaderValue::from_str(&record.task_id.to_string()).expect("a uuid"),
-            );
+            waiting::name_task(&mut response, &status_url, record.task_id);
             Ok(response)
         }
         _ => {
@@ -224,11 +196,7 @@ impl OpenAiError {
     }
 
     fn still_running(task_id: TaskId, status_url: String, waited: std::time::Duration) -> Self {
-        let message = format!(
-            "task {task_id} did not finish within {} s; it is still queued or running, its result will be pushed \
-             as usual and can be read at {status_url}",
-            waited.as_secs()
-        );
+        let message = waiting::still_running(task_id, &status_url, waited);
         Self {
             status: StatusCode::GATEWAY_TIMEOUT,
             detail: Box::new(ErrorDetail {

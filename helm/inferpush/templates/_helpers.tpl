@@ -211,3 +211,75 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The model repository's place in the pods. */}}
+{{- define "inferpush.modelRepositoryEnv" -}}
+- name: INFERPUSH_MODEL_REPOSITORY
+  value: {{ .Values.modelRepository.path | quote }}
+{{- end }}
+
+{{/* Volumes of the model repository; `files`: a worker's (cards and files), else the api's (cards). */}}
+{{- define "inferpush.modelVolumes" -}}
+{{- $repo := .root.Values.modelRepository }}
+{{- $source := $repo.files.source }}
+{{- if or (and .files (eq $source "pvc")) (and (not .files) (eq $source "pvc") (not $repo.cardsConfigMap)) }}
+- name: model-files
+  persistentVolumeClaim:
+    claimName: {{ required "modelRepository.files.claimName is required with source pvc" $repo.files.claimName }}
+    readOnly: true
+{{- else if and .files (eq $source "init") }}
+- name: model-files
+  emptyDir:
+    sizeLimit: {{ $repo.files.sizeLimit }}
+{{- end }}
+{{- if $repo.cardsConfigMap }}
+- name: model-cards
+  configMap:
+    name: {{ $repo.cardsConfigMap }}
+{{- end }}
+{{- end }}
+
+{{- define "inferpush.modelMounts" -}}
+{{- $repo := .root.Values.modelRepository }}
+{{- $source := $repo.files.source }}
+{{- if or (and .files (ne $source "image")) (and (not .files) (eq $source "pvc") (not $repo.cardsConfigMap)) }}
+- name: model-files
+  mountPath: {{ $repo.path }}
+  readOnly: true
+{{- end }}
+{{- if $repo.cardsConfigMap }}
+{{- if not $repo.cards }}
+{{- fail "modelRepository.cards must name the models whose cards the ConfigMap holds" }}
+{{- end }}
+{{- range $repo.cards }}
+- name: model-cards
+  mountPath: {{ printf "%s/%s/model.toml" $repo.path . }}
+  subPath: {{ printf "%s.toml" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The init container that fills the workers' model files (source `init`). */}}
+{{- define "inferpush.modelInit" -}}
+{{- $repo := .Values.modelRepository }}
+{{- if eq $repo.files.source "init" }}
+initContainers:
+  - name: model-files
+    image: {{ required "modelRepository.files.init.image is required with source init" $repo.files.init.image }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command:
+      {{- toYaml (required "modelRepository.files.init.command is required with source init" $repo.files.init.command) | nindent 6 }}
+    env:
+      {{- include "inferpush.modelRepositoryEnv" . | nindent 6 }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      {{- toYaml $repo.files.init.resources | nindent 6 }}
+    volumeMounts:
+      - name: model-files
+        mountPath: {{ $repo.path }}
+      - name: tmp
+        mountPath: /tmp
+{{- end }}
+{{- end }}

@@ -5,9 +5,10 @@
 //! and one engine each in the worker.
 
 pub mod echo;
+pub mod tensor;
 pub mod text_embedding;
 
-use inferpush_repository::{Kind, Limits, Repository};
+use inferpush_repository::{Kind, Limits, Repository, Signature};
 use serde_json::Value;
 
 /// A model of the catalogue, from its card.
@@ -27,6 +28,10 @@ pub struct Entry {
     pub limits: Limits,
     /// For an embedding model: the size of its vectors.
     pub dimensions: Option<usize>,
+    /// For a tensor model: its inputs and outputs.
+    pub signature: Option<Signature>,
+    /// Most rows of one pass (a tensor model's batch dimension).
+    pub max_batch_size: usize,
     /// The shape of `input`, in words.
     pub input: String,
     /// The shape of `output`, in words.
@@ -34,7 +39,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn of(card: &inferpush_repository::Card) -> Self {
+    fn of(model: &inferpush_repository::Model) -> Self {
+        let card = &model.card;
         let limits = card.limits.clone();
         let dimensions = card.text_embedding.as_ref().map(|section| section.dimensions);
         let (input, output) = match card.kind {
@@ -74,6 +80,8 @@ impl Entry {
             aliases: card.aliases.clone(),
             limits,
             dimensions,
+            signature: model.signature.clone(),
+            max_batch_size: card.batching.max_batch_size,
             input,
             output,
         }
@@ -93,7 +101,8 @@ impl Entry {
             Kind::Echo => echo::validate(input),
             Kind::TextEmbedding => text_embedding::validate(input, &self.limits),
             Kind::Tensor => {
-                Err(invalid("model", format!("`{}` is a tensor model, not yet served", self.name)))
+                let signature = self.signature.as_ref().expect("a tensor model has its signature");
+                tensor::parse(input, signature, self.max_batch_size).map(|_| ())
             }
         }
     }
@@ -103,8 +112,12 @@ impl Entry {
     pub fn result_bytes(&self, input: &Value) -> u64 {
         match self.kind {
             Kind::TextEmbedding => text_embedding::result_bytes(input, self.dimensions.unwrap_or(0)),
+            Kind::Tensor => {
+                let signature = self.signature.as_ref().expect("a tensor model has its signature");
+                tensor::result_bytes(input, signature, self.max_batch_size)
+            }
             // Echo stores its input as its output.
-            Kind::Echo | Kind::Tensor => json_bytes(input) as u64 + RECORD_OVERHEAD_BYTES,
+            Kind::Echo => json_bytes(input) as u64 + RECORD_OVERHEAD_BYTES,
         }
     }
 
@@ -126,8 +139,7 @@ pub struct Catalogue {
 impl Catalogue {
     /// The catalogue of `repository`'s cards, listed by kind (in [`Kind::ALL`]'s order), then by name.
     pub fn new(repository: &Repository) -> Self {
-        let mut entries: Vec<Entry> =
-            repository.models().iter().map(|model| Entry::of(&model.card)).collect();
+        let mut entries: Vec<Entry> = repository.models().iter().map(Entry::of).collect();
         let rank = |kind: Kind| Kind::ALL.iter().position(|k| *k == kind);
         entries.sort_by(|a, b| (rank(a.kind), &a.name).cmp(&(rank(b.kind), &b.name)));
         Self { entries }
@@ -194,6 +206,16 @@ pub enum InputError {
         bytes: usize,
         /// The model's limit.
         max: usize,
+    },
+    /// A tensor of a `tensor` model's request does not match the model.
+    #[error("{side} tensor `{name}` {problem}")]
+    Tensor {
+        /// `input` or `output`.
+        side: String,
+        /// The tensor's name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A field has the wrong type or value.
     #[error("`{field}` {problem}")]

@@ -3,6 +3,8 @@
 pub mod device;
 mod echo;
 pub mod embedding;
+pub mod onnx_runtime;
+pub mod tensor;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -247,7 +249,11 @@ fn load(
             let weights = embedding.weights_sha256().map(str::to_owned);
             (Arc::new(embedding), weights)
         }
-        Kind::Tensor => anyhow::bail!("kind `tensor` is not served by this worker yet"),
+        Kind::Tensor => {
+            let tensor = tensor::TensorModel::load(model, settings)?;
+            let weights = Some(tensor.weights_sha256().to_owned());
+            (Arc::new(tensor), weights)
+        }
     })
 }
 

@@ -119,7 +119,8 @@ impl ModelFiles {
         let text = std::fs::read_to_string(&card).unwrap_or_else(|e| panic!("{}: {e}", card.display()));
         let card =
             inferpush_repository::Card::parse(&text).unwrap_or_else(|e| panic!("{}: {e:?}", card.display()));
-        let model = inferpush_repository::Model { card, dir: repository.join("all-minilm-l6-v2") };
+        let model =
+            inferpush_repository::Model { card, dir: repository.join("all-minilm-l6-v2"), signature: None };
         Self::of(&model, repository).expect("a text-embedding card")
     }
 

@@ -4,17 +4,15 @@
 //! token vectors `[rows, tokens, dims]`, pooled here as the card says.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
-use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use inferpush_repository::Pooling;
 
 use super::engine::Engine;
 use super::tokenize::Encoded;
+use crate::model::onnx_runtime::{ort_error, session};
 
 /// A sentence encoder on ONNX Runtime.
 pub struct OrtEngine {
@@ -23,38 +21,10 @@ pub struct OrtEngine {
     normalize: bool,
 }
 
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
-
-/// Loads the ONNX Runtime library once per process.
-fn environment(library: &Path) -> anyhow::Result<&'static Environment> {
-    ENVIRONMENT
-        .get_or_init(|| {
-            ort::init_from(library)
-                .map_err(|e| format!("loading {}: {e}", library.display()))?
-                .with_name("inferpush")
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("ONNX Runtime: {e}"))
-}
-
-fn ort_error(error: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("ONNX Runtime: {error}")
-}
-
 impl OrtEngine {
     /// Opens `model.onnx` with the library at `library`, using `threads` intra-op threads.
     pub fn load(model: &Path, library: &Path, threads: usize) -> anyhow::Result<Self> {
-        let environment = environment(library)?;
-        let session = Session::builder(environment)
-            .map_err(ort_error)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(ort_error)?
-            .with_intra_threads(threads)
-            .map_err(ort_error)?
-            .commit_from_file(model)
-            .map_err(|e| anyhow::anyhow!("ONNX Runtime: loading {}: {e}", model.display()))?;
+        let session = session(model, library, threads)?;
         Ok(Self { session, pooling: Pooling::Mean, normalize: true })
     }
 

@@ -152,12 +152,17 @@ fn owns_its_channel(task: &TaskEnvelope) -> bool {
 /// deadline passed was dropped by the broker (its message expired) and ends `expired`.
 /// One that names a channel its user does not own is dropped (acked) untold: it was never
 /// a real task.
-pub async fn process_dead_letter(task: TaskEnvelope, context: &TaskContext) -> Settlement {
+pub async fn process_dead_letter(
+    task: TaskEnvelope,
+    broker_expired: bool,
+    context: &TaskContext,
+) -> Settlement {
     if !owns_its_channel(&task) {
         return Settlement::Ack;
     }
     let clock = context.clock.as_ref();
-    if task.is_expired(clock.now_ms()) {
+    // The broker's word wins over this machine's clock, which may read a moment earlier.
+    if broker_expired || task.is_expired(clock.now_ms()) {
         tracing::info!(task_id = %task.task_id, model = task.model, "the broker dropped a task past its deadline");
         return expire(&task, context).await;
     }

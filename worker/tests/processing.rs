@@ -201,11 +201,22 @@ async fn invalid_input_fails_the_task_with_its_code() {
 }
 
 #[tokio::test]
+async fn a_message_the_broker_expired_ends_expired_even_when_this_clock_reads_a_moment_earlier() {
+    let h = harness();
+    // Its deadline is 5 ms ahead of the worker's clock, but the broker already dropped it.
+    let task = task(json!({})).with_deadline(Some(h.clock.now_ms() + 5));
+    queued(&h, &task).await;
+    assert_eq!(process_dead_letter(task.clone(), true, &h.context).await, Settlement::Ack);
+    let stored = h.store.get(task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.error.unwrap().code.as_str()), (TaskStatus::Expired, "expired"));
+}
+
+#[tokio::test]
 async fn a_dead_letter_fails_the_task_for_good_and_tells_its_owner() {
     let h = harness();
     let task = task(json!({}));
     queued(&h, &task).await;
-    assert_eq!(process_dead_letter(task.clone(), &h.context).await, Settlement::Ack);
+    assert_eq!(process_dead_letter(task.clone(), false, &h.context).await, Settlement::Ack);
     let stored = h.store.get(task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.error.unwrap().code.as_str()), (TaskStatus::Failed, "delivery_limit"));
     assert_eq!(stored.finished_at_ms, Some(h.clock.now_ms()));
@@ -223,7 +234,7 @@ async fn a_task_for_a_channel_its_user_does_not_own_is_never_run_nor_announced_e
         SUBMITTED_MS,
     );
     assert_eq!(process(forged.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::DeadLetter);
-    assert_eq!(process_dead_letter(forged.clone(), &h.context).await, Settlement::Ack, "dropped");
+    assert_eq!(process_dead_letter(forged.clone(), false, &h.context).await, Settlement::Ack, "dropped");
     assert_eq!(h.store.get(forged.task_id).await.unwrap(), None, "nothing stored");
     assert!(h.sink.finals().is_empty(), "nothing pushed to alice");
 }
@@ -262,7 +273,7 @@ async fn a_task_past_its_deadline_is_not_run_and_ends_expired_whichever_way_it_a
         let late = task(json!({"text": "too late"})).with_deadline(Some(SUBMITTED_MS + 10));
         queued(&h, &late).await;
         let settled = if dead_lettered {
-            process_dead_letter(late.clone(), &h.context).await
+            process_dead_letter(late.clone(), false, &h.context).await
         } else {
             process(late.clone(), Arrival::First, Lane::Main, &h.context).await
         };

@@ -52,8 +52,16 @@ fn task_span(task: &TaskEnvelope, delivery: &Delivery) -> tracing::Span {
 
 /// Runs one dead-lettered message: the task failed for good.
 pub async fn handle_dead_letter(delivery: Delivery, context: TaskContext) {
+    // Why the broker dead-lettered it: `expired` (its deadline, the message's TTL) or
+    // `delivery_limit` (a task that kept failing).
+    let broker_expired = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-first-death-reason"))
+        .is_some_and(|reason| matches!(reason, AMQPValue::LongString(text) if text.to_string() == "expired"));
     let settlement = match TaskEnvelope::from_bytes(&delivery.data) {
-        Ok(task) => guarded(process_dead_letter(task, &context)).await,
+        Ok(task) => guarded(process_dead_letter(task, broker_expired, &context)).await,
         Err(error) => {
             // Garbage with no user to tell: it stays visible in the logs, not in the queue.
             tracing::error!(%error, bytes = delivery.data.len(), "dropping an undecodable dead letter");

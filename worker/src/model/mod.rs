@@ -176,11 +176,7 @@ impl Registry {
         names: &[String],
         settings: &ServeSettings,
     ) -> Result<Self, RegistryError> {
-        let names = served_names(repository, names)?;
-        let served: Vec<&str> = names.iter().map(String::as_str).collect();
-        repository.only(&served).check_files(inferpush_repository::FileCheck::Checksums).map_err(|e| {
-            RegistryError::Load { model: e.file.display().to_string(), reason: e.to_string() }
-        })?;
+        let names = checked_files(repository, names)?;
         let mut registry = Registry::default();
         for name in names {
             let model = repository.get(&name).expect("served_names checks every name");
@@ -234,6 +230,19 @@ pub fn served_names(repository: &Repository, names: &[String]) -> Result<Vec<Str
             return Err(RegistryError::Unknown { model: name.clone(), known });
         }
     }
+    Ok(names)
+}
+
+/// The models a worker serves ([`served_names`]), their files present and of the SHA-256
+/// their cards give (what `--check-config` checks too, and what a worker checks once
+/// before loading them).
+pub fn checked_files(repository: &Repository, names: &[String]) -> Result<Vec<String>, RegistryError> {
+    let names = served_names(repository, names)?;
+    let served: Vec<&str> = names.iter().map(String::as_str).collect();
+    repository
+        .only(&served)
+        .check_files(inferpush_repository::FileCheck::Checksums)
+        .map_err(|e| RegistryError::Load { model: e.file.display().to_string(), reason: e.to_string() })?;
     Ok(names)
 }
 

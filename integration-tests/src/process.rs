@@ -165,13 +165,6 @@ pub async fn wait_http_ok(url: &str, timeout: Duration, what: &str) {
     wait_ok(&reqwest::Client::new(), url, timeout, what).await
 }
 
-/// [`wait_http_ok`] for an `https://` URL whose certificate `ca_pem` signed.
-pub async fn wait_https_ok(url: &str, ca_pem: &str, timeout: Duration, what: &str) {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("a PEM certificate");
-    let client = reqwest::Client::builder().add_root_certificate(ca).build().expect("an HTTPS client");
-    wait_ok(&client, url, timeout, what).await
-}
-
 async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration, what: &str) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

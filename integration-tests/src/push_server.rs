@@ -7,8 +7,11 @@ use std::time::Duration;
 use testcontainers::core::WaitFor;
 
 use crate::containers::ServiceContainer;
-use crate::process::{Service, free_port, wait_http_ok, wait_https_ok, workspace_root};
+use crate::process::{Service, free_port, workspace_root};
 use crate::tls::TlsFiles;
+
+/// How long a server may take to answer `/ready` once started.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Which server pushes the stack's events to its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +41,8 @@ impl PushServer {
     }
 
     /// Starts the server for app `(id, key, secret)` on `127.0.0.1:{port}` (TLS with
-    /// `tls`'s certificate when given) and waits until it answers `/ready`.
+    /// `tls`'s certificate when given) and waits until it answers `/ready`; panics with its
+    /// log when it does not.
     pub async fn start(
         self,
         log_name: &str,
@@ -46,6 +50,21 @@ impl PushServer {
         app: (&str, &str, &str),
         tls: Option<&TlsFiles>,
     ) -> Service {
+        self.try_start(log_name, port, app, tls).await.unwrap_or_else(|log| {
+            panic!("{} exited before it answered /ready on port {port}:\n{log}", self.name())
+        })
+    }
+
+    /// [`Self::start`], but a server that exits before it is ready (another process took
+    /// its port between `free_port` and its bind) is an `Err` with its log, so the caller
+    /// can try another port. One that runs but never answers still panics, with its log.
+    pub async fn try_start(
+        self,
+        log_name: &str,
+        port: u16,
+        app: (&str, &str, &str),
+        tls: Option<&TlsFiles>,
+    ) -> Result<Service, String> {
         let mut env = vec![
             ("INFERPUSH_PUSH_SERVER", self.name().to_owned()),
             ("PUSHER_APP_ID", app.0.to_owned()),
@@ -60,18 +79,35 @@ impl PushServer {
             env.push(("INFERPUSH_PUSH_SERVER_TLS_KEY", files.key.display().to_string()));
         }
         let script = workspace_root().join("scripts/push-server.sh");
-        let service = Service::start(self.name(), log_name, &script, &[], &env);
-        match tls {
-            None => {
-                let url = format!("http://127.0.0.1:{port}/ready");
-                wait_http_ok(&url, Duration::from_secs(30), self.name()).await;
-            }
+        let mut service = Service::start(self.name(), log_name, &script, &[], &env);
+        let client = match tls {
+            None => reqwest::Client::new(),
             Some(files) => {
-                let url = format!("https://127.0.0.1:{port}/ready");
-                wait_https_ok(&url, &files.ca_pem(), Duration::from_secs(30), self.name()).await;
+                let ca =
+                    reqwest::Certificate::from_pem(files.ca_pem().as_bytes()).expect("a PEM certificate");
+                reqwest::Client::builder().add_root_certificate(ca).build().expect("an HTTPS client")
             }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}/ready");
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(service);
+            }
+            if !service.is_running() {
+                return Err(service.log_text());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} was not ready at {url} within {READY_WITHIN:?}:\n{}",
+                self.name(),
+                service.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        service
     }
 
     /// The server as a container of `localhost/inferpush-{soketi,sockudo}` (the container

@@ -188,7 +188,7 @@ impl Stack {
             stack.start_redis().await;
         }
         if stack.push_container.is_none() {
-            stack.start_push_server().await;
+            stack.first_push_server().await;
         }
         let (api, api_url) = stack.launch_api("api").await;
         stack.api_url = api_url;
@@ -340,6 +340,27 @@ impl Stack {
             redis.signal("TERM");
             redis.wait_exit(Duration::from_secs(20)).await;
         }
+    }
+
+    /// Starts the push server the first time, on another free port if another process took
+    /// the one chosen before the server could bind it (nothing else knows the port yet).
+    async fn first_push_server(&mut self) {
+        let log_name = format!("{}-{}", self.name, self.push.name());
+        let tls = self.tls.as_ref().map(|(files, _)| files);
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match self.push.try_start(&log_name, self.pusher_port, (APP_ID, APP_KEY, APP_SECRET), tls).await {
+                Ok(service) => {
+                    self.push_server = Some(service);
+                    return;
+                }
+                Err(log) => {
+                    failures.push(format!("port {}:\n{log}", self.pusher_port));
+                    self.pusher_port = free_port();
+                }
+            }
+        }
+        panic!("{} exited before it was ready, three times:\n{}", self.push.name(), failures.join("\n"));
     }
 
     /// Starts the push server on the stack's port (again, after [`Self::stop_push_server`])

@@ -66,12 +66,16 @@ push-server:
 models:
 	scripts/fetch-model.sh
 
-## llama.cpp's token ids for SmolLM2's tokenizer test, through llama-cpp-python built from
-## source once into the cache (outside the clone): writes worker/tests/fixtures/smollm2-tokens.json.
+## llama.cpp's token ids for SmolLM2's tokenizer test and its greedy continuations (with their
+## top logits) for the generation test, through llama-cpp-python built from source once into the
+## cache (outside the clone): writes gguf/tests/fixtures/smollm2-tokens.json and
+## worker/tests/fixtures/smollm2-greedy.json.
+LLAMA_PYTHON = "$$(scripts/venv.sh llama-cpp llama-cpp-python==0.3.36)/bin/python"
+SMOLLM2_GGUF = models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 reference-llama: models
-	"$$(scripts/venv.sh llama-cpp llama-cpp-python==0.3.36)/bin/python" scripts/llama_reference.py tokens \
-	  models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf worker/tests/fixtures/minilm-reference.json \
-	  worker/tests/fixtures/smollm2-tokens.json
+	$(LLAMA_PYTHON) scripts/llama_reference.py tokens $(SMOLLM2_GGUF) worker/tests/fixtures/minilm-reference.json \
+	  gguf/tests/fixtures/smollm2-tokens.json
+	$(LLAMA_PYTHON) scripts/llama_reference.py greedy $(SMOLLM2_GGUF) worker/tests/fixtures/smollm2-greedy.json
 
 ## The platform end to end under open-loop load (echo tasks, real Pusher connections) at several
 ## rates, with RabbitMQ's confirm and the push server's trigger alone beside it, and CPU per task of every

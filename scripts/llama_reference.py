@@ -1,7 +1,10 @@
 """llama.cpp (through llama-cpp-python, built from source) as the reference for the
 text-generation kind. `tokens GGUF FIXTURE OUT`: the token ids llama.cpp gives every string
 of a corpus of over 500 (English, Chinese, emoji, code, runs of whitespace, the chat
-template's special tokens), special tokens parsed, no BOS added; written as JSON to OUT."""
+template's special tokens), special tokens parsed, no BOS added; written as JSON to OUT.
+`greedy GGUF OUT`: for 10 fixed chat prompts (written with the file's chat template),
+llama.cpp's greedy continuation (64 tokens, or fewer at the end of sequence) and, at each
+position, its 8 largest logits; written as JSON to OUT."""
 
 import json
 import sys
@@ -54,5 +57,51 @@ def tokens(gguf, fixture, out):
     print(f"{len(strings)} strings, {sum(map(len, ids))} tokens")
 
 
+CHATS = [
+    [("user", "What is the capital of France?")],
+    [("user", "Write a haiku about the sea.")],
+    [("system", "You are a terse assistant."), ("user", "Explain recursion in one sentence.")],
+    [("user", "List three primary colors.")],
+    [("user", "Translate 'good morning' into Spanish.")],
+    [("user", "What is 12 times 12?")],
+    [("user", "Give me a name for a pet turtle.")],
+    [("user", "Why is the sky blue?")],
+    [("user", "Hi!"), ("assistant", "Hello! How can I help you today?"), ("user", "Tell me a fun fact.")],
+    [("user", "Write a Python function that reverses a string.")],
+]
+STEPS = 64
+TOP = 8
+
+
+def greedy(gguf, out):
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=gguf, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    import jinja2
+
+    render = jinja2.Environment().from_string(template)
+    eos = llm.token_eos()
+    cases = []
+    for chat in CHATS:
+        prompt = render.render(messages=[{"role": r, "content": c} for r, c in chat], add_generation_prompt=True)
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        continuation, tops = [], []
+        for _ in range(STEPS):
+            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            order = np.argsort(-logits)[:TOP]
+            tops.append([[int(i), float(logits[i])] for i in order])
+            token = int(order[0])
+            continuation.append(token)
+            if token == eos:
+                break
+            llm.eval([token])
+        cases.append({"prompt": prompt, "prompt_ids": ids, "continuation": continuation, "top_logits": tops})
+        print(f"{len(ids)} prompt tokens -> {llm.detokenize(continuation).decode('utf-8', 'replace')!r}")
+    json.dump({"llama_cpp_python": llama_cpp.__version__, "cases": cases}, open(out, "w"), ensure_ascii=False)
+
+
 if __name__ == "__main__":
-    {"tokens": tokens}[sys.argv[1]](*sys.argv[2:])
+    {"tokens": tokens, "greedy": greedy}[sys.argv[1]](*sys.argv[2:])

@@ -11,6 +11,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod prompts;
 pub mod publishing;
 pub mod queue;
 pub mod routes;

@@ -47,6 +47,7 @@ pub const BEARER: &str = "bearer";
         routes::events::user_events,
         routes::events::task_events,
         routes::openai::embeddings,
+        routes::openai::chat::completions,
         routes::kserve::metadata,
         routes::kserve::ready,
         routes::kserve::infer,
@@ -60,7 +61,7 @@ pub const BEARER: &str = "bearer";
     tags(
         (name = "tasks", description = "Submit tasks and follow them"),
         (name = "events", description = "Where a task's events go: server-sent events, and the sinks on offer"),
-        (name = "openai", description = "OpenAI's embeddings API over the same tasks (for OpenAI's SDKs and text-embeddings-inference clients)"),
+        (name = "openai", description = "OpenAI's embeddings and chat completions APIs over the same tasks (for OpenAI's SDKs and text-embeddings-inference clients)"),
         (name = "kserve", description = "KServe's Open Inference Protocol v2 for tensor models (any ONNX graph), over the same tasks"),
         (name = "pusher", description = "Sign Pusher channel subscriptions (pusher-js, Laravel Echo)"),
         (name = "operations", description = "Health, readiness and this document (metrics are on their own listener, INFERPUSH_API_METRICS_ADDR)"),

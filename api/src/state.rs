@@ -10,7 +10,7 @@ use inferpush_protocol::catalogue::Catalogue;
 use inferpush_protocol::encryption::MasterKey;
 use inferpush_protocol::{AppCredentials, Clock, SystemClock};
 use inferpush_repository::FileCheck;
-use inferpush_store::TaskStore;
+use inferpush_store::{ProgressStore, TaskStore};
 
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::keys::{ApiKeys, DEV_KEYS};
@@ -18,6 +18,7 @@ use crate::config::ApiConfig;
 use crate::delivery::DeliveryState;
 use crate::dev::{DevMode, DevTokens, PusherPublic, demo};
 use crate::limits::{Limits, UserLimit, UserSlots};
+use crate::prompts::Prompts;
 use crate::queue::TaskQueue;
 use crate::queue::amqp::Broker;
 use crate::serving::Serving;
@@ -27,12 +28,16 @@ use crate::serving::Serving;
 pub struct AppState {
     /// The models of the repository, as inputs are validated against them.
     pub catalogue: Arc<Catalogue>,
+    /// The generation models' tokenizers and chat templates, to count prompts.
+    pub prompts: Arc<Prompts>,
     /// Which models live workers serve (their heartbeats).
     pub serving: Arc<Serving>,
     /// Where accepted tasks go.
     pub queue: Arc<dyn TaskQueue>,
     /// Task state and results.
     pub store: Arc<dyn TaskStore>,
+    /// Running generations' text so far, and stop requests.
+    pub progress: Arc<dyn ProgressStore>,
     /// The time, for stamping tasks.
     pub clock: Arc<dyn Clock>,
     /// Known API keys.
@@ -82,7 +87,7 @@ impl AppState {
             );
         }
         let trusted = config.tls.trusted()?;
-        let catalogue = catalogue(config)?;
+        let (catalogue, prompts) = catalogue(config)?;
         let models = catalogue.names().into_iter().map(str::to_owned).collect();
         let queue = Broker::new(
             config.amqp.url.clone(),
@@ -112,6 +117,8 @@ impl AppState {
         tracing::info!(sinks = ?delivery.enabled, "delivering events");
         Ok(Self {
             catalogue: Arc::new(catalogue),
+            prompts: Arc::new(prompts),
+            progress: Arc::new(store.progress()),
             serving,
             delivery: Arc::new(delivery),
             max_wait: config.max_wait(),
@@ -160,8 +167,8 @@ pub fn check_config(config: &ApiConfig) -> anyhow::Result<()> {
 }
 
 /// The catalogue of the model repository's cards (the api checks the cards, never the
-/// weights: it loads none).
-fn catalogue(config: &ApiConfig) -> anyhow::Result<Catalogue> {
+/// weights: it loads none), and the generation models' prompt counters.
+fn catalogue(config: &ApiConfig) -> anyhow::Result<(Catalogue, Prompts)> {
     let repository = config.repository.load(FileCheck::None)?;
     anyhow::ensure!(
         !repository.models().is_empty(),
@@ -169,7 +176,8 @@ fn catalogue(config: &ApiConfig) -> anyhow::Result<Catalogue> {
         config.repository.dir().display()
     );
     tracing::info!(models = ?repository.names(), repository = %config.repository.dir().display(), "model repository read");
-    Ok(Catalogue::new(&repository))
+    let prompts = Prompts::load(&repository)?;
+    Ok((Catalogue::new(&repository), prompts))
 }
 
 /// The configured keys: the inline list, then the key file's lines.

@@ -88,7 +88,7 @@ async fn news_of(live: &mut broadcast::Receiver<Live>, task_id: TaskId) {
     loop {
         match live.recv().await {
             Ok(Live::Event(event))
-                if event.task_id == task_id && event.event != inferpush_protocol::EventName::STARTED =>
+                if event.task_id == task_id && inferpush_protocol::EventName::is_final(&event.event) =>
             {
                 return;
             }

@@ -47,6 +47,8 @@ fn state() -> AppState {
         inferpush_repository::Repository::load(&models, inferpush_repository::FileCheck::None).unwrap();
     AppState {
         catalogue: Arc::new(inferpush_protocol::catalogue::Catalogue::new(&repository)),
+        prompts: Arc::new(inferpush_api::prompts::Prompts::default()),
+        progress: Arc::new(store.progress()),
         serving: Arc::new(inferpush_api::serving::Serving::new(Arc::new(store.presence()))),
         queue: Arc::new(broker),
         store: Arc::new(store),

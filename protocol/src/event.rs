@@ -61,6 +61,40 @@ impl InferenceEvent {
     }
 }
 
+/// The data of an `inference.delta` event: more of a running generation's text.
+///
+/// `seq` counts a task's deltas from 1 within one `attempt` (the start time, Unix ms, of
+/// the worker's run that wrote them): a task redelivered after its worker died starts
+/// again with a new `attempt` and `seq` 1, and a client drops what it showed of an earlier
+/// attempt. `inference.completed` carries the whole text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeltaEvent {
+    /// The task.
+    pub task_id: TaskId,
+    /// Which run of the task wrote it.
+    pub attempt: u64,
+    /// Its place among the attempt's deltas, from 1, one by one.
+    pub seq: u64,
+    /// The new text.
+    pub delta: String,
+    /// Tokens generated so far in this attempt.
+    pub tokens: usize,
+}
+
+/// What a running generation has written so far (`progress` of `GET /v1/inference/{id}`):
+/// the text of deltas 1 to `seq` of `attempt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskProgress {
+    /// Which run of the task wrote it.
+    pub attempt: u64,
+    /// The last delta it includes.
+    pub seq: u64,
+    /// The text so far.
+    pub text: String,
+    /// Tokens generated so far.
+    pub tokens: usize,
+}
+
 /// One event of a `POST /apps/{id}/batch_events` call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchEvent {

@@ -220,12 +220,25 @@ pub struct ChannelAuthResponse {
     pub shared_secret: Option<String>,
 }
 
-/// One model of `GET /v1/models`: its card, and whether a live worker serves it.
+/// One model of `GET /v1/models`: its card, and whether a live worker serves it; with
+/// OpenAI's fields (`id`, `object`, `created`, `owned_by`) so that its SDKs list it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
+    /// The name, as OpenAI's SDKs read it.
+    #[serde(default)]
+    pub id: String,
+    /// Always `model`.
+    #[serde(default)]
+    pub object: String,
+    /// When the card was made, Unix seconds (0: not known).
+    #[serde(default)]
+    pub created: u64,
+    /// Who serves it.
+    #[serde(default)]
+    pub owned_by: String,
     /// Catalogue name.
     pub name: String,
-    /// Its kind (`echo`, `text-embedding`, `tensor`).
+    /// Its kind (`echo`, `text-embedding`, `tensor`, `text-generation`).
     #[serde(default)]
     pub kind: String,
     /// The card's version.
@@ -288,6 +301,10 @@ impl ModelInfo {
     pub fn of(entry: &Entry, workers: u32) -> Self {
         let limits = &entry.limits;
         Self {
+            id: entry.name.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "inferpush".into(),
             name: entry.name.clone(),
             kind: entry.kind.name().to_owned(),
             version: entry.version.clone(),
@@ -313,11 +330,25 @@ impl ModelInfo {
     }
 }
 
-/// `GET /v1/models`.
+/// `GET /v1/models`: the catalogue, as `models`, and again as OpenAI's list (`object`,
+/// `data`), which its SDKs' `models.list()` read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
     /// Every model of the catalogue.
     pub models: Vec<ModelInfo>,
+    /// Always `list`.
+    #[serde(default)]
+    pub object: String,
+    /// The same models, for OpenAI's SDKs.
+    #[serde(default)]
+    pub data: Vec<ModelInfo>,
+}
+
+impl ModelList {
+    /// The list of `models`.
+    pub fn of(models: Vec<ModelInfo>) -> Self {
+        Self { data: models.clone(), object: "list".into(), models }
+    }
 }
 
 /// Every error answer: `application/problem+json` (RFC 9457).

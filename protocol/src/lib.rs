@@ -27,7 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use deadline::CancelAfter;
 pub use delivery::{Delivery, SinkKind, WebhookEvent, WebhookTargets};
 pub use envelope::{TaskEnvelope, TaskId};
-pub use event::{ErrorBody, InferenceEvent, Timings};
+pub use event::{DeltaEvent, ErrorBody, InferenceEvent, TaskProgress, Timings};
 pub use lifecycle::{EventName, TaskStatus};
 pub use record::{Provenance, TaskRecord};
 pub use signature::{AppCredentials, RestRequest, SignatureError};

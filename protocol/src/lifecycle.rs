@@ -6,7 +6,8 @@
 //! (none) ──create──▶ queued ──start──▶ running ──succeed──▶ succeeded
 //!                      │  ▲              │ ▲ └──fail────────▶ failed
 //!                      │  └─(redelivery)─┘ └─ start again     ▲
-//!                      ├──cancel──────────────────────────▶ cancelled
+//!                      ├──cancel──────────────────────────▶ cancelled (also from running:
+//!                      │                                     a generation stopped by its owner)
 //!                      └──dead-letter (delivery limit), from queued or running ─┘
 //! ```
 //!
@@ -33,7 +34,8 @@ pub enum TaskStatus {
     Succeeded,
     /// Finished with an error (including a task dead-lettered after too many deliveries).
     Failed,
-    /// Cancelled by its owner before it started.
+    /// Cancelled by its owner before it started, or stopped while it ran (a generation,
+    /// which keeps the text written so far).
     Cancelled,
     /// Its deadline passed before it ran; it was not run.
     Expired,
@@ -74,7 +76,8 @@ impl TaskStatus {
     /// `self`:
     /// - `queued` only as a new task;
     /// - `running` from nothing, queued, or running (a redelivery after a crash);
-    /// - `cancelled` only from queued;
+    /// - `cancelled` from queued (its owner cancelled it) or running (a worker stopped a
+    ///   generation its owner cancelled);
     /// - `expired` from nothing, queued, or running (a worker found its deadline passed
     ///   before running it);
     /// - `succeeded` or `failed` from anything not yet final (a record lost to expiry is
@@ -84,7 +87,7 @@ impl TaskStatus {
         match self {
             Queued => current.is_none(),
             Running => matches!(current, None | Some(Queued) | Some(Running)),
-            Cancelled => current == Some(Queued),
+            Cancelled => matches!(current, Some(Queued) | Some(Running)),
             Expired => matches!(current, None | Some(Queued) | Some(Running)),
             Succeeded | Failed => !current.is_some_and(TaskStatus::is_final),
         }
@@ -118,6 +121,13 @@ impl EventName {
     pub const FAILED: &'static str = "inference.failed";
     /// A worker took the task and started running it.
     pub const STARTED: &'static str = "inference.started";
+    /// A running generation wrote more text (`seq` counts these from 1 per attempt).
+    pub const DELTA: &'static str = "inference.delta";
+
+    /// True for the events that end a task's stream (`completed`, `failed`).
+    pub fn is_final(name: &str) -> bool {
+        name == Self::COMPLETED || name == Self::FAILED
+    }
 }
 
 /// Stable `error.code` values the lifecycle itself sets (models add their own).
@@ -164,6 +174,7 @@ impl TaskRecord {
             deadline_ms: task.deadline_ms,
             model_version: None,
             weights_sha256: None,
+            progress: None,
         }
     }
 
@@ -203,6 +214,20 @@ impl TaskRecord {
             "the task was cancelled by its owner before it started",
             clock,
         )
+    }
+
+    /// A running generation its owner cancelled, stopped with `output` (the text so far)
+    /// after `inference_ms`.
+    pub fn stopped(&self, output: serde_json::Value, inference_ms: u64, clock: &dyn Clock) -> Self {
+        let mut record = self.ended(
+            TaskStatus::Cancelled,
+            ErrorCode::CANCELLED,
+            "the task was cancelled by its owner while it ran; `output` holds what it wrote until then",
+            clock,
+        );
+        record.timings = Some(self.run_timings(inference_ms));
+        record.output = Some(output);
+        record
     }
 
     /// Its deadline passed before it ran: it is not run.
@@ -301,6 +326,7 @@ mod tests {
                 (Some(Running), Running),
                 (Some(Running), Succeeded),
                 (Some(Running), Failed),
+                (Some(Running), Cancelled),
                 (Some(Running), Expired),
             ]
         );

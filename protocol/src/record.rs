@@ -51,6 +51,10 @@ pub struct TaskRecord {
     /// The SHA-256 of the weights file that ran it (none for a model without weights).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
+    /// While a generation runs: the text it has written so far (filled in by the api from
+    /// the progress store; never stored in the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::event::TaskProgress>,
 }
 
 /// What produced a result: the card's version and the weights the engine loaded.

@@ -11,11 +11,13 @@ pub enum Kind {
     TextEmbedding,
     /// Any ONNX model, tensors in and out (KServe's Open Inference Protocol v2).
     Tensor,
+    /// Generated text from a chat or a prompt, streamed as it is written (a GGUF model).
+    TextGeneration,
 }
 
 impl Kind {
     /// Every kind, as cards name them.
-    pub const ALL: [Kind; 3] = [Kind::Echo, Kind::TextEmbedding, Kind::Tensor];
+    pub const ALL: [Kind; 4] = [Kind::Echo, Kind::TextEmbedding, Kind::Tensor, Kind::TextGeneration];
 
     /// Its name in cards.
     pub fn name(self) -> &'static str {
@@ -23,6 +25,7 @@ impl Kind {
             Kind::Echo => "echo",
             Kind::TextEmbedding => "text-embedding",
             Kind::Tensor => "tensor",
+            Kind::TextGeneration => "text-generation",
         }
     }
 
@@ -160,6 +163,45 @@ pub struct TensorSection {
     pub outputs: Vec<TensorSpec>,
 }
 
+/// A `text-generation` model's own settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSection {
+    /// The GGUF file: weights, tokenizer and chat template.
+    pub gguf: String,
+    /// Prompt plus output tokens of one task, at most; at most the file's own context
+    /// (the file's when not set).
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// Most tokens one task generates, and what it gets when it does not ask.
+    #[serde(default = "GenerationSection::default_max_tokens")]
+    pub max_tokens: usize,
+    /// Sequences one worker decodes together (continuous batching).
+    #[serde(default = "GenerationSection::default_max_sequences")]
+    pub max_concurrent_sequences: usize,
+    /// Sampling temperature when a task does not say (0: greedy).
+    #[serde(default = "GenerationSection::default_temperature")]
+    pub temperature: f64,
+    /// Nucleus sampling's mass when a task does not say (1: off).
+    #[serde(default = "GenerationSection::default_top_p")]
+    pub top_p: f64,
+}
+
+impl GenerationSection {
+    fn default_max_tokens() -> usize {
+        512
+    }
+    fn default_max_sequences() -> usize {
+        8
+    }
+    fn default_temperature() -> f64 {
+        1.
+    }
+    fn default_top_p() -> f64 {
+        1.
+    }
+}
+
 /// A model's card.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Card {
@@ -185,6 +227,8 @@ pub struct Card {
     pub text_embedding: Option<EmbeddingSection>,
     /// `tensor` settings.
     pub tensor: Option<TensorSection>,
+    /// `text-generation` settings.
+    pub text_generation: Option<GenerationSection>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +253,8 @@ struct RawCard {
     text_embedding: Option<EmbeddingSection>,
     #[serde(default)]
     tensor: Option<TensorSection>,
+    #[serde(default)]
+    text_generation: Option<GenerationSection>,
 }
 
 /// A field at fault (if one is), and the rule it breaks.
@@ -238,6 +284,7 @@ impl Card {
             runtime: raw.runtime,
             text_embedding: raw.text_embedding,
             tensor: raw.tensor,
+            text_generation: raw.text_generation,
         };
         card.check()?;
         Ok(card)
@@ -301,25 +348,22 @@ impl Card {
 
     /// Each kind has its own section, and only its own.
     fn check_sections(&self) -> Result<(), Fault> {
-        let foreign = |section: &str| {
-            fault(
+        let sections = [
+            (Kind::TextEmbedding, "text_embedding", self.text_embedding.is_some()),
+            (Kind::Tensor, "tensor", self.tensor.is_some()),
+            (Kind::TextGeneration, "text_generation", self.text_generation.is_some()),
+        ];
+        if let Some((_, section, _)) =
+            sections.iter().find(|(kind, _, present)| *present && *kind != self.kind)
+        {
+            return Err(fault(
                 section,
                 format!("is the section of another kind; this card's kind is `{}`", self.kind.name()),
-            )
-        };
+            ));
+        }
         match self.kind {
-            Kind::Echo => {
-                if self.text_embedding.is_some() {
-                    return Err(foreign("text_embedding"));
-                }
-                if self.tensor.is_some() {
-                    return Err(foreign("tensor"));
-                }
-            }
+            Kind::Echo => {}
             Kind::TextEmbedding => {
-                if self.tensor.is_some() {
-                    return Err(foreign("tensor"));
-                }
                 let section = self
                     .text_embedding
                     .as_ref()
@@ -344,9 +388,6 @@ impl Card {
                 }
             }
             Kind::Tensor => {
-                if self.text_embedding.is_some() {
-                    return Err(foreign("text_embedding"));
-                }
                 let section =
                     self.tensor.as_ref().ok_or_else(|| fault("tensor", "is required for kind `tensor`"))?;
                 self.listed("tensor.onnx", &section.onnx)?;
@@ -369,6 +410,27 @@ impl Card {
                             ));
                         }
                     }
+                }
+            }
+            Kind::TextGeneration => {
+                let section = self
+                    .text_generation
+                    .as_ref()
+                    .ok_or_else(|| fault("text_generation", "is required for kind `text-generation`"))?;
+                self.listed("text_generation.gguf", &section.gguf)?;
+                let counts = [
+                    ("text_generation.context_length", section.context_length.unwrap_or(1)),
+                    ("text_generation.max_tokens", section.max_tokens),
+                    ("text_generation.max_concurrent_sequences", section.max_concurrent_sequences),
+                ];
+                if let Some((field, _)) = counts.iter().find(|(_, value)| *value == 0) {
+                    return Err(fault(field, "must be at least 1"));
+                }
+                if !(0.0..=2.0).contains(&section.temperature) {
+                    return Err(fault("text_generation.temperature", "must be from 0 to 2"));
+                }
+                if !(section.top_p > 0. && section.top_p <= 1.) {
+                    return Err(fault("text_generation.top_p", "must be over 0 and at most 1"));
                 }
             }
         }

@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use card::{
-    Batching, Card, EmbeddingSection, FileEntry, Kind, Limits, Pooling, Runtime, TensorSection, TensorSpec,
+    Batching, Card, EmbeddingSection, FileEntry, GenerationSection, Kind, Limits, Pooling, Runtime,
+    TensorSection, TensorSpec,
 };
 pub use files::FileCheck;
 pub use onnx::{Signature, TensorInfo};

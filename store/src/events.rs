@@ -113,6 +113,19 @@ pub trait EventLog: Send + Sync + 'static {
         task_id: TaskId,
         event: &str,
         data: &str,
+    ) -> Result<EventId, StoreError> {
+        self.append_once(user_id, task_id, event, event, data).await
+    }
+
+    /// [`Self::append`], where `once` names what makes two appends of the task the same
+    /// event (its name for a lifecycle event; for a delta, its attempt and seq too).
+    async fn append_once(
+        &self,
+        user_id: &str,
+        task_id: TaskId,
+        event: &str,
+        once: &str,
+        data: &str,
     ) -> Result<EventId, StoreError>;
 
     /// A user's events from `from`, oldest first, at most `limit`.
@@ -188,17 +201,18 @@ fn logged(user_id: &str, (id, fields): (String, Vec<(String, String)>)) -> Optio
 
 #[async_trait]
 impl EventLog for RedisEventLog {
-    async fn append(
+    async fn append_once(
         &self,
         user_id: &str,
         task_id: TaskId,
         event: &str,
+        once: &str,
         data: &str,
     ) -> Result<EventId, StoreError> {
         let id: String = self
             .append
             .key(self.keys.events(user_id))
-            .key(self.keys.event_marker(task_id, event))
+            .key(self.keys.event_marker(task_id, once))
             .key(self.keys.held(user_id, self.quota.current()))
             .arg(task_id.to_string())
             .arg(event)

@@ -20,6 +20,16 @@ impl Keys {
         format!("{}:task:{task_id}", self.prefix)
     }
 
+    /// What a running generation wrote so far (JSON).
+    pub fn progress(&self, task_id: TaskId) -> String {
+        format!("{}:task:{task_id}:progress", self.prefix)
+    }
+
+    /// Set when a running task's owner asked it to stop.
+    pub fn stop(&self, task_id: TaskId) -> String {
+        format!("{}:task:{task_id}:stop", self.prefix)
+    }
+
     /// A user's tasks: a sorted set of task ids scored by submission time (ms).
     pub fn user_tasks(&self, user_id: &str) -> String {
         format!("{}:user:{user_id}:tasks", self.prefix)

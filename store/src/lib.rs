@@ -11,6 +11,7 @@ mod memory;
 mod memory_events;
 mod page;
 mod presence;
+mod progress;
 mod redis_store;
 mod scripts;
 
@@ -24,6 +25,7 @@ pub use memory_events::MemoryEventLog;
 pub(crate) use page::PageBuilder;
 pub use page::{MAX_EXAMINED_PER_PAGE, Page};
 pub use presence::{MemoryPresence, Presence, RedisPresence};
+pub use progress::{MemoryProgress, ProgressStore, RedisProgress};
 pub use redis_store::RedisTaskStore;
 
 /// Why the store could not answer.

@@ -28,16 +28,17 @@ impl Default for MemoryEventLog {
 
 #[async_trait]
 impl EventLog for MemoryEventLog {
-    async fn append(
+    async fn append_once(
         &self,
         user_id: &str,
         task_id: TaskId,
         event: &str,
+        once: &str,
         data: &str,
     ) -> Result<EventId, StoreError> {
         let mut state = self.state.lock().expect("not poisoned");
         let (log, markers) = &mut *state;
-        if let Some(id) = markers.get(&(task_id, event.to_owned())) {
+        if let Some(id) = markers.get(&(task_id, once.to_owned())) {
             return Ok(*id);
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -54,7 +55,7 @@ impl EventLog for MemoryEventLog {
             data: data.to_owned(),
         };
         log.push(logged.clone());
-        markers.insert((task_id, event.to_owned()), id);
+        markers.insert((task_id, once.to_owned()), id);
         let _ = self.live.send(Live::Event(Arc::new(logged)));
         Ok(id)
     }

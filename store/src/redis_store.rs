@@ -79,6 +79,12 @@ impl RedisTaskStore {
         crate::RedisPresence::new(self.connection.clone(), self.keys.clone(), self.clock.clone())
     }
 
+    /// Running generations' text so far and stop requests, on the same server, under the
+    /// same prefix and TTL.
+    pub fn progress(&self) -> crate::RedisProgress {
+        crate::RedisProgress::new(self.connection.clone(), self.keys.clone(), self.ttl)
+    }
+
     /// The users' event logs on the same server, under the same prefix and TTL.
     pub fn events(&self) -> RedisEventLog {
         let quota = QuotaBuckets { ttl: self.ttl, clock: self.clock.clone() };

@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn the_generated_rules_read_as_the_lifecycle_says() {
         let table = allowed_table();
-        assert!(table.contains("cancelled = {['queued'] = true}"), "{table}");
+        assert!(table.contains("cancelled = {['queued'] = true, ['running'] = true}"), "{table}");
         assert!(table.contains("running = {[''] = true, ['queued'] = true, ['running'] = true}"), "{table}");
         assert!(table.contains("queued = {[''] = true}"), "{table}");
     }

@@ -39,7 +39,7 @@ on_both_stores!(
     created_task_is_readable_and_moves_forward_only,
     same_idempotency_key_returns_the_first_task_and_writes_nothing,
     removing_an_unpublished_task_frees_its_idempotency_key,
-    cancel_works_only_before_the_task_starts,
+    a_cancel_ends_a_queued_task_and_a_stopped_one_ends_a_running_task,
     list_since_returns_only_the_users_later_tasks_in_order,
     a_worker_can_record_a_task_whose_queued_record_was_lost,
     the_in_flight_cap_refuses_new_tasks_until_one_finishes,
@@ -143,7 +143,7 @@ async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn Task
     );
 }
 
-async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {
+async fn a_cancel_ends_a_queued_task_and_a_stopped_one_ends_a_running_task(store: &dyn TaskStore) {
     let waiting = record("alice", 1);
     store.create(&waiting, None, Admission::in_flight(1000)).await.unwrap();
     assert_eq!(store.transition(&waiting.cancelled(&SystemClock)).await.unwrap(), Transition::Applied);
@@ -156,10 +156,20 @@ async fn cancel_works_only_before_the_task_starts(store: &dyn TaskStore) {
         Transition::Kept(current) if current.status == TaskStatus::Cancelled
     ));
 
+    // A running generation its owner stopped ends cancelled with its text (the api lets
+    // only generations be stopped while they run); nothing ends it again after that.
     let started = record("alice", 2);
     store.create(&started, None, Admission::in_flight(1000)).await.unwrap();
-    store.transition(&with_status(&started, TaskStatus::Running)).await.unwrap();
-    assert!(matches!(store.transition(&started.cancelled(&SystemClock)).await.unwrap(), Transition::Kept(_)));
+    let running = started.started(&SystemClock);
+    store.transition(&running).await.unwrap();
+    let stopped = running.stopped(serde_json::json!({"text": "so far"}), 5, &SystemClock);
+    assert_eq!(store.transition(&stopped).await.unwrap(), Transition::Applied);
+    let stored = store.get(started.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.output), (TaskStatus::Cancelled, Some(serde_json::json!({"text": "so far"}))));
+    assert!(matches!(
+        store.transition(&running.succeeded(serde_json::json!({}), 9, &SystemClock)).await.unwrap(),
+        Transition::Kept(_)
+    ));
     assert_eq!(
         store.transition(&record("alice", 3).cancelled(&SystemClock)).await.unwrap(),
         Transition::Missing

@@ -11,3 +11,4 @@ pub mod model;
 pub mod offline;
 pub mod processing;
 pub mod queue;
+pub mod streaming;

@@ -66,7 +66,9 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(sinks = ?sinks.enabled(), "delivering events");
     let presence: Arc<dyn inferpush_store::Presence> = Arc::new(store.presence());
     let served: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
-    let context = TaskContext { registry, store: Arc::new(store), sinks, clock, abort: abort.clone() };
+    let progress: Arc<dyn inferpush_store::ProgressStore> = Arc::new(store.progress());
+    let context =
+        TaskContext { registry, store: Arc::new(store), sinks, clock, abort: abort.clone(), progress };
     let settings = ConsumerSettings {
         url: config.amqp.url.clone(),
         topology: config.amqp.topology(),

@@ -34,6 +34,8 @@ pub struct TaskContext {
     pub clock: Arc<dyn Clock>,
     /// Fires when tasks in hand must be given back to the queue (end of the grace period).
     pub abort: CancellationToken,
+    /// Running generations' text so far, and their owners' stop requests.
+    pub progress: Arc<dyn inferpush_store::ProgressStore>,
 }
 
 /// How a delivery ends.
@@ -111,16 +113,29 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     };
 
     let began = Instant::now();
+    let mut started = started;
+    let mut stopped = false;
     let outcome = match context.registry.get(&task.model) {
         Some(model) => {
             let span = tracing::info_span!("inference", model = task.model);
-            model.infer(&task.input, run_of(&task, lane, clock)).instrument(span).await
+            let run = run_of(&task, lane, clock);
+            if model.streams() {
+                let (outcome, stop_asked, before_final) =
+                    crate::streaming::run(model, &task, &running, run, started, context)
+                        .instrument(span)
+                        .await;
+                (started, stopped) = (before_final, stop_asked);
+                outcome
+            } else {
+                model.infer(&task.input, run).instrument(span).await
+            }
         }
         None => Err(ModelError::Failed(format!("model `{}` is not served by this worker", task.model))),
     };
     crate::metrics::task_inference(&task.model, began.elapsed());
     let inference_ms = began.elapsed().as_millis() as u64;
     let finished = match outcome {
+        Ok(output) if stopped => running.stopped(output, inference_ms, clock),
         Ok(output) => running.succeeded(output, inference_ms, clock),
         Err(ModelError::Expired) => running.expired(clock),
         Err(error) => {
@@ -136,7 +151,8 @@ fn run_of(task: &TaskEnvelope, lane: Lane, clock: &dyn Clock) -> Run {
     let deadline = task.deadline_ms.map(|deadline_ms| {
         Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(clock.now_ms()))
     });
-    Run { lane, deadline }
+    let id = task.task_id.0.as_u128();
+    Run { lane, deadline, seed: (id as u64) ^ ((id >> 64) as u64) }
 }
 
 /// Defence in depth: a task may only ever be pushed to its own user's channel.

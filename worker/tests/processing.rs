@@ -86,6 +86,7 @@ fn harness() -> Harness {
         sinks: Sinks::new(vec![Route { sink: sink.clone(), deadline: Duration::from_secs(5) }]),
         clock: clock.clone(),
         abort: CancellationToken::new(),
+        progress: Arc::new(inferpush_store::MemoryProgress::default()),
     };
     Harness { context, store, sink, clock }
 }

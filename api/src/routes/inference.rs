@@ -172,10 +172,13 @@ pub(crate) async fn accept(
     headers: HeaderMap,
     request: SubmitRequest,
 ) -> Result<(TaskId, Response), AppError> {
-    state.catalogue.validate(&request.model, &request.input).map_err(|e| match e {
+    let refused = |e: InputError| match e {
         InputError::TooLarge { .. } => AppError::InputTooLarge(e.to_string()),
         other => AppError::Unprocessable(other.to_string()),
-    })?;
+    };
+    state.catalogue.validate(&request.model, &request.input).map_err(refused)?;
+    let entry = state.catalogue.find(&request.model).expect("validated above");
+    state.prompts.check(entry, &request.input).map_err(refused)?;
     let idempotency = idempotency_key(&headers)?;
     let fingerprint = request.fingerprint();
     state.limits.submit.check(&user.id)?;

@@ -25,5 +25,5 @@ pub(crate) async fn list(State(state): State<AppState>) -> axum::Json<ModelList>
         .iter()
         .map(|entry| ModelInfo::of(entry, serving.get(&entry.name).copied().unwrap_or(0)))
         .collect();
-    axum::Json(ModelList { models })
+    axum::Json(ModelList::of(models))
 }

@@ -1,5 +1,6 @@
 //! A caller's own tasks: `GET /v1/inference/{id}`, `GET /v1/inference?since=…` to catch
-//! up after being away, and `DELETE /v1/inference/{id}` to cancel one not yet started.
+//! up after being away, and `DELETE /v1/inference/{id}` to cancel one not yet started (or
+//! stop a running generation, which keeps the text written so far).
 //! Another user's task is a 404, exactly like a task that does not exist.
 
 use axum::extract::State;
@@ -8,6 +9,7 @@ use axum::{Json, Router};
 use inferpush_protocol::http::{ListQuery, Problem, TaskList};
 use inferpush_protocol::lifecycle::{TASK_ROUTE, TASKS_PATH};
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
+use inferpush_repository::Kind;
 use inferpush_store::Transition;
 
 use crate::AppState;
@@ -40,7 +42,8 @@ pub(crate) async fn own_task(state: &AppState, user: &User, task_id: &str) -> Re
     }
 }
 
-/// One of the caller's tasks: its state, and its output or error once finished.
+/// One of the caller's tasks: its state, and its output or error once finished; while a
+/// generation runs, `progress` holds its text so far and the `seq` of the last delta in it.
 #[utoipa::path(
     get,
     path = TASK_ROUTE,
@@ -57,11 +60,21 @@ pub(crate) async fn status(
     user: User,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskRecord>, AppError> {
-    own_task(&state, &user, &task_id).await.map(Json)
+    let mut record = own_task(&state, &user, &task_id).await?;
+    if record.status == TaskStatus::Running && streams(&state, &record) {
+        record.progress = state.progress.progress(record.task_id).await?;
+    }
+    Ok(Json(record))
+}
+
+/// Whether `record`'s model writes its output in pieces (a generation).
+fn streams(state: &AppState, record: &TaskRecord) -> bool {
+    state.catalogue.find(&record.model).is_some_and(|entry| entry.kind == Kind::TextGeneration)
 }
 
 /// Cancel one of the caller's tasks that no worker has started; its `inference.failed`
-/// event says `cancelled`.
+/// event says `cancelled`. A running generation is asked to stop: 202, and its worker ends
+/// it `cancelled` within a decode step or so, with the text so far in `output`.
 #[utoipa::path(
     delete,
     path = TASK_ROUTE,
@@ -70,6 +83,7 @@ pub(crate) async fn status(
     params(("task_id" = String, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task, now cancelled (also when it already was)", body = TaskRecord),
+        (status = 202, description = "A running generation, asked to stop: it ends `cancelled` with its text so far", body = TaskRecord),
         (status = 404, description = "No such task, or not the caller's", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "The task has started or finished", body = Problem, content_type = PROBLEM_JSON),
     ),
@@ -78,16 +92,30 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: User,
     Path(task_id): Path<String>,
-) -> Result<Json<TaskRecord>, AppError> {
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
     let record = own_task(&state, &user, &task_id).await?;
+    if record.status == TaskStatus::Running && streams(&state, &record) {
+        state.progress.ask_stop(record.task_id).await?;
+        tracing::info!(task_id = %record.task_id, "running generation asked to stop");
+        return Ok((axum::http::StatusCode::ACCEPTED, Json(record)).into_response());
+    }
+    if record.status == TaskStatus::Running {
+        return Err(AppError::Conflict(
+            "the task is already running; only a queued task, or a running generation, can be cancelled"
+                .into(),
+        ));
+    }
     let cancelled = record.cancelled(state.clock.as_ref());
     match state.store.transition(&cancelled).await? {
         Transition::Applied => {
             crate::metrics::task_state(TaskStatus::Cancelled);
             tracing::info!(task_id = %record.task_id, "task cancelled");
-            Ok(Json(cancelled))
+            Ok(Json(cancelled).into_response())
         }
-        Transition::Kept(current) if current.status == TaskStatus::Cancelled => Ok(Json(*current)),
+        Transition::Kept(current) if current.status == TaskStatus::Cancelled => {
+            Ok(Json(*current).into_response())
+        }
         Transition::Kept(current) => Err(AppError::Conflict(format!(
             "the task is already {}; only a queued task can be cancelled",
             current.status

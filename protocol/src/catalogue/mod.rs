@@ -7,8 +7,9 @@
 pub mod echo;
 pub mod tensor;
 pub mod text_embedding;
+pub mod text_generation;
 
-use inferpush_repository::{Kind, Limits, Repository, Signature};
+use inferpush_repository::{GenerationSection, Kind, Limits, Repository, Signature};
 use serde_json::Value;
 
 /// A model of the catalogue, from its card.
@@ -30,6 +31,8 @@ pub struct Entry {
     pub dimensions: Option<usize>,
     /// For a tensor model: its inputs and outputs.
     pub signature: Option<Signature>,
+    /// For a generation model: its card's section.
+    pub generation: Option<GenerationSection>,
     /// Most rows of one pass (a tensor model's batch dimension).
     pub max_batch_size: usize,
     /// The shape of `input`, in words.
@@ -71,6 +74,22 @@ impl Entry {
                  datatype, data}]}"
                     .to_owned(),
             ),
+            Kind::TextGeneration => {
+                let section = card.text_generation.as_ref().expect("checked by the card");
+                (
+                    format!(
+                        "{{\"messages\": [{{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": string}}, …]}} \
+                         or {{\"prompt\": string}}; optional `max_tokens` 1–{} (default {}), `temperature` 0–2 \
+                         (default {}), `top_p` (default {}), `seed`, `stop` (1–4 strings)",
+                        section.max_tokens, section.max_tokens, section.temperature, section.top_p
+                    ),
+                    "{\"text\": string, \"finish_reason\": \"stop\"|\"length\"|\"cancelled\", \"usage\": \
+                     {\"prompt_tokens\", \"completion_tokens\", \"total_tokens\"}, \"timings\": \
+                     {\"time_to_first_token_ms\", \"tokens_per_second\"}}; the text also streams as \
+                     `inference.delta` events"
+                        .to_owned(),
+                )
+            }
         };
         Self {
             name: card.name.clone(),
@@ -81,6 +100,7 @@ impl Entry {
             limits,
             dimensions,
             signature: model.signature.clone(),
+            generation: card.text_generation.clone(),
             max_batch_size: card.batching.max_batch_size,
             input,
             output,
@@ -104,6 +124,10 @@ impl Entry {
                 let signature = self.signature.as_ref().expect("a tensor model has its signature");
                 tensor::parse(input, signature, self.max_batch_size).map(|_| ())
             }
+            Kind::TextGeneration => {
+                let section = self.generation.as_ref().expect("a generation model has its section");
+                text_generation::parse(input, section).map(|_| ())
+            }
         }
     }
 
@@ -115,6 +139,10 @@ impl Entry {
             Kind::Tensor => {
                 let signature = self.signature.as_ref().expect("a tensor model has its signature");
                 tensor::result_bytes(input, signature, self.max_batch_size)
+            }
+            Kind::TextGeneration => {
+                let section = self.generation.as_ref().expect("a generation model has its section");
+                text_generation::result_bytes(input, section)
             }
             // Echo stores its input as its output.
             Kind::Echo => json_bytes(input) as u64 + RECORD_OVERHEAD_BYTES,
@@ -157,13 +185,31 @@ impl Catalogue {
 
     /// An embedding model by name or alias, ignoring case.
     pub fn find_embedding(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|m| m.kind == Kind::TextEmbedding && m.answers_to(name))
+        self.find_of(Kind::TextEmbedding, name)
     }
 
     /// The names of the embedding models, comma-separated (for error messages).
     pub fn embedding_names(&self) -> String {
+        self.names_of(Kind::TextEmbedding)
+    }
+
+    /// A generation model by name or alias, ignoring case.
+    pub fn find_generation(&self, name: &str) -> Option<&Entry> {
+        self.find_of(Kind::TextGeneration, name)
+    }
+
+    /// The names of the generation models, comma-separated (for error messages).
+    pub fn generation_names(&self) -> String {
+        self.names_of(Kind::TextGeneration)
+    }
+
+    fn find_of(&self, kind: Kind, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|m| m.kind == kind && m.answers_to(name))
+    }
+
+    fn names_of(&self, kind: Kind) -> String {
         let names: Vec<&str> =
-            self.entries.iter().filter(|m| m.kind == Kind::TextEmbedding).map(|m| m.name.as_str()).collect();
+            self.entries.iter().filter(|m| m.kind == kind).map(|m| m.name.as_str()).collect();
         names.join(", ")
     }
 

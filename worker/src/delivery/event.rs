@@ -6,7 +6,7 @@ use inferpush_protocol::lifecycle::status_url;
 use inferpush_protocol::{InferenceEvent, TaskRecord};
 
 /// An event's data as pushed: JSON, sealed when the channel is encrypted.
-fn render(event: &InferenceEvent, channel: &str, seal: Option<&MasterKey>) -> String {
+pub fn render(event: &impl serde::Serialize, channel: &str, seal: Option<&MasterKey>) -> String {
     let json = serde_json::to_string(event).expect("events always serialise");
     match seal {
         Some(key) => key.seal(channel, random_nonce(), &json),

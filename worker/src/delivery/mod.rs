@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use inferpush_protocol::{SinkKind, TaskRecord};
+use inferpush_protocol::{DeltaEvent, SinkKind, TaskRecord};
 use tokio::task::JoinHandle;
 
 /// Why an event was not delivered.
@@ -45,6 +45,13 @@ pub trait EventSink: Send + Sync + 'static {
     /// Announces `record`'s state (started, completed or failed) to its owner, retrying
     /// passing failures until delivered, refused, or aborted.
     async fn deliver(&self, record: &TaskRecord) -> Result<(), PushError>;
+
+    /// Sends more of running `record`'s text; a sink that takes no deltas (webhooks: a
+    /// receiver gets `started` and the final event) leaves this as it is.
+    async fn deliver_delta(&self, record: &TaskRecord, delta: &DeltaEvent) -> Result<(), PushError> {
+        let _ = (record, delta);
+        Ok(())
+    }
 }
 
 /// A sink with how long it may take over one event.
@@ -71,6 +78,21 @@ pub enum Announced {
 /// sink's final event never overtakes its `started`.
 #[derive(Default)]
 pub struct StartedAnnouncements(HashMap<SinkKind, JoinHandle<()>>);
+
+/// Where a running task's deltas go: one ordered lane per sink. Dropping it closes the
+/// lanes once they have sent what they hold.
+pub struct DeltaLanes {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<DeltaEvent>>,
+}
+
+impl DeltaLanes {
+    /// Queues `delta` on every lane.
+    pub fn send(&self, delta: &DeltaEvent) {
+        for sender in &self.senders {
+            let _ = sender.send(delta.clone());
+        }
+    }
+}
 
 /// Every sink the deployment turned on.
 #[derive(Clone)]
@@ -119,6 +141,44 @@ impl Sinks {
             );
         }
         StartedAnnouncements(under_way)
+    }
+
+    /// Opens one lane per sink that takes deltas (all but webhooks) for running `record`:
+    /// each sends its deltas in order, after that sink's `started`. What comes back in
+    /// place of `started` are the lanes themselves, so a final event waits for the last
+    /// delta of its sink.
+    pub fn delta_lanes(
+        &self,
+        record: &TaskRecord,
+        started: StartedAnnouncements,
+    ) -> (DeltaLanes, StartedAnnouncements) {
+        let mut started = started.0;
+        let mut senders = Vec::new();
+        let mut lanes = HashMap::new();
+        for route in self.wanted(record).filter(|route| route.sink.kind() != SinkKind::Webhook) {
+            let (sender, mut deltas) = tokio::sync::mpsc::unbounded_channel::<DeltaEvent>();
+            let (route, record, before) = (route.clone(), record.clone(), started.remove(&route.sink.kind()));
+            let kind = route.sink.kind();
+            let lane = tokio::spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                while let Some(delta) = deltas.recv().await {
+                    let began = Instant::now();
+                    let outcome =
+                        tokio::time::timeout(route.deadline, route.sink.deliver_delta(&record, &delta)).await;
+                    crate::metrics::delivered(kind, "delta", &outcome, began.elapsed());
+                    if !matches!(outcome, Ok(Ok(()))) {
+                        tracing::warn!(task_id = %record.task_id, sink = %kind, seq = delta.seq, ?outcome, "a delta was not delivered; the final event carries the whole text");
+                    }
+                }
+            });
+            senders.push(sender);
+            lanes.insert(kind, lane);
+        }
+        // Sinks that take no deltas keep their `started` as it was.
+        lanes.extend(started);
+        (DeltaLanes { senders }, StartedAnnouncements(lanes))
     }
 
     /// Announces a final record to every sink it wants, at once, each under its own

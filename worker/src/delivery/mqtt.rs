@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use inferpush_protocol::{InferenceEvent, SinkKind, TaskRecord};
+use inferpush_protocol::{DeltaEvent, EventName, SinkKind, TaskRecord};
 use inferpush_service::TrustedCas;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request, TlsConfiguration, Transport,
@@ -155,9 +155,9 @@ pub struct MqttSink {
 }
 
 #[derive(Serialize)]
-struct Message<'a> {
+struct Message<'a, T: Serialize> {
     event: &'a str,
-    data: &'a InferenceEvent,
+    data: &'a T,
 }
 
 impl MqttSink {
@@ -227,12 +227,28 @@ impl EventSink for MqttSink {
         };
         let payload =
             serde_json::to_vec(&Message { event: name, data: &event }).expect("events always serialise");
+        self.publish(record, &payload).await
+    }
+
+    /// Deltas go at QoS 1 like every other event: MQTT keeps order only within one QoS, and
+    /// a lost delta would leave a hole in the text a client shows.
+    async fn deliver_delta(&self, record: &TaskRecord, delta: &DeltaEvent) -> Result<(), PushError> {
+        let payload = serde_json::to_vec(&Message { event: EventName::DELTA, data: delta })
+            .expect("events always serialise");
+        self.publish(record, &payload).await
+    }
+}
+
+impl MqttSink {
+    /// Publishes `payload` on the owner's topic at QoS 1, retrying until the broker has it
+    /// or the worker stops.
+    async fn publish(&self, record: &TaskRecord, payload: &[u8]) -> Result<(), PushError> {
         let topic = self.topic(&record.user_id);
         let mut wait = FIRST_RETRY;
         loop {
             let handed = tokio::select! {
                 _ = self.abort.cancelled() => return Err(PushError::Aborted),
-                handed = self.hand_over(&topic, &payload) => handed,
+                handed = self.hand_over(&topic, payload) => handed,
             };
             let reason = match handed {
                 Err(reason) => reason,

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use inferpush_protocol::encryption::MasterKey;
 use inferpush_protocol::event::BatchEvent;
-use inferpush_protocol::{SinkKind, TaskRecord};
+use inferpush_protocol::{DeltaEvent, EventName, SinkKind, TaskRecord};
 
-use super::event::result_event;
+use super::event::{render, result_event};
 use super::publisher::Publisher;
 use super::{EventSink, PushError};
 
@@ -26,6 +26,20 @@ pub struct PusherSink {
     pub master_key: Option<MasterKey>,
 }
 
+impl PusherSink {
+    /// The key to seal `record`'s events with: none for a channel in clear; refused for an
+    /// encrypted channel without a master key.
+    fn seal(&self, record: &TaskRecord) -> Result<Option<&MasterKey>, PushError> {
+        match (record.channel.is_encrypted(), &self.master_key) {
+            (false, _) => Ok(None),
+            (true, Some(key)) => Ok(Some(key)),
+            (true, None) => Err(PushError::Rejected(
+                "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear".into(),
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl EventSink for PusherSink {
     fn kind(&self) -> SinkKind {
@@ -33,19 +47,18 @@ impl EventSink for PusherSink {
     }
 
     async fn deliver(&self, record: &TaskRecord) -> Result<(), PushError> {
-        let seal = match (record.channel.is_encrypted(), &self.master_key) {
-            (false, _) => None,
-            (true, Some(key)) => Some(key),
-            (true, None) => {
-                return Err(PushError::Rejected(
-                    "no PUSHER_ENCRYPTION_MASTER_KEY: not pushing to an encrypted channel in clear".into(),
-                ));
-            }
-        };
+        let seal = self.seal(record)?;
         let (event, data) = result_event(record, self.max_event_bytes, &self.result_base_url, seal);
         let Some(name) = event.event_name() else {
             return Ok(());
         };
         self.publisher.push(BatchEvent { channel: record.channel.to_string(), name: name.into(), data }).await
+    }
+
+    async fn deliver_delta(&self, record: &TaskRecord, delta: &DeltaEvent) -> Result<(), PushError> {
+        let seal = self.seal(record)?;
+        let channel = record.channel.to_string();
+        let data = render(delta, &channel, seal);
+        self.publisher.push(BatchEvent { channel, name: EventName::DELTA.into(), data }).await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use inferpush_protocol::{SinkKind, TaskRecord};
+use inferpush_protocol::{DeltaEvent, EventName, SinkKind, TaskRecord};
 use inferpush_store::{EventLog, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +40,22 @@ impl EventSink for EventLogSink {
         let Some(name) = event.event_name() else {
             return Ok(());
         };
+        self.log(record, name, name, &data).await
+    }
+
+    async fn deliver_delta(&self, record: &TaskRecord, delta: &DeltaEvent) -> Result<(), PushError> {
+        let data = serde_json::to_string(delta).expect("events always serialise");
+        let once = format!("{}:{}:{}", EventName::DELTA, delta.attempt, delta.seq);
+        self.log(record, EventName::DELTA, &once, &data).await
+    }
+}
+
+impl EventLogSink {
+    /// Logs `data` as `name` once (`once` tells repeats apart), retrying while Redis is away.
+    async fn log(&self, record: &TaskRecord, name: &str, once: &str, data: &str) -> Result<(), PushError> {
         let mut wait = FIRST_RETRY;
         loop {
-            match self.log.append(&record.user_id, record.task_id, name, &data).await {
+            match self.log.append_once(&record.user_id, record.task_id, name, once, data).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Corrupt(error)) => return Err(PushError::Rejected(error.to_string())),
                 Err(StoreError::Unavailable(error)) => {

@@ -54,13 +54,33 @@ pub struct Run {
     pub lane: Lane,
     /// Past this, a model that queues work drops the task unrun ([`ModelError::Expired`]).
     pub deadline: Option<Instant>,
+    /// The task's own random seed (from its id), for a model that samples and was given
+    /// none: every attempt of a task then writes the same text.
+    pub seed: u64,
 }
 
 impl Run {
     /// A task of `lane` with no deadline.
     pub fn on(lane: Lane) -> Self {
-        Self { lane, deadline: None }
+        Self { lane, deadline: None, seed: 0 }
     }
+}
+
+/// A piece of output a streaming model has written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// The new text.
+    pub delta: String,
+    /// Tokens generated so far.
+    pub tokens: usize,
+}
+
+/// Where a streaming model sends its output as it writes it, and what stops it.
+pub struct Stream {
+    /// The pieces, in order.
+    pub pieces: tokio::sync::mpsc::UnboundedSender<Piece>,
+    /// Fires to stop it; it then ends with what it wrote so far.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// A model backend: turns one task's input into its output.
@@ -68,6 +88,18 @@ impl Run {
 pub trait Model: Send + Sync + 'static {
     /// Runs the model on `input`.
     async fn infer(&self, input: &Value, run: Run) -> Result<Value, ModelError>;
+
+    /// Whether it writes its output in pieces ([`Self::stream`]).
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// Runs the model on `input`, sending its output to `stream` as it is written; a
+    /// model that does not stream just runs.
+    async fn stream(&self, input: &Value, run: Run, stream: Stream) -> Result<Value, ModelError> {
+        let _ = stream;
+        self.infer(input, run).await
+    }
 }
 
 /// Why a registry could not be built.
@@ -263,6 +295,11 @@ fn load(
             let tensor = tensor::TensorModel::load(model, settings)?;
             let weights = Some(tensor.weights_sha256().to_owned());
             (Arc::new(tensor), weights)
+        }
+        Kind::TextGeneration => {
+            let generation = generation::GenerationModel::load(model, settings)?;
+            let weights = Some(generation.weights_sha256().to_owned());
+            (Arc::new(generation), weights)
         }
     })
 }

@@ -333,7 +333,7 @@ impl Follow {
 
     /// Whether `event` is the last of this stream: a task's final event.
     fn ends_with(&self, event: &LoggedEvent) -> bool {
-        self.task.is_some() && event.event != inferpush_protocol::EventName::STARTED
+        self.task.is_some() && inferpush_protocol::EventName::is_final(&event.event)
     }
 
     /// The rest of the log when `more` of it waits, then the live feed until the client

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
-use inferpush_worker::model::generation::tokenizer::{GgufTokenizer, from_gguf};
+use inferpush_gguf::tokenizer::{GgufTokenizer, from_gguf};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -55,4 +55,22 @@ fn special_tokens_are_single_ids_and_text_decodes_back() {
     assert_eq!(tokenizer.eos, 2);
     assert_eq!(tokenizer.bos, None, "SmolLM2 adds no BOS");
     assert_eq!(tokenizer.decode(&ids).unwrap(), "<|im_start|>user\nnaïve café ☕ 123<|im_end|>");
+}
+
+#[test]
+fn the_chat_template_writes_smollm2s_prompt() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let text = inferpush_gguf::ModelText::read(&path).unwrap();
+    assert_eq!(text.context_length, 8192);
+    let message =
+        |role: &str, content: &str| inferpush_gguf::Message { role: role.into(), content: content.into() };
+    let prompt = text.chat_prompt(&[message("user", "Hi")]).unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let own_system = text.chat_prompt(&[message("system", "Be brief."), message("user", "Hi")]).unwrap();
+    assert!(own_system.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"), "{own_system}");
 }

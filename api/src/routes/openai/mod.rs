@@ -1,5 +1,6 @@
 //! `POST /v1/embeddings`: OpenAI's embeddings API, so code written for OpenAI's SDKs or
-//! text-embeddings-inference runs against inferpush by changing its base URL.
+//! text-embeddings-inference runs against inferpush by changing its base URL; and
+//! `POST /v1/chat/completions` ([`chat`]) for the generation models.
 //!
 //! It is a view onto the same task as `POST /v1/inference`: validated, recorded, queued
 //! and rate-limited the same way, run by the same workers, pushed to the same sinks,
@@ -34,9 +35,13 @@ use crate::metrics;
 use crate::routes::inference;
 use crate::waiting::{self, Preferences};
 
+pub mod chat;
+
 /// The routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new().route(EMBEDDINGS_PATH, post(embeddings))
+    Router::new()
+        .route(EMBEDDINGS_PATH, post(embeddings))
+        .route(inferpush_protocol::openai::chat::CHAT_COMPLETIONS_PATH, post(chat::completions))
 }
 
 /// Embeddings of one or more texts, as OpenAI's API answers them, computed by a task
@@ -125,47 +130,16 @@ async fn answer(
 
 /// The answer for a final task: its embeddings, or why there are none.
 fn finished(task: &EmbeddingsTask, record: &TaskRecord, status_url: String) -> Result<Response, OpenAiError> {
-    let task_error = |status: StatusCode, kind: &str, code: &str, message: String| OpenAiError {
-        status,
-        detail: Box::new(ErrorDetail {
-            message,
-            kind: kind.into(),
-            param: None,
-            code: Some(code.into()),
-            task_id: Some(record.task_id),
-            status_url: Some(status_url.clone()),
-        }),
-        retry_after: None,
-        should_retry: false,
-    };
-    match record.status {
-        TaskStatus::Succeeded => {
-            let output = record.output.as_ref().unwrap_or(&serde_json::Value::Null);
-            let Some(body) = EmbeddingsResponse::of(&task.model.name, output, task.encoding) else {
-                return Err(
-                    AppError::Internal(anyhow::anyhow!("task {} has no embeddings", record.task_id)).into()
-                );
-            };
-            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-            waiting::name_task(&mut response, &status_url, record.task_id);
-            Ok(response)
-        }
-        _ => {
-            let (code, message) = record
-                .error
-                .as_ref()
-                .map_or(("failed", "the task failed".to_owned()), |e| (e.code.as_str(), e.message.clone()));
-            let message = format!("task {} {}: {message}", record.task_id, record.status);
-            Err(match code {
-                "invalid_input" => {
-                    task_error(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
-                }
-                "cancelled" => task_error(StatusCode::CONFLICT, "invalid_request_error", code, message),
-                "expired" => task_error(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message),
-                _ => task_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", code, message),
-            })
-        }
+    if record.status != TaskStatus::Succeeded {
+        return Err(OpenAiError::task_failed(record, status_url));
     }
+    let output = record.output.as_ref().unwrap_or(&serde_json::Value::Null);
+    let Some(body) = EmbeddingsResponse::of(&task.model.name, output, task.encoding) else {
+        return Err(AppError::Internal(anyhow::anyhow!("task {} has no embeddings", record.task_id)).into());
+    };
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    waiting::name_task(&mut response, &status_url, record.task_id);
+    Ok(response)
 }
 
 /// An error in OpenAI's shape.
@@ -189,6 +163,34 @@ impl OpenAiError {
                 code: None,
                 task_id: None,
                 status_url: None,
+            }),
+            retry_after: None,
+            should_retry: false,
+        }
+    }
+
+    /// A task that ended without a result, as OpenAI's error of the same kind.
+    fn task_failed(record: &TaskRecord, status_url: String) -> Self {
+        let (code, message) = record
+            .error
+            .as_ref()
+            .map_or(("failed", "the task failed".to_owned()), |e| (e.code.as_str(), e.message.clone()));
+        let message = format!("task {} {}: {message}", record.task_id, record.status);
+        let (status, kind) = match code {
+            "invalid_input" => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            "cancelled" => (StatusCode::CONFLICT, "invalid_request_error"),
+            "expired" => (StatusCode::GATEWAY_TIMEOUT, "timeout_error"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        };
+        Self {
+            status,
+            detail: Box::new(ErrorDetail {
+                message,
+                kind: kind.into(),
+                param: None,
+                code: Some(code.into()),
+                task_id: Some(record.task_id),
+                status_url: Some(status_url),
             }),
             retry_after: None,
             should_retry: false,

@@ -1,6 +1,9 @@
 //! OpenAI's embeddings API (`POST /v1/embeddings`), as its SDKs and
 //! text-embeddings-inference speak it: the request, the answer, the error body, and the
 //! pure conversions between them and an inferpush task (its model's input and output).
+//! Chat completions are in [`chat`].
+
+pub mod chat;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -74,7 +77,7 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Self {
         Self { status: 400, message: message.into(), param: Some(param), code: None }
     }
 }

@@ -17,6 +17,7 @@ const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
 /// A GGUF model's tokenizer and its special ids.
+#[derive(Clone)]
 pub struct GgufTokenizer {
     /// The tokenizer.
     pub tokenizer: Tokenizer,

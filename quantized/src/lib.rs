@@ -1,0 +1,308 @@
+//! Products with a GGUF file's quantized weights (Q4_1 and Q8_0) as llama.cpp computes them
+//! on a CPU: the activations are quantized to 8 bits the way ggml's AVX2 code does (scale
+//! from the block's largest magnitude, halves rounded away from zero; for Q4_1 the block's sum
+//! scaled once and kept in f16), and each output is one block-wise dot product, in AVX2
+//! where the CPU has it. candle's own Q4_1 product has no SIMD path and rounds the block
+//! sums twice; this one follows the reference's numbers and runs at its speed.
+//!
+//! The one crate of the workspace that needs `unsafe`: AVX2 intrinsics, called only after
+//! the CPU is checked for them, on loads of exactly the bytes a block holds.
+#![allow(unsafe_code)]
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Result, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per block, in both formats.
+const BLOCK: usize = 32;
+
+/// A Q4_1 block, scale and minimum widened to f32: `w = d * q + m`.
+#[derive(Clone, Copy)]
+struct Q41 {
+    d: f32,
+    m: f32,
+    /// Value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble.
+    qs: [u8; 16],
+}
+
+/// A Q8_0 block (weights or activations): `v = d * q`; for activations against Q4_1,
+/// `s = d * Σq` too. Scales are f16 values, widened.
+#[derive(Clone, Copy)]
+struct Q8 {
+    d: f32,
+    s: f32,
+    qs: [i8; BLOCK],
+}
+
+enum Blocks {
+    Q41(Vec<Q41>),
+    Q80(Vec<Q8>),
+}
+
+/// A `(rows, columns)` quantized matrix, applied as `x · Wᵀ`.
+pub struct QuantizedMatrix {
+    blocks: Blocks,
+    rows: usize,
+    columns: usize,
+}
+
+/// Output rows one thread takes at a time.
+const ROWS_PER_TASK: usize = 64;
+
+fn widen(low: u8, high: u8) -> f32 {
+    f16::from_le_bytes([low, high]).to_f32()
+}
+
+impl QuantizedMatrix {
+    /// The matrix of a Q4_1 or Q8_0 tensor; `None` for any other type.
+    pub fn of(tensor: &QTensor) -> Result<Option<Self>> {
+        let (rows, columns) = tensor.shape().dims2()?;
+        if !columns.is_multiple_of(BLOCK) {
+            return Ok(None);
+        }
+        let bytes = tensor.data()?;
+        let blocks = match tensor.dtype() {
+            GgmlDType::Q4_1 => Blocks::Q41(
+                bytes
+                    .chunks_exact(20)
+                    .map(|raw| Q41 {
+                        d: widen(raw[0], raw[1]),
+                        m: widen(raw[2], raw[3]),
+                        qs: raw[4..20].try_into().expect("16 bytes"),
+                    })
+                    .collect(),
+            ),
+            GgmlDType::Q8_0 => Blocks::Q80(
+                bytes
+                    .chunks_exact(34)
+                    .map(|raw| Q8 {
+                        d: widen(raw[0], raw[1]),
+                        s: 0.,
+                        qs: std::array::from_fn(|i| raw[2 + i] as i8),
+                    })
+                    .collect(),
+            ),
+            _ => return Ok(None),
+        };
+        let count = match &blocks {
+            Blocks::Q41(blocks) => blocks.len(),
+            Blocks::Q80(blocks) => blocks.len(),
+        };
+        if count != rows * columns / BLOCK {
+            candle_core::bail!("{count} blocks for a {rows}×{columns} matrix");
+        }
+        Ok(Some(Self { blocks, rows, columns }))
+    }
+
+    /// `x · Wᵀ` for `x` of `(n, columns)` f32: `(n, rows)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, columns) = x.dims2()?;
+        if columns != self.columns {
+            candle_core::bail!("{columns} columns against a matrix of {}", self.columns);
+        }
+        let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let per_row = columns / BLOCK;
+        let activations: Vec<Q8> = x.chunks_exact(BLOCK).map(quantize).collect();
+        // Over the weights' rows (each read once for the whole batch), then transposed to
+        // one row per input.
+        let mut out = vec![0f32; self.rows * n];
+        out.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, chunk)| {
+            for (i, values) in chunk.chunks_exact_mut(n).enumerate() {
+                let row = task * ROWS_PER_TASK + i;
+                let weights = row * per_row..(row + 1) * per_row;
+                for (b, value) in values.iter_mut().enumerate() {
+                    let x = &activations[b * per_row..(b + 1) * per_row];
+                    *value = match &self.blocks {
+                        Blocks::Q41(blocks) => dot_q41(&blocks[weights.clone()], x),
+                        Blocks::Q80(blocks) => dot_q80(&blocks[weights.clone()], x),
+                    };
+                }
+            }
+        });
+        Tensor::from_vec(out, (self.rows, n), &Device::Cpu)?.t()?.contiguous()
+    }
+}
+
+/// ggml's `quantize_row_q8_1`, which `quantize_row_q8_0` equals but for `s`:
+/// `d = max|x| / 127`, `q = round(x · 127/max|x|)`, `s = f16(d · Σq)`. Halves go away from
+/// zero (`roundf`): with ties to even, one token's logits already differ from llama.cpp's by
+/// 0.1; with this they are equal.
+fn quantize(x: &[f32]) -> Q8 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.;
+    let id = if amax != 0. { 127. / amax } else { 0. };
+    let mut qs = [0i8; BLOCK];
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(x) {
+        let rounded = (v * id).round() as i32;
+        *q = rounded as i8;
+        sum += rounded;
+    }
+    Q8 { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), qs }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2::dot_q41(weights, x) };
+    }
+    weights
+        .iter()
+        .zip(x)
+        .map(|(w, x)| {
+            let integer: i32 = (0..BLOCK / 2)
+                .map(|j| {
+                    i32::from(w.qs[j] & 0x0F) * i32::from(x.qs[j])
+                        + i32::from(w.qs[j] >> 4) * i32::from(x.qs[j + BLOCK / 2])
+                })
+                .sum();
+            integer as f32 * w.d * x.d + w.m * x.s
+        })
+        .sum()
+}
+
+fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2::dot_q80(weights, x) };
+    }
+    weights
+        .iter()
+        .zip(x)
+        .map(|(w, x)| {
+            let integer: i32 = w.qs.iter().zip(&x.qs).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
+            integer as f32 * w.d * x.d
+        })
+        .sum()
+}
+
+/// ggml's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0` for AVX2, step for step.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Q8, Q41};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        let low = _mm256_set1_epi8(0x0F);
+        for (w, x) in weights.iter().zip(x) {
+            mins += w.m * x.s;
+            let scale = _mm256_mul_ps(_mm256_set1_ps(w.d), _mm256_set1_ps(x.d));
+            // SAFETY: `w.qs` is 16 bytes and `x.qs` 32: unaligned loads of exactly that.
+            let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast()) };
+            let nibbles = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+            let activations = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+            acc = _mm256_fmadd_ps(scale, unsigned_by_signed(nibbles, activations), acc);
+        }
+        sum(acc) + mins
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (w, x) in weights.iter().zip(x) {
+            let scale = _mm256_set1_ps(w.d * x.d);
+            // SAFETY: both `qs` are 32 bytes: unaligned loads of exactly that.
+            let a = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast()) };
+            let b = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+            // |a| · (b with a's sign): the unsigned-by-signed product AVX2 has.
+            let products = unsigned_by_signed(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+            acc = _mm256_fmadd_ps(scale, products, acc);
+        }
+        sum(acc)
+    }
+
+    /// Sums of four byte products (unsigned `a` by signed `b`), as eight floats.
+    #[target_feature(enable = "avx2,fma")]
+    fn unsigned_by_signed(a: __m256i, b: __m256i) -> __m256 {
+        let pairs = _mm256_maddubs_epi16(a, b);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn sum(acc: __m256) -> f32 {
+        let mut res = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(dtype: GgmlDType) -> (QuantizedMatrix, Tensor, QTensor) {
+        let (rows, columns) = (70, 64);
+        let weights: Vec<f32> = (0..rows * columns).map(|i| ((i * 37 % 101) as f32 - 50.) / 97.).collect();
+        let tensor = Tensor::from_vec(weights, (rows, columns), &Device::Cpu).unwrap();
+        let quantized = QTensor::quantize(&tensor, dtype).unwrap();
+        let x = (0..3 * columns).map(|i| ((i * 13 % 29) as f32 - 14.) / 9.).collect();
+        (
+            QuantizedMatrix::of(&quantized).unwrap().unwrap(),
+            Tensor::from_vec(x, (3, columns), &Device::Cpu).unwrap(),
+            quantized,
+        )
+    }
+
+    #[test]
+    fn products_are_the_dequantized_weights_times_the_input_within_8_bit_rounding() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (matrix, x, quantized) = matrix(dtype);
+            let ours = matrix.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            let dequantized = quantized.dequantize(&Device::Cpu).unwrap();
+            let exact = x.matmul(&dequantized.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            for (a, b) in ours.iter().flatten().zip(exact.iter().flatten()) {
+                assert!((a - b).abs() < 0.03 * b.abs().max(1.), "{dtype:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_simd_and_the_plain_products_agree() {
+        let (matrix, x, _) = matrix(GgmlDType::Q4_1);
+        let activations: Vec<Q8> =
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap().chunks_exact(BLOCK).map(quantize).collect();
+        let Blocks::Q41(blocks) = &matrix.blocks else { unreachable!() };
+        let simd = dot_q41(&blocks[0..2], &activations[0..2]);
+        let plain: f32 = blocks[0..2]
+            .iter()
+            .zip(&activations[0..2])
+            .map(|(w, x)| {
+                let integer: i32 = (0..16)
+                    .map(|j| {
+                        i32::from(w.qs[j] & 15) * i32::from(x.qs[j])
+                            + i32::from(w.qs[j] >> 4) * i32::from(x.qs[j + 16])
+                    })
+                    .sum();
+                integer as f32 * w.d * x.d + w.m * x.s
+            })
+            .sum();
+        assert!((simd - plain).abs() < 1e-4, "{simd} vs {plain}");
+    }
+
+    #[test]
+    fn other_types_are_left_to_candle() {
+        let tensor = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(
+            QuantizedMatrix::of(&QTensor::quantize(&tensor, GgmlDType::Q4_0).unwrap()).unwrap().is_none()
+        );
+    }
+}

@@ -24,7 +24,11 @@ async fn the_newest_text_wins_and_a_stop_is_seen(store: &dyn ProgressStore) {
     store.record(task, &progress(20, 1, "Hi")).await.unwrap();
     assert_eq!(store.progress(task).await.unwrap(), Some(progress(20, 1, "Hi")));
     store.record(task, &progress(10, 3, "Hello there")).await.unwrap();
-    assert_eq!(store.progress(task).await.unwrap(), Some(progress(20, 1, "Hi")), "never back to an old attempt");
+    assert_eq!(
+        store.progress(task).await.unwrap(),
+        Some(progress(20, 1, "Hi")),
+        "never back to an old attempt"
+    );
 
     assert!(!store.stop_asked(task).await.unwrap());
     store.ask_stop(task).await.unwrap();

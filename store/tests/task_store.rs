@@ -165,7 +165,10 @@ async fn a_cancel_ends_a_queued_task_and_a_stopped_one_ends_a_running_task(store
     let stopped = running.stopped(serde_json::json!({"text": "so far"}), 5, &SystemClock);
     assert_eq!(store.transition(&stopped).await.unwrap(), Transition::Applied);
     let stored = store.get(started.task_id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.output), (TaskStatus::Cancelled, Some(serde_json::json!({"text": "so far"}))));
+    assert_eq!(
+        (stored.status, stored.output),
+        (TaskStatus::Cancelled, Some(serde_json::json!({"text": "so far"})))
+    );
     assert!(matches!(
         store.transition(&running.succeeded(serde_json::json!({}), 9, &SystemClock)).await.unwrap(),
         Transition::Kept(_)

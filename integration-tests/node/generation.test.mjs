@@ -1,0 +1,210 @@
+// Generated text streamed to real pusher-js clients (started by the Rust tests, which pass
+// the stack's addresses): deltas numbered one by one that add up to the final text, on a
+// plain and an end-to-end encrypted channel; a client that disconnects mid-generation
+// catches up from GET /v1/inference/{id} and the deltas after its `seq`; a running
+// generation cancelled by DELETE ends `cancelled` with its text so far.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Pusher from 'pusher-js';
+
+const api = process.env.INFERPUSH_API_URL;
+const token = process.env.INFERPUSH_ALICE_JWT;
+const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+const model = 'smollm2-135m-instruct';
+
+function client() {
+  return new Pusher(process.env.PUSHER_APP_KEY, {
+    wsHost: process.env.PUSHER_HOST,
+    wsPort: Number(process.env.PUSHER_PORT),
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    cluster: 'local',
+    channelAuthorization: { endpoint: `${api}/pusher/auth`, transport: 'ajax', headers },
+  });
+}
+
+function subscribed(channel) {
+  return new Promise((resolve, reject) => {
+    channel.bind('pusher:subscription_succeeded', resolve);
+    channel.bind('pusher:subscription_error', (error) => reject(new Error(JSON.stringify(error))));
+  });
+}
+
+async function submit(input, extra = {}) {
+  const response = await fetch(`${api}/v1/inference`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ model, input, ...extra }),
+  });
+  assert.equal(response.status, 202, await response.clone().text());
+  return response.json();
+}
+
+const chat = (content, more = {}) => ({ messages: [{ role: 'user', content }], temperature: 0, ...more });
+
+// Everything one channel hears of one task: deltas by seq, and its final event.
+function listen(channel, taskId) {
+  const heard = { deltas: [], final: null };
+  let wake = () => {};
+  const changed = () => wake();
+  channel.bind('inference.delta', (data) => {
+    if (data.task_id === taskId()) {
+      heard.deltas.push(data);
+      changed();
+    }
+  });
+  for (const name of ['inference.completed', 'inference.failed']) {
+    channel.bind(name, (data) => {
+      if (data.task_id === taskId()) {
+        heard.final = data;
+        changed();
+      }
+    });
+  }
+  heard.until = (condition, ms = 60000) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out; heard ${JSON.stringify(heard)}`)), ms);
+      const check = () => {
+        if (condition()) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      wake = check;
+      check();
+    });
+  return heard;
+}
+
+async function streamsToTheEnd(channelName, extra) {
+  const pusher = client();
+  try {
+    const channel = pusher.subscribe(channelName);
+    await subscribed(channel);
+    let id = null;
+    const heard = listen(channel, () => id);
+    const accepted = await submit(chat('Write a short poem about the sea.', { max_tokens: 40 }), extra);
+    id = accepted.task_id;
+    assert.equal(accepted.channel, channelName);
+    await heard.until(() => heard.final !== null);
+    assert.equal(heard.final.status, 'succeeded', JSON.stringify(heard.final));
+    const text = heard.final.output.text;
+    assert.ok(heard.deltas.length >= 2, `${heard.deltas.length} deltas`);
+    heard.deltas.forEach((delta, i) => {
+      assert.equal(delta.seq, i + 1, 'seq goes up by one');
+      assert.equal(delta.attempt, heard.deltas[0].attempt, 'one attempt');
+    });
+    assert.equal(heard.deltas.map((d) => d.delta).join(''), text, 'the deltas add up to the final text');
+    assert.equal(heard.final.output.usage.completion_tokens, heard.deltas.at(-1).tokens);
+    return heard;
+  } finally {
+    pusher.disconnect();
+  }
+}
+
+test('pusher-js hears deltas numbered one by one that add up to the final text', async () => {
+  await streamsToTheEnd('private-inference.alice', {});
+});
+
+test('pusher-js decrypts the deltas of an end-to-end encrypted channel', async () => {
+  await streamsToTheEnd('private-encrypted-inference.alice', { encrypted: true });
+});
+
+test('a client that drops mid-generation catches up from the status and the later deltas', async () => {
+  const pusher = client();
+  try {
+    let channel = pusher.subscribe('private-inference.alice');
+    await subscribed(channel);
+    let id = null;
+    let heard = listen(channel, () => id);
+    id = (await submit(chat('Tell me about the history of Rome.', { max_tokens: 160 }))).task_id;
+    await heard.until(() => heard.deltas.length >= 2);
+    pusher.disconnect();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    pusher.connect();
+    channel = pusher.subscribe('private-inference.alice');
+    heard = listen(channel, () => id);
+    await subscribed(channel);
+    // Joined again: what was written so far, then only the deltas after it.
+    const status = await (await fetch(`${api}/v1/inference/${id}`, { headers })).json();
+    let text;
+    if (status.status === 'running') {
+      assert.ok(status.progress, JSON.stringify(status));
+      text = status.progress.text;
+      const after = status.progress.seq;
+      await heard.until(() => heard.final !== null);
+      for (const delta of heard.deltas.filter((d) => d.seq > after)) text += delta.delta;
+    } else {
+      text = status.output.text;
+      await heard.until(() => heard.final !== null).catch(() => {});
+    }
+    const final = await (await fetch(`${api}/v1/inference/${id}`, { headers })).json();
+    assert.equal(final.status, 'succeeded');
+    assert.equal(text, final.output.text, 'exactly the whole text, nothing twice');
+  } finally {
+    pusher.disconnect();
+  }
+});
+
+test('DELETE stops a running generation, which ends cancelled with its text so far', async () => {
+  const pusher = client();
+  try {
+    const channel = pusher.subscribe('private-inference.alice');
+    await subscribed(channel);
+    let id = null;
+    const heard = listen(channel, () => id);
+    id = (await submit(chat('Write a very long story about a dragon.', { max_tokens: 500 }))).task_id;
+    await heard.until(() => heard.deltas.length >= 1);
+    const asked = Date.now();
+    const response = await fetch(`${api}/v1/inference/${id}`, { method: 'DELETE', headers });
+    assert.equal(response.status, 202);
+    await heard.until(() => heard.final !== null);
+    const took = Date.now() - asked;
+    console.log(`stopped ${took} ms after DELETE`);
+    assert.equal(heard.final.status, 'cancelled');
+    assert.equal(heard.final.output.finish_reason, 'cancelled');
+    assert.ok(heard.final.output.usage.completion_tokens < 500);
+    assert.equal(heard.deltas.map((d) => d.delta).join(''), heard.final.output.text);
+  } finally {
+    pusher.disconnect();
+  }
+});
+
+test("OpenAI's SDK lists the model and gets chat completions, whole and streamed", async () => {
+  const { default: OpenAI } = await import('openai');
+  const openai = new OpenAI({ apiKey: token, baseURL: `${api}/v1`, maxRetries: 0 });
+  const ids = [];
+  for await (const listed of openai.models.list()) ids.push(listed.id);
+  assert.ok(ids.includes(model), ids.join(', '));
+
+  const messages = [{ role: 'user', content: 'What is the capital of France?' }];
+  const whole = await openai.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0, seed: 1 });
+  assert.equal(whole.object, 'chat.completion');
+  const answer = whole.choices[0].message.content;
+  assert.ok(answer.length > 0);
+  assert.ok(['stop', 'length'].includes(whole.choices[0].finish_reason));
+  assert.ok(whole.usage.completion_tokens > 0 && whole.usage.completion_tokens <= 16);
+
+  const stream = await openai.chat.completions.create({
+    model, messages, max_tokens: 16, temperature: 0, seed: 1, stream: true, stream_options: { include_usage: true },
+  });
+  let streamed = '';
+  let usage = null;
+  let finish = null;
+  for await (const chunk of stream) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage) usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      streamed += choice.delta.content ?? '';
+      finish = choice.finish_reason ?? finish;
+    }
+  }
+  assert.equal(streamed, answer, 'the same seed and input, the same text, streamed or not');
+  assert.equal(finish, whole.choices[0].finish_reason);
+  assert.equal(usage.completion_tokens, whole.usage.completion_tokens);
+
+  await assert.rejects(
+    openai.chat.completions.create({ model, messages, n: 2 }),
+    (error) => error.status === 400 && error.param === 'n',
+  );
+});

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models reference-llama bench-model clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
+.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models reference-llama bench-model bench-generate clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
 
 ## Install what is missing, build, start the push server (Soketi, or Sockudo with
 ## INFERPUSH_PUSH_SERVER=sockudo) + api + worker in the foreground (Ctrl-C stops all).
@@ -89,6 +89,13 @@ bench-e2e: deps push-server services build-release
 ## Engines vs sentence-transformers (PyTorch): sentences/s, p50/p99; not part of `make test`.
 bench-model:
 	scripts/bench-model.sh
+
+## The generation engine beside llama.cpp (llama-cpp-python, same threads): one stream's decode
+## tokens/s, 8 streams together, time to first token of a 100-token prompt. Not part of `make test`.
+bench-generate: models
+	$(CARGO) build --release -p inferpush-worker --example bench_generate
+	$(LLAMA_PYTHON) scripts/bench_generate.py $(SMOLLM2_GGUF) $${INFERPUSH_THREADS:-$$(nproc)}
+	"$${CARGO_TARGET_DIR:-target}/release/examples/bench_generate" $(SMOLLM2_GGUF)
 
 ## Debian's Chromium for the browser test (installed once).
 chromium:

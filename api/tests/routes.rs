@@ -258,6 +258,15 @@ async fn models_are_listed_and_unknown_paths_are_problem_json_404s() {
     assert_eq!(body["models"][0]["name"], "echo");
     assert_eq!(body["models"][1]["name"], "all-minilm-l6-v2");
     assert!(body["models"][1]["input"].as_str().unwrap().contains("texts"));
+    // OpenAI's list shape beside, for its SDKs' `models.list()`.
+    assert_eq!(
+        (body["object"].as_str(), body["data"][1]["id"].as_str()),
+        (Some("list"), Some("all-minilm-l6-v2"))
+    );
+    assert_eq!(
+        (body["data"][0]["object"].as_str(), body["data"][0]["owned_by"].as_str()),
+        (Some("model"), Some("inferpush"))
+    );
     let (status, content_type, _) = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));

@@ -135,7 +135,10 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
     crate::metrics::task_inference(&task.model, began.elapsed());
     let inference_ms = began.elapsed().as_millis() as u64;
     let finished = match outcome {
-        Ok(output) if stopped => running.stopped(output, inference_ms, clock),
+        // Stopped by its owner (not one that ended by itself as the request came in).
+        Ok(output) if stopped && output["finish_reason"] == "cancelled" => {
+            running.stopped(output, inference_ms, clock)
+        }
         Ok(output) => running.succeeded(output, inference_ms, clock),
         Err(ModelError::Expired) => running.expired(clock),
         Err(error) => {

@@ -52,7 +52,8 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
     ),
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "`chat.completion`, or with `stream: true` server-sent `chat.completion.chunk` events ending with `data: [DONE]`", body = Object,
+        (status = 200, description = "`chat.completion`, or with `stream: true` server-sent `chat.completion.chunk` events ending with `data: [DONE]`",
+            content((Object = "application/json"), (crate::routes::events::StreamedEvent = "text/event-stream")),
             headers(("Location" = String, description = "The task's status URL"), ("inferpush-task-id" = String, description = "The task's id"))),
         (status = 202, description = "`Prefer: respond-async`: accepted; the text is pushed", body = inferpush_protocol::http::Accepted),
         (status = 400, description = "An invalid request, an unsupported field (`n` other than 1, tools, images), or a prompt plus `max_tokens` over the context", body = inferpush_protocol::openai::ErrorResponse),

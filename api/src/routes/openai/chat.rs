@@ -16,10 +16,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use inferpush_protocol::http::SubmitRequest;
 use inferpush_protocol::lifecycle::status_url;
 use inferpush_protocol::openai::chat::{self, ChatRequest, ChatTask, Chunks};
 use inferpush_protocol::{TaskId, TaskRecord, TaskStatus};
@@ -28,12 +27,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Caller, OpenAiError};
+use super::{Caller, OpenAiError, Submitted, submit};
 use crate::AppState;
 use crate::auth::{CallerAs, User};
 use crate::body::bytes_rejection;
 use crate::limits::UserSlot;
-use crate::routes::inference;
 use crate::waiting::{self, Preferences};
 
 /// How often a streamed answer looks for more text when no event woke it.
@@ -108,13 +106,10 @@ async fn answer(
     if let Some(end_user) = &request.user {
         tracing::info!(user = user.id, end_user, "chat completion for an end user");
     }
-    let submit = SubmitRequest::new(task.model.name.clone(), task.input.clone());
-    let (task_id, mut accepted) =
-        inference::accept_counted(state.clone(), user, headers.clone(), submit).await?;
-    if preferences.respond_async {
-        accepted.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
-        return Ok(accepted);
-    }
+    let task_id = match submit(&state, user, headers, &task.model.name, &task.input, preferences).await? {
+        Submitted::Answered(accepted) => return Ok(accepted),
+        Submitted::Waiting(task_id) => task_id,
+    };
     let status_url = status_url(&state.public_url, task_id);
     let wait = preferences.wait.unwrap_or(state.max_wait);
     let created_s = state.clock.now_ms() / 1000;

@@ -113,19 +113,44 @@ async fn answer(
     if let Some(end_user) = &request.user {
         tracing::info!(user = user.id, end_user, "embeddings for an end user");
     }
-    let submit = SubmitRequest::new(task.model.name.clone(), task.input.clone());
-    let (task_id, mut accepted) =
-        inference::accept_counted(state.clone(), user, headers.clone(), submit).await?;
-    if preferences.respond_async {
-        accepted.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
-        return Ok(accepted);
-    }
+    let task_id = match submit(state, user, headers, &task.model.name, &task.input, preferences).await? {
+        Submitted::Answered(accepted) => return Ok(accepted),
+        Submitted::Waiting(task_id) => task_id,
+    };
     let status_url = status_url(&state.public_url, task_id);
     let wait = preferences.wait.unwrap_or(state.max_wait);
     match waiting::until_final(state, task_id, began + wait).await {
         Some(record) => finished(&task, &record, status_url),
         None => Err(OpenAiError::still_running(task_id, status_url, wait)),
     }
+}
+
+/// What became of a request's task once accepted.
+enum Submitted {
+    /// `Prefer: respond-async`: the 202, to answer as it is.
+    Answered(Response),
+    /// The caller waits for this task.
+    Waiting(TaskId),
+}
+
+/// Accepts the task of an OpenAI-shaped request (validated, recorded, queued and counted
+/// as on `/v1/inference`); with `Prefer: respond-async` its 202 is the answer.
+async fn submit(
+    state: &AppState,
+    user: User,
+    headers: &HeaderMap,
+    model: &str,
+    input: &serde_json::Value,
+    preferences: Preferences,
+) -> Result<Submitted, OpenAiError> {
+    let submit = SubmitRequest::new(model.to_owned(), input.clone());
+    let (task_id, mut accepted) =
+        inference::accept_counted(state.clone(), user, headers.clone(), submit).await?;
+    if preferences.respond_async {
+        accepted.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
+        return Ok(Submitted::Answered(accepted));
+    }
+    Ok(Submitted::Waiting(task_id))
 }
 
 /// The answer for a final task: its embeddings, or why there are none.

@@ -95,6 +95,68 @@ impl QuantizedMatrix {
         Ok(Some(Self { blocks, rows, columns }))
     }
 
+    /// Rows (outputs) of the matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (inputs) of the matrix.
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    /// The matrices' rows one after the other, as one matrix (queries, keys and values
+    /// applied in one pass); `None` unless all have the same type and columns.
+    pub fn stack(parts: Vec<QuantizedMatrix>) -> Option<Self> {
+        let columns = parts.first()?.columns;
+        let mut rows = 0;
+        let mut stacked: Option<Blocks> = None;
+        for part in parts {
+            if part.columns != columns {
+                return None;
+            }
+            rows += part.rows;
+            stacked = Some(match (stacked, part.blocks) {
+                (None, blocks) => blocks,
+                (Some(Blocks::Q41(mut all)), Blocks::Q41(more)) => {
+                    all.extend(more);
+                    Blocks::Q41(all)
+                }
+                (Some(Blocks::Q80(mut all)), Blocks::Q80(more)) => {
+                    all.extend(more);
+                    Blocks::Q80(all)
+                }
+                _ => return None,
+            });
+        }
+        Some(Self { blocks: stacked?, rows, columns })
+    }
+
+    /// Row `row` of the matrix, dequantized into `out` (`columns` long), as ggml's
+    /// `get_rows` does: an embedding lookup.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let per_row = self.columns / BLOCK;
+        let range = row * per_row..(row + 1) * per_row;
+        let half = BLOCK / 2;
+        match &self.blocks {
+            Blocks::Q41(blocks) => {
+                for (block, out) in blocks[range].iter().zip(out.chunks_exact_mut(BLOCK)) {
+                    for j in 0..half {
+                        out[j] = f32::from(block.qs[j] & 0x0F) * block.d + block.m;
+                        out[j + half] = f32::from(block.qs[j] >> 4) * block.d + block.m;
+                    }
+                }
+            }
+            Blocks::Q80(blocks) => {
+                for (block, out) in blocks[range].iter().zip(out.chunks_exact_mut(BLOCK)) {
+                    for (value, q) in out.iter_mut().zip(block.qs) {
+                        *value = f32::from(q) * block.d;
+                    }
+                }
+            }
+        }
+    }
+
     /// `x · Wᵀ` for `x` of `(n, columns)` f32: `(n, rows)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, columns) = x.dims2()?;
@@ -102,25 +164,50 @@ impl QuantizedMatrix {
             candle_core::bail!("{columns} columns against a matrix of {}", self.columns);
         }
         let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let per_row = columns / BLOCK;
+        let mut out = vec![0f32; self.rows * n];
+        self.apply(&x, &mut out);
+        Tensor::from_vec(out, (n, self.rows), &Device::Cpu)
+    }
+
+    /// `out = x · Wᵀ` on plain rows: `x` holds `n` rows of `columns`, `out` `n` rows of
+    /// `rows`. Each weight row is read once for all `n` inputs.
+    pub fn apply(&self, x: &[f32], out: &mut [f32]) {
+        let n = x.len() / self.columns;
+        assert_eq!(x.len(), n * self.columns, "the input is whole rows of {} columns", self.columns);
+        assert_eq!(out.len(), n * self.rows, "the output has room for {n} rows of {}", self.rows);
+        let per_row = self.columns / BLOCK;
         let activations: Vec<Q8> = x.chunks_exact(BLOCK).map(quantize).collect();
+        let product = |row: usize, b: usize| {
+            let weights = row * per_row..(row + 1) * per_row;
+            let x = &activations[b * per_row..(b + 1) * per_row];
+            match &self.blocks {
+                Blocks::Q41(blocks) => dot_q41(&blocks[weights], x),
+                Blocks::Q80(blocks) => dot_q80(&blocks[weights], x),
+            }
+        };
+        if n == 1 {
+            out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
+                for (i, value) in chunk.iter_mut().enumerate() {
+                    *value = product(task * ROWS_PER_TASK + i, 0);
+                }
+            });
+            return;
+        }
         // Over the weights' rows (each read once for the whole batch), then transposed to
         // one row per input.
-        let mut out = vec![0f32; self.rows * n];
-        out.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, chunk)| {
+        let mut by_row = vec![0f32; self.rows * n];
+        by_row.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, chunk)| {
             for (i, values) in chunk.chunks_exact_mut(n).enumerate() {
-                let row = task * ROWS_PER_TASK + i;
-                let weights = row * per_row..(row + 1) * per_row;
                 for (b, value) in values.iter_mut().enumerate() {
-                    let x = &activations[b * per_row..(b + 1) * per_row];
-                    *value = match &self.blocks {
-                        Blocks::Q41(blocks) => dot_q41(&blocks[weights.clone()], x),
-                        Blocks::Q80(blocks) => dot_q80(&blocks[weights.clone()], x),
-                    };
+                    *value = product(task * ROWS_PER_TASK + i, b);
                 }
             }
         });
-        Tensor::from_vec(out, (self.rows, n), &Device::Cpu)?.t()?.contiguous()
+        for (row, values) in by_row.chunks_exact(n).enumerate() {
+            for (b, value) in values.iter().enumerate() {
+                out[b * self.rows + row] = *value;
+            }
+        }
     }
 }
 
@@ -296,6 +383,27 @@ mod tests {
             })
             .sum();
         assert!((simd - plain).abs() < 1e-4, "{simd} vs {plain}");
+    }
+
+    #[test]
+    fn stacked_matrices_give_their_products_side_by_side_and_rows_dequantize() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (first, x, quantized) = matrix(dtype);
+            let (second, _, _) = matrix(dtype);
+            let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let (mut one, mut both) = (vec![0.; 3 * 70], vec![0.; 3 * 140]);
+            first.apply(&x, &mut one);
+            let stacked = QuantizedMatrix::stack(vec![first, second]).unwrap();
+            stacked.apply(&x, &mut both);
+            for b in 0..3 {
+                assert_eq!(&both[b * 140..b * 140 + 70], &one[b * 70..(b + 1) * 70]);
+                assert_eq!(&both[b * 140 + 70..(b + 1) * 140], &one[b * 70..(b + 1) * 70]);
+            }
+            let mut row = vec![0.; 64];
+            stacked.dequantize_row(71, &mut row);
+            let exact = quantized.dequantize(&Device::Cpu).unwrap().get(1).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(row, exact, "{dtype:?}");
+        }
     }
 
     #[test]

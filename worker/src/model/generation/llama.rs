@@ -2,7 +2,8 @@
 //! one key/value cache per sequence so that sequences at different positions decode
 //! together: every weight matrix is applied to all of a step's tokens at once (the weights
 //! are read once per step, whatever the batch), and only attention, which depends on each
-//! sequence's own past, runs per sequence.
+//! sequence's own past, runs per sequence. On a CPU with Q4_1 or Q8_0 weights the network
+//! runs over plain slices ([`super::plain`]); elsewhere (CUDA, other types) through candle.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -13,72 +14,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use inferpush_quantized::QuantizedMatrix;
 
-/// The shape of the network, from the file's `llama.*` metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shape {
-    /// Transformer blocks.
-    pub layers: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (grouped-query attention when fewer than `heads`).
-    pub kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-    /// Width of the residual stream.
-    pub hidden: usize,
-    /// Longest sequence the model was trained for.
-    pub context: usize,
-    /// Tokens in the vocabulary (width of the logits).
-    pub vocab: usize,
-    rms_eps: f64,
-    rope_base: f32,
-}
-
-impl Shape {
-    fn of(content: &Content) -> Result<Self> {
-        let get = |key: &str| match content.metadata.get(key) {
-            Some(value) => value.to_u32().map(|v| v as usize),
-            None => candle_core::bail!("the GGUF file has no `{key}`"),
-        };
-        let architecture = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|value| value.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if architecture != "llama" {
-            candle_core::bail!("general.architecture `{architecture}`: only `llama` is served");
-        }
-        let heads = get("llama.attention.head_count")?;
-        let hidden = get("llama.embedding_length")?;
-        let vocab = match content.metadata.get("llama.vocab_size") {
-            Some(value) => value.to_u32()? as usize,
-            None => content.tensor_infos.get("token_embd.weight").map_or(0, |info| info.shape.dims()[0]),
-        };
-        Ok(Self {
-            layers: get("llama.block_count")?,
-            heads,
-            kv_heads: get("llama.attention.head_count_kv")?,
-            head_dim: hidden / heads,
-            hidden,
-            context: get("llama.context_length")?,
-            vocab,
-            rms_eps: content
-                .metadata
-                .get("llama.attention.layer_norm_rms_epsilon")
-                .map_or(Ok(1e-5), |value| value.to_f32())? as f64,
-            rope_base: content
-                .metadata
-                .get("llama.rope.freq_base")
-                .map_or(Ok(10_000.), |value| value.to_f32())?,
-        })
-    }
-
-    /// Query heads per key/value head.
-    fn group(&self) -> usize {
-        self.heads / self.kv_heads
-    }
-}
+use inferpush_llama::{Shape, network as plain};
 
 /// A weight matrix: Q4_1 or Q8_0 on a CPU as llama.cpp computes it ([`QuantizedMatrix`]), anything else
 /// through candle.
@@ -119,8 +55,29 @@ struct Block {
 
 /// One sequence's past: the keys and values of every token it has seen, per block.
 pub struct Cache {
-    blocks: Vec<KvCache>,
+    past: Past,
     len: usize,
+}
+
+enum Past {
+    Plain(Box<plain::Past>),
+    Candle(Vec<KvCache>),
+}
+
+impl Past {
+    fn plain(&mut self) -> Result<&mut plain::Past> {
+        match self {
+            Self::Plain(past) => Ok(past),
+            Self::Candle(_) => candle_core::bail!("a cache of the other network"),
+        }
+    }
+
+    fn candle(&mut self) -> Result<&mut [KvCache]> {
+        match self {
+            Self::Candle(blocks) => Ok(blocks),
+            Self::Plain(_) => candle_core::bail!("a cache of the other network"),
+        }
+    }
 }
 
 impl Cache {
@@ -138,6 +95,124 @@ impl Cache {
 /// The network, loaded on `device`.
 pub struct Llama {
     shape: Shape,
+    network: Network,
+}
+
+enum Network {
+    Plain(plain::Plain),
+    Candle(Candle),
+}
+
+/// The tensors of a GGUF file, read on the CPU.
+struct Source<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+}
+
+impl<R: std::io::Read + std::io::Seek> plain::Tensors for Source<'_, R> {
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content.tensor(self.reader, name, &Device::Cpu)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+}
+
+impl Llama {
+    /// Reads the weights `content` describes from `reader`.
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = Shape::of(content)?;
+        if device.is_cpu()
+            && let Some(network) = plain::Plain::load(&shape, &mut Source { content, reader })?
+        {
+            return Ok(Self { shape, network: Network::Plain(network) });
+        }
+        let network = Network::Candle(Candle::load(&shape, content, reader, device)?);
+        Ok(Self { shape, network })
+    }
+
+    /// The network's shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// An empty past for a new sequence.
+    pub fn cache(&self) -> Cache {
+        let past = match &self.network {
+            Network::Plain(network) => Past::Plain(Box::new(network.past())),
+            Network::Candle(_) => {
+                Past::Candle((0..self.shape.layers).map(|_| KvCache::new(1, CACHE_CHUNK)).collect())
+            }
+        };
+        Cache { past, len: 0 }
+    }
+
+    /// Runs one sequence's `tokens` (its prompt, or a continuation) after what `cache`
+    /// holds, adding them to it. The logits of every position (`(tokens, vocab)`) when
+    /// `every` is set, else of the last one only (`(1, vocab)`).
+    pub fn prefill(&self, tokens: &[u32], cache: &mut Cache, every: bool) -> Result<Tensor> {
+        let n = tokens.len();
+        if n == 0 {
+            candle_core::bail!("no tokens to run");
+        }
+        self.check_room(cache.len + n)?;
+        let logits = match &self.network {
+            Network::Plain(network) => {
+                let wanted: Vec<usize> = if every { (0..n).collect() } else { vec![n - 1] };
+                let logits =
+                    network.forward(tokens, &vec![0; n], &mut [cache.past.plain()?], &[cache.len], &wanted);
+                Tensor::from_vec(logits, (wanted.len(), self.shape.vocab), &Device::Cpu)?
+            }
+            Network::Candle(network) => network.prefill(&self.shape, tokens, cache, every)?,
+        };
+        cache.len += n;
+        Ok(logits)
+    }
+
+    /// One new token for each sequence, all in one pass: `(token, its sequence's past)`
+    /// pairs. The logits, one row per pair (`(pairs, vocab)`).
+    pub fn step(&self, batch: &mut [(u32, &mut Cache)]) -> Result<Tensor> {
+        for (_, cache) in batch.iter() {
+            self.check_room(cache.len + 1)?;
+        }
+        let logits = match &self.network {
+            Network::Plain(network) => {
+                let tokens: Vec<u32> = batch.iter().map(|(token, _)| *token).collect();
+                let starts: Vec<usize> = batch.iter().map(|(_, cache)| cache.len).collect();
+                let rows: Vec<usize> = (0..batch.len()).collect();
+                let mut pasts =
+                    batch.iter_mut().map(|(_, cache)| cache.past.plain()).collect::<Result<Vec<_>>>()?;
+                let logits = network.forward(&tokens, &rows, &mut pasts, &starts, &rows);
+                Tensor::from_vec(logits, (rows.len(), self.shape.vocab), &Device::Cpu)?
+            }
+            Network::Candle(network) => network.step(&self.shape, batch)?,
+        };
+        for (_, cache) in batch.iter_mut() {
+            cache.len += 1;
+        }
+        Ok(logits)
+    }
+
+    fn check_room(&self, len: usize) -> Result<()> {
+        if len > self.shape.context {
+            candle_core::bail!("{len} tokens is past the model's context of {}", self.shape.context);
+        }
+        Ok(())
+    }
+
+    /// The index of the largest logit of each row.
+    pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
+        logits.argmax(D::Minus1)?.to_vec1()
+    }
+}
+
+/// The network through candle's tensors, on any device.
+struct Candle {
     embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
@@ -151,14 +226,13 @@ pub struct Llama {
 /// holds little memory and a long one grows without copying at every token.
 const CACHE_CHUNK: usize = 256;
 
-impl Llama {
-    /// Reads the weights `content` describes from `reader`.
-    pub fn load<R: std::io::Read + std::io::Seek>(
+impl Candle {
+    fn load<R: std::io::Read + std::io::Seek>(
+        shape: &Shape,
         content: &Content,
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
-        let shape = Shape::of(content)?;
         let mut tensor = |name: &str| content.tensor(reader, name, device);
         let embedding_weights = tensor("token_embd.weight")?;
         let embedding = Embedding::new(embedding_weights.dequantize(device)?, shape.hidden);
@@ -180,86 +254,58 @@ impl Llama {
             let (attention_norm, ffn_norm) = (norm("attn_norm")?, norm("ffn_norm")?);
             blocks.push(Block { attention_norm, q, k, v, out, ffn_norm, gate, up, down });
         }
-        let (cos, sin) = rotations(&shape, device)?;
-        Ok(Self { shape, embedding, blocks, norm, output, cos, sin, device: device.clone() })
+        let (cos, sin) = rotations(shape, device)?;
+        Ok(Self { embedding, blocks, norm, output, cos, sin, device: device.clone() })
     }
 
-    /// The network's shape.
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-
-    /// An empty past for a new sequence.
-    pub fn cache(&self) -> Cache {
-        Cache { blocks: (0..self.shape.layers).map(|_| KvCache::new(1, CACHE_CHUNK)).collect(), len: 0 }
-    }
-
-    /// Runs one sequence's `tokens` (its prompt, or a continuation) after what `cache`
-    /// holds, adding them to it. The logits of every position (`(tokens, vocab)`) when
-    /// `every` is set, else of the last one only (`(1, vocab)`).
-    pub fn prefill(&self, tokens: &[u32], cache: &mut Cache, every: bool) -> Result<Tensor> {
+    fn prefill(&self, shape: &Shape, tokens: &[u32], cache: &mut Cache, every: bool) -> Result<Tensor> {
         let n = tokens.len();
-        if n == 0 {
-            candle_core::bail!("no tokens to run");
-        }
         let start = cache.len;
-        self.check_room(start + n)?;
         let positions: Vec<u32> = (start..start + n).map(|p| p as u32).collect();
         let mut x = self.embedding.forward(&Tensor::new(tokens, &self.device)?)?;
         let mask = causal_mask(n, start, &self.device)?;
-        for (block, past) in self.blocks.iter().zip(cache.blocks.iter_mut()) {
-            let (q, k, v) = self.projections(block, &x, &positions)?;
+        for (block, past) in self.blocks.iter().zip(cache.past.candle()?.iter_mut()) {
+            let (q, k, v) = self.projections(shape, block, &x, &positions)?;
             // (heads, n, dim) from (n, heads, dim): one sequence, all its new tokens.
             let q = q.transpose(0, 1)?.contiguous()?;
             let k = k.transpose(0, 1)?.contiguous()?;
             let v = v.transpose(0, 1)?.contiguous()?;
-            let y = self.attend(&q, &k, &v, past, Some(&mask))?;
-            x = self.finish_block(block, &x, &y.transpose(0, 1)?.reshape((n, self.shape.hidden))?)?;
+            let y = attend(shape, &q, &k, &v, past, Some(&mask))?;
+            x = self.finish_block(block, &x, &y.transpose(0, 1)?.reshape((n, shape.hidden))?)?;
         }
-        cache.len += n;
         let x = if every { x } else { x.narrow(0, n - 1, 1)? };
         self.output.forward(&self.norm.forward(&x)?)?.to_dtype(DType::F32)
     }
 
-    /// One new token for each sequence, all in one pass: `(token, its sequence's past)`
-    /// pairs. The logits, one row per pair (`(pairs, vocab)`).
-    pub fn step(&self, batch: &mut [(u32, &mut Cache)]) -> Result<Tensor> {
+    fn step(&self, shape: &Shape, batch: &mut [(u32, &mut Cache)]) -> Result<Tensor> {
         let tokens: Vec<u32> = batch.iter().map(|(token, _)| *token).collect();
         let positions: Vec<u32> = batch.iter().map(|(_, cache)| cache.len as u32).collect();
-        for (_, cache) in batch.iter() {
-            self.check_room(cache.len + 1)?;
-        }
         let mut x = self.embedding.forward(&Tensor::new(tokens.as_slice(), &self.device)?)?;
         for (layer, block) in self.blocks.iter().enumerate() {
-            let (q, k, v) = self.projections(block, &x, &positions)?;
+            let (q, k, v) = self.projections(shape, block, &x, &positions)?;
             let mut ys = Vec::with_capacity(batch.len());
             for (row, (_, cache)) in batch.iter_mut().enumerate() {
                 // (heads, 1, dim): this sequence's one new token.
                 let q = q.narrow(0, row, 1)?.transpose(0, 1)?;
                 let k = k.narrow(0, row, 1)?.transpose(0, 1)?.contiguous()?;
                 let v = v.narrow(0, row, 1)?.transpose(0, 1)?.contiguous()?;
-                let y = self.attend(&q, &k, &v, &mut cache.blocks[layer], None)?;
-                ys.push(y.reshape((1, self.shape.hidden))?);
+                let y = attend(shape, &q, &k, &v, &mut cache.past.candle()?[layer], None)?;
+                ys.push(y.reshape((1, shape.hidden))?);
             }
             x = self.finish_block(block, &x, &Tensor::cat(&ys, 0)?)?;
-        }
-        for (_, cache) in batch.iter_mut() {
-            cache.len += 1;
         }
         self.output.forward(&self.norm.forward(&x)?)?.to_dtype(DType::F32)
     }
 
-    fn check_room(&self, len: usize) -> Result<()> {
-        if len > self.shape.context {
-            candle_core::bail!("{len} tokens is past the model's context of {}", self.shape.context);
-        }
-        Ok(())
-    }
-
     /// Queries, keys and values of the rows of `x` (one token each, at `positions`),
     /// rotated: `(rows, heads, dim)` and twice `(rows, kv_heads, dim)`.
-    fn projections(&self, block: &Block, x: &Tensor, positions: &[u32]) -> Result<(Tensor, Tensor, Tensor)> {
-        let shape = &self.shape;
+    fn projections(
+        &self,
+        shape: &Shape,
+        block: &Block,
+        x: &Tensor,
+        positions: &[u32],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let rows = positions.len();
         let h = block.attention_norm.forward(x)?;
         let q = block.q.forward(&h)?.reshape((rows, shape.heads, shape.head_dim))?;
@@ -276,35 +322,6 @@ impl Llama {
         Ok((rotate(q)?, rotate(k)?, v))
     }
 
-    /// Attention of one sequence's new queries `(heads, n, dim)` over its past and its new
-    /// keys and values `(kv_heads, n, dim)`, which join the past. `(heads, n, dim)`.
-    fn attend(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        past: &mut KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let shape = &self.shape;
-        let n = q.dim(1)?;
-        let (k, v) = past.append(&half(k)?, &half(v)?)?;
-        let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
-        let seen = k.dim(1)?;
-        // The query heads sharing a key/value head side by side: (kv_heads, group * n, dim).
-        let q = rounded(&q.contiguous()?)?.reshape((shape.kv_heads, shape.group() * n, shape.head_dim))?;
-        let scores = (q.matmul(&k.t()?)? * (1. / (shape.head_dim as f64).sqrt()))?;
-        let scores = match mask {
-            Some(mask) => scores
-                .reshape((shape.kv_heads, shape.group(), n, seen))?
-                .broadcast_add(mask)?
-                .reshape((shape.kv_heads, shape.group() * n, seen))?,
-            None => scores,
-        };
-        let weights = rounded(&candle_nn::ops::softmax_last_dim(&scores)?)?;
-        weights.matmul(&v.contiguous()?)?.reshape((shape.heads, n, shape.head_dim))
-    }
-
     /// The rest of a block once attention's heads `y` `(rows, hidden)` are known.
     fn finish_block(&self, block: &Block, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         let x = (x + block.out.forward(y)?)?;
@@ -312,11 +329,34 @@ impl Llama {
         let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
         x + block.down.forward(&gated)?
     }
+}
 
-    /// The index of the largest logit of each row.
-    pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
-        logits.argmax(D::Minus1)?.to_vec1()
-    }
+/// Attention of one sequence's new queries `(heads, n, dim)` over its past and its new
+/// keys and values `(kv_heads, n, dim)`, which join the past. `(heads, n, dim)`.
+fn attend(
+    shape: &Shape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    past: &mut KvCache,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let n = q.dim(1)?;
+    let (k, v) = past.append(&half(k)?, &half(v)?)?;
+    let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+    let seen = k.dim(1)?;
+    // The query heads sharing a key/value head side by side: (kv_heads, group * n, dim).
+    let q = rounded(&q.contiguous()?)?.reshape((shape.kv_heads, shape.group() * n, shape.head_dim))?;
+    let scores = (q.matmul(&k.t()?)? * (1. / (shape.head_dim as f64).sqrt()))?;
+    let scores = match mask {
+        Some(mask) => scores
+            .reshape((shape.kv_heads, shape.group(), n, seen))?
+            .broadcast_add(mask)?
+            .reshape((shape.kv_heads, shape.group() * n, seen))?,
+        None => scores,
+    };
+    let weights = rounded(&candle_nn::ops::softmax_last_dim(&scores)?)?;
+    weights.matmul(&v.contiguous()?)?.reshape((shape.heads, n, shape.head_dim))
 }
 
 /// Keys and values are kept in f16, as llama.cpp keeps them: half the memory, and the

@@ -63,7 +63,8 @@ pub struct ApiConfig {
     /// Task listings a user may make at once.
     #[arg(long, env = "INFERPUSH_LIST_BURST", default_value_t = 50)]
     pub list_burst: u32,
-    /// Most unfinished (queued or running) tasks per user.
+    /// Most in-flight slots of a user's unfinished (queued or running) tasks: a task takes
+    /// one, a generation one per 64 tokens of its `max_tokens`.
     #[arg(long, env = "INFERPUSH_MAX_IN_FLIGHT", default_value_t = 2000)]
     pub max_in_flight: u64,
     /// Longest a request waits for its result (and never past the request timeout): a
@@ -79,8 +80,9 @@ pub struct ApiConfig {
     /// answered 202 at once and `/v1/embeddings` 429, before any task is made.
     #[arg(long, env = "INFERPUSH_MAX_WAITS_PER_USER", default_value_t = 64)]
     pub max_waits_per_user: usize,
-    /// A user's fair share of the workers: while they have at most this many unfinished
-    /// tasks, new ones go to the main lane of their model's queue; past it, to the bulk
+    /// A user's fair share of the workers: while their unfinished tasks take at most this
+    /// many in-flight slots (one a task, one per 64 tokens of a generation's `max_tokens`),
+    /// new ones go to the main lane of their model's queue; past it, to the bulk
     /// lane, which workers serve after the main one. A user's backlog then never delays
     /// another user's few tasks. At or above INFERPUSH_MAX_IN_FLIGHT, every task takes the
     /// main lane (plain first-in, first-out).

@@ -56,6 +56,23 @@ pub struct TaskEnvelope {
     /// Not run if not started by then (Unix milliseconds; see [`crate::deadline`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// What it counts for against its user's in-flight cap and fair share: 1, or for a
+    /// generation one per [`TOKENS_PER_SLOT`] tokens it may write.
+    #[serde(default = "one_slot", skip_serializing_if = "is_one_slot")]
+    pub slots: u64,
+}
+
+/// Tokens a generation may write per in-flight slot it takes: a 512-token answer counts as
+/// 8 tasks, since it holds a worker about that much longer than a short one.
+pub const TOKENS_PER_SLOT: u64 = 64;
+
+pub(crate) fn one_slot() -> u64 {
+    1
+}
+
+/// serde passes a reference.
+pub(crate) fn is_one_slot(slots: &u64) -> bool {
+    *slots == 1
 }
 
 impl TaskEnvelope {
@@ -77,6 +94,7 @@ impl TaskEnvelope {
             submitted_at_ms,
             delivery: Delivery::default(),
             deadline_ms: None,
+            slots: 1,
         }
     }
 
@@ -88,6 +106,11 @@ impl TaskEnvelope {
     /// The same task with a deadline (Unix milliseconds).
     pub fn with_deadline(self, deadline_ms: Option<u64>) -> Self {
         Self { deadline_ms, ..self }
+    }
+
+    /// The same task counting `slots` (at least 1) in-flight slots.
+    pub fn with_slots(self, slots: u64) -> Self {
+        Self { slots: slots.max(1), ..self }
     }
 
     /// True once its deadline has passed at `now_ms`.

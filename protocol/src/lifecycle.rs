@@ -175,6 +175,7 @@ impl TaskRecord {
             model_version: None,
             weights_sha256: None,
             progress: None,
+            slots: task.slots,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct TaskRecord {
     /// the progress store; never stored in the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<crate::event::TaskProgress>,
+    /// In-flight slots it takes while unfinished (1, or more for a long generation).
+    #[serde(default = "crate::envelope::one_slot", skip_serializing_if = "crate::envelope::is_one_slot")]
+    pub slots: u64,
 }
 
 /// What produced a result: the card's version and the weights the engine loaded.

@@ -50,7 +50,8 @@ impl From<redis::RedisError> for StoreError {
 pub enum Created {
     /// A new queued task was recorded.
     New {
-        /// The user's unfinished tasks now, this one included.
+        /// The in-flight slots of the user's unfinished tasks now, this one's included (a
+        /// task takes one, a long generation more).
         in_flight: u64,
     },
     /// The idempotency key already named this task; nothing was written. `published` is
@@ -79,7 +80,7 @@ pub enum Created {
 /// What a new task may take of its user's allowances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
-    /// Most unfinished (queued or running) tasks the user may have.
+    /// Most in-flight slots the user's unfinished (queued or running) tasks may take.
     pub max_in_flight: u64,
     /// About how many bytes this task's result will hold.
     pub result_bytes: u64,

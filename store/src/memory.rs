@@ -90,7 +90,8 @@ impl TaskStore for MemoryTaskStore {
             let same_request = idempotency.is_some_and(|i| i.request == request);
             return Ok(Created::Existing { task_id: *task_id, published: *published, same_request });
         }
-        if state.in_flight.get(&record.user_id).copied().unwrap_or(0) >= admission.max_in_flight {
+        let slots = record.slots.max(1);
+        if state.in_flight.get(&record.user_id).copied().unwrap_or(0) + slots > admission.max_in_flight {
             return Ok(Created::LimitReached);
         }
         let held = state.held.get(&record.user_id).copied().unwrap_or(0);
@@ -98,7 +99,7 @@ impl TaskStore for MemoryTaskStore {
             return Ok(Created::QuotaReached { held, retry_after_secs: 60 });
         }
         let in_flight = state.in_flight.entry(record.user_id.clone()).or_default();
-        *in_flight += 1;
+        *in_flight += slots;
         let in_flight = *in_flight;
         if admission.result_quota > 0 {
             *state.held.entry(record.user_id.clone()).or_default() += admission.result_bytes;
@@ -134,8 +135,9 @@ impl TaskStore for MemoryTaskStore {
         if status.is_some_and(|s| s != TaskStatus::Queued) {
             return Ok(());
         }
-        if status.is_some() {
-            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(1));
+        if let Some(stored) = state.records.get(&record.task_id) {
+            let slots = stored.slots.max(1);
+            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(slots));
         }
         state.records.remove(&record.task_id);
         state.index.remove(&(record.user_id.clone(), record.submitted_at_ms, record.task_id));
@@ -237,7 +239,8 @@ impl MemoryTaskStore {
             return Ok(current.map_or(Transition::Missing, |c| Transition::Kept(Box::new(c))));
         }
         if record.status.is_final() && status.is_some_and(|s| !s.is_final()) {
-            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(1));
+            let slots = record.slots.max(1);
+            state.in_flight.entry(record.user_id.clone()).and_modify(|n| *n = n.saturating_sub(slots));
         }
         if status.is_none() {
             state.index.insert((record.user_id.clone(), record.submitted_at_ms, record.task_id));

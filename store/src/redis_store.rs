@@ -144,6 +144,7 @@ impl TaskStore for RedisTaskStore {
             .arg(admission.result_bytes)
             .arg(admission.result_quota)
             .arg(QuotaBuckets::lifetime_secs_of(self.ttl))
+            .arg(record.slots.max(1))
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {

@@ -18,10 +18,10 @@ use redis::Script;
 ///       user's result-byte buckets of one TTL, the current one first
 /// ARGV: record JSON, task id, submitted ms, ttl seconds, oldest score to keep, in-flight
 ///       cap, request fingerprint, this task's result bytes, result quota (0: none),
-///       bucket lifetime seconds
-/// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap is
-/// reached, `quota HELD` when the quota would be passed, else `new IN_FLIGHT` (the user's
-/// unfinished tasks, this one included). A key written by an earlier version (a plain
+///       bucket lifetime seconds, the task's in-flight slots
+/// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap would be
+/// passed, `quota HELD` when the quota would be passed, else `new IN_FLIGHT` (the slots of
+/// the user's unfinished tasks, this one's included). A key written by an earlier version (a plain
 /// string) counts as published, for the request that took it.
 pub fn create() -> Script {
     Script::new(
@@ -34,7 +34,8 @@ pub fn create() -> Script {
                 return held[1] .. ' ' .. held[2] .. ' ' .. held[3]
             end
         end
-        if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[6]) then return 'limit' end
+        local slots = tonumber(ARGV[11])
+        if tonumber(redis.call('GET', KEYS[4]) or '0') + slots > tonumber(ARGV[6]) then return 'limit' end
         local quota = tonumber(ARGV[9])
         if quota > 0 then
             local held = 0
@@ -47,7 +48,7 @@ pub fn create() -> Script {
             redis.call('HSET', KEYS[3], 'task', ARGV[2], 'published', '0', 'request', ARGV[7])
             redis.call('EXPIRE', KEYS[3], ARGV[4])
         end
-        local in_flight = redis.call('INCR', KEYS[4])
+        local in_flight = redis.call('INCRBY', KEYS[4], slots)
         redis.call('EXPIRE', KEYS[4], ARGV[4])
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -68,7 +69,10 @@ pub fn remove() -> Script {
         r#"
         local record = redis.call('GET', KEYS[1])
         if record and cjson.decode(record).status ~= '{queued}' then return 0 end
-        if record and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
+        local held = tonumber(redis.call('GET', KEYS[4]) or '0')
+        if record and held > 0 then
+            redis.call('DECRBY', KEYS[4], math.min(held, tonumber(cjson.decode(record).slots or 1)))
+        end
         redis.call('DEL', KEYS[1])
         redis.call('ZREM', KEYS[2], ARGV[1])
         if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash'
@@ -99,8 +103,8 @@ pub fn confirm_published() -> Script {
 
 /// Moves a task to a new state if the lifecycle allows. Returns `applied`, or when
 /// refused the current record JSON (so the caller can act on what is really there), or
-/// `missing`. A task leaving an unfinished state for a final one frees one of its user's
-/// in-flight slots; a task written with no record before joins its user's index.
+/// `missing`. A task leaving an unfinished state for a final one frees its user's in-flight
+/// slots it took; a task written with no record before joins its user's index.
 ///
 /// With ARGV[6] = `1`, a record already in the new state is kept rather than written again
 /// (a worker's first claim of a task another worker runs); with `2`, likewise unless it is
@@ -122,9 +126,9 @@ pub fn transition() -> Script {
             return current
         end
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-        if final[new] and status ~= '' and not final[status]
-            and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
-            redis.call('DECR', KEYS[3])
+        local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+        if final[new] and status ~= '' and not final[status] and held > 0 then
+            redis.call('DECRBY', KEYS[3], math.min(held, tonumber(cjson.decode(ARGV[1]).slots or 1)))
         end
         if status == '' then
             redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])

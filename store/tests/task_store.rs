@@ -43,6 +43,7 @@ on_both_stores!(
     list_since_returns_only_the_users_later_tasks_in_order,
     a_worker_can_record_a_task_whose_queued_record_was_lost,
     the_in_flight_cap_refuses_new_tasks_until_one_finishes,
+    a_long_generation_takes_its_slots_until_it_ends_or_is_removed,
     the_result_quota_refuses_a_task_whose_result_would_pass_it,
     every_move_is_applied_exactly_when_the_lifecycle_allows_it,
     a_first_claim_leaves_a_running_task_to_its_worker_and_a_redelivery_takes_it_over,
@@ -284,6 +285,54 @@ async fn the_result_quota_refuses_a_task_whose_result_would_pass_it(store: &dyn 
     assert_eq!(
         store.create(&record("alice", 4), None, no_quota).await.unwrap(),
         Created::New { in_flight: 3 }
+    );
+}
+
+async fn a_long_generation_takes_its_slots_until_it_ends_or_is_removed(store: &dyn TaskStore) {
+    let slotted = |user: &str, at: u64, slots: u64| {
+        TaskRecord::queued(
+            &TaskEnvelope::new(
+                user,
+                "llm",
+                serde_json::json!({}),
+                InferenceChannel::private(user).unwrap(),
+                at,
+            )
+            .with_slots(slots),
+        )
+    };
+    let long = slotted("alice", 1, 8);
+    assert_eq!(
+        store.create(&long, None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { in_flight: 8 }
+    );
+    assert_eq!(
+        store.create(&slotted("alice", 2, 3), None, Admission::in_flight(10)).await.unwrap(),
+        Created::LimitReached,
+        "8 + 3 slots pass the cap of 10"
+    );
+    assert_eq!(
+        store.create(&slotted("alice", 3, 2), None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { in_flight: 10 }
+    );
+    store.transition(&with_status(&long, TaskStatus::Running)).await.unwrap();
+    store.transition(&with_status(&long, TaskStatus::Succeeded)).await.unwrap();
+    let short = record("alice", 4);
+    assert_eq!(
+        store.create(&short, None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { in_flight: 3 },
+        "the finished generation gave back its 8"
+    );
+    let removed = slotted("alice", 5, 4);
+    assert_eq!(
+        store.create(&removed, None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { in_flight: 7 }
+    );
+    store.remove(&removed, None).await.unwrap();
+    assert_eq!(
+        store.create(&record("alice", 6), None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { in_flight: 4 },
+        "a removed task gives back its slots"
     );
 }
 

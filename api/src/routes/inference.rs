@@ -201,9 +201,11 @@ pub(crate) async fn accept(
     let admission = admission(&state, &request)?;
     let cancel_after = cancel_after(&headers, request.cancel_after)?;
     let now_ms = state.clock.now_ms();
+    let slots = state.catalogue.find(&request.model).map_or(1, |entry| entry.slots(&request.input));
     let task = TaskEnvelope::new(user.id, request.model, request.input, channel, now_ms)
         .with_delivery(delivery)
-        .with_deadline(cancel_after.map(|c| c.deadline_ms(now_ms)));
+        .with_deadline(cancel_after.map(|c| c.deadline_ms(now_ms)))
+        .with_slots(slots);
 
     // Record `queued` first, so a worker that finishes quickly never races the record.
     let record = TaskRecord::queued(&task);
@@ -231,8 +233,12 @@ pub(crate) async fn accept(
         Created::LimitReached => {
             return Err(AppError::TooManyRequests {
                 detail: format!(
-                    "you already have {} unfinished tasks; wait for some to finish",
-                    state.max_in_flight
+                    "you have too many unfinished tasks: this one would pass your {} in-flight slots (it \
+                     takes {}: a task takes one, a generation one per {} tokens of its max_tokens); wait for \
+                     some to finish",
+                    state.max_in_flight,
+                    slots,
+                    inferpush_protocol::envelope::TOKENS_PER_SLOT
                 ),
                 seconds: 5,
             });

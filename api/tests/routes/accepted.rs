@@ -282,6 +282,38 @@ async fn past_their_fair_share_a_users_tasks_take_the_bulk_lane_until_some_finis
 }
 
 #[tokio::test]
+async fn a_long_generation_counts_one_slot_per_64_tokens_of_its_max_tokens_toward_the_fair_share() {
+    let it = in_process();
+    let state = AppState { fair_share: 16, ..it.state.clone() };
+    let generate = |user: &str, max_tokens: u64| {
+        let input = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": max_tokens});
+        Request::post("/v1/inference")
+            .header(header::AUTHORIZATION, format!("Bearer dev-{user}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"model": "smollm2-135m-instruct", "input": input}).to_string()))
+            .unwrap()
+    };
+    for request in
+        [generate("alice", 512), generate("alice", 500), generate("alice", 1), submit_as("alice", "e")]
+    {
+        let (status, _, body, _) = super::send_to(state.clone(), request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    super::send_to(state.clone(), generate("bob", 64)).await;
+    let published = it.queue.published.lock().unwrap().clone();
+    let slots: Vec<u64> = published.iter().map(|(task, _, _)| task.slots).collect();
+    assert_eq!(slots, [8, 8, 1, 1, 1]);
+    let lanes: Vec<Lane> = published.iter().map(|(_, _, lane)| *lane).collect();
+    assert_eq!(
+        lanes,
+        [Lane::Main, Lane::Main, Lane::Bulk, Lane::Bulk, Lane::Main],
+        "two 512-token answers fill alice's share of 16; bob is within his"
+    );
+    let record = it.store.get(published[0].0.task_id).await.unwrap().unwrap();
+    assert_eq!(record.slots, 8, "the record frees what the task took");
+}
+
+#[tokio::test]
 async fn a_store_outage_is_the_same_503_on_every_route_and_publishes_nothing() {
     let it = in_process();
     let (_, _, accepted, _) = super::send_to(it.state.clone(), submit_with_key("k")).await;

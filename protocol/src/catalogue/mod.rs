@@ -149,6 +149,16 @@ impl Entry {
         }
     }
 
+    /// In-flight slots a task of a valid input takes (see
+    /// [`crate::envelope::TOKENS_PER_SLOT`]): a generation's count grows with its
+    /// `max_tokens`; every other task takes one.
+    pub fn slots(&self, input: &Value) -> u64 {
+        match (&self.kind, &self.generation) {
+            (Kind::TextGeneration, Some(section)) => text_generation::slots(input, section),
+            _ => 1,
+        }
+    }
+
     /// True when it answers to `name` (its own, or an alias), ignoring case.
     pub fn answers_to(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{InputError, invalid};
+use crate::envelope::TOKENS_PER_SLOT;
 
 /// The roles a message may have.
 pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
@@ -167,6 +168,12 @@ pub fn fits(prompt_tokens: usize, max_tokens: usize, context_length: usize) -> R
         ));
     }
     Ok(())
+}
+
+/// In-flight slots of a generation: one per [`TOKENS_PER_SLOT`] tokens it may write.
+pub fn slots(input: &Value, section: &GenerationSection) -> u64 {
+    let max_tokens = input.get("max_tokens").and_then(Value::as_u64).unwrap_or(section.max_tokens as u64);
+    max_tokens.div_ceil(TOKENS_PER_SLOT).max(1)
 }
 
 /// A result of this kind: the text (at most about 16 bytes of JSON per token) and its usage.

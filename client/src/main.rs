@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! inferpush --token dev-alice submit --model echo --input '{"hello": "world"}' --wait
+//! inferpush --token dev-alice chat "What is the capital of France?"
 //! ```
 
 mod commands;
@@ -39,8 +40,11 @@ pub struct Connection {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Submit a task; with --wait, print its result as it arrives over Pusher.
+    /// Submit a task; with --wait, print its result as it arrives over Pusher (a
+    /// generation's text as it is written).
     Submit(commands::submit::SubmitArgs),
+    /// Ask a text-generation model; its answer is written as it is generated.
+    Chat(commands::chat::ChatArgs),
     /// Print a task's state as the status API has it.
     Status {
         /// The task's id.
@@ -53,6 +57,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Submit(args) => commands::submit::run(&cli.connection, &args).await,
+        Command::Chat(args) => commands::chat::run(&cli.connection, &args).await,
         Command::Status { task_id } => commands::status::run(&cli.connection, &task_id).await,
     };
     match outcome {

@@ -5,6 +5,7 @@
 // generation cancelled by DELETE ends `cancelled` with its text so far.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { echoFor } from './echo-client.mjs';
 import Pusher from 'pusher-js';
 
 const api = process.env.INFERPUSH_API_URL;
@@ -108,6 +109,72 @@ test('pusher-js hears deltas numbered one by one that add up to the final text',
 
 test('pusher-js decrypts the deltas of an end-to-end encrypted channel', async () => {
   await streamsToTheEnd('private-encrypted-inference.alice', { encrypted: true });
+});
+
+for (const [kind, join, extra] of [
+  ['a private', (e) => e.private('inference.alice'), {}],
+  ['an encrypted', (e) => e.encryptedPrivate('inference.alice'), { encrypted: true }],
+]) {
+  test(`Laravel Echo listens to .inference.delta on ${kind} channel and gets the whole text`, async () => {
+    const client = echoFor(token);
+    try {
+      const channel = join(client);
+      await new Promise((resolve, reject) => {
+        channel.subscribed(resolve);
+        channel.error((error) => reject(new Error(JSON.stringify(error))));
+      });
+      const heard = [];
+      const ended = new Promise((resolve) => channel.listen('.inference.completed', resolve));
+      channel.listen('.inference.delta', (data) => heard.push(data));
+      const id = (await submit(chat('Describe a sunrise in two sentences.', { max_tokens: 40 }), extra)).task_id;
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('no end')), 60000).unref());
+      const final = await Promise.race([ended, timeout]);
+      assert.equal(final.task_id, id);
+      const deltas = heard.filter((delta) => delta.task_id === id);
+      assert.ok(deltas.length >= 2, `${deltas.length} deltas`);
+      deltas.forEach((delta, i) => assert.equal(delta.seq, i + 1));
+      assert.equal(deltas.map((d) => d.delta).join(''), final.output.text);
+    } finally {
+      client.disconnect();
+    }
+  });
+}
+
+test('eight generations at once: each client hears new text steadily (gaps between deltas)', async () => {
+  const pusher = client();
+  try {
+    const channel = pusher.subscribe('private-inference.alice');
+    await subscribed(channel);
+    const arrivals = new Map();
+    const ended = new Set();
+    let wake = () => {};
+    channel.bind('inference.delta', (data) => {
+      if (!arrivals.has(data.task_id)) arrivals.set(data.task_id, []);
+      arrivals.get(data.task_id).push(performance.now());
+    });
+    channel.bind('inference.completed', (data) => {
+      ended.add(data.task_id);
+      wake();
+    });
+    const ids = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => submit(chat(`Tell story number ${i + 1} about a fox.`, { max_tokens: 96 })))
+    ).then((accepted) => accepted.map((a) => a.task_id));
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${ended.size} of 8 ended`)), 120000);
+      wake = () => ids.every((id) => ended.has(id)) && (clearTimeout(timer), resolve());
+      wake();
+    });
+    const gaps = ids.flatMap((id) => {
+      const times = arrivals.get(id) ?? [];
+      return times.slice(1).map((t, i) => t - times[i]);
+    }).sort((a, b) => a - b);
+    const at = (q) => gaps[Math.min(gaps.length - 1, Math.floor(q * gaps.length))];
+    console.log(`8 generations: ${gaps.length + 8} deltas, gap p50 ${at(0.5).toFixed(0)} ms, p99 ${at(0.99).toFixed(0)} ms, max ${gaps.at(-1).toFixed(0)} ms`);
+    assert.ok(ids.every((id) => (arrivals.get(id) ?? []).length >= 2), 'every generation streamed');
+    assert.ok(at(0.5) < 1000, `gap p50 ${at(0.5)} ms`);
+  } finally {
+    pusher.disconnect();
+  }
 });
 
 test('a client that drops mid-generation catches up from the status and the later deltas', async () => {

@@ -3,27 +3,10 @@
 // environment): Echo.private(...).listen('.inference.completed') through /broadcasting/auth.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import Echo from 'laravel-echo';
-import Pusher from 'pusher-js';
+import { echoFor } from './echo-client.mjs';
 
 const api = process.env.INFERPUSH_API_URL;
 const aliceToken = process.env.INFERPUSH_ALICE_JWT;
-
-function echoFor(token) {
-  return new Echo({
-    broadcaster: 'pusher',
-    key: process.env.PUSHER_APP_KEY,
-    cluster: 'mt1',
-    wsHost: process.env.PUSHER_HOST,
-    wsPort: Number(process.env.PUSHER_PORT),
-    wssPort: Number(process.env.PUSHER_PORT),
-    forceTLS: false,
-    enabledTransports: ['ws', 'wss'],
-    authEndpoint: `${api}/broadcasting/auth`,
-    auth: { headers: { Authorization: `Bearer ${token}` } },
-    Pusher,
-  });
-}
 
 function within(ms, promise, what) {
   let timer;

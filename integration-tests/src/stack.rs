@@ -391,11 +391,22 @@ impl Stack {
     }
 
     /// Starts a (new) worker and waits until it consumes the echo queue.
-    /// Stops the worker with SIGTERM, as an orchestrator does, and waits for it to exit.
-    pub async fn stop_worker(&mut self) {
+    /// Stops the worker with SIGTERM, as an orchestrator does, and waits for it to exit;
+    /// answers its log.
+    pub async fn stop_worker(&mut self) -> String {
         let mut worker = self.worker.take().expect("a worker is running");
         worker.signal("TERM");
         assert!(worker.wait_exit(Duration::from_secs(60)).await.is_some(), "the worker did not stop");
+        worker.log_text()
+    }
+
+    /// Kills the worker with SIGKILL, as a crash or an OOM kill does: what it held unacked
+    /// goes back to the queue when its connection drops.
+    pub async fn kill_worker(&mut self) {
+        let mut worker = self.worker.take().expect("a worker is running");
+        worker.signal("KILL");
+        // Killed by a signal: no exit code; wait_exit fails if it is still there.
+        worker.wait_exit(Duration::from_secs(10)).await;
     }
 
     /// Starts a worker serving `models` (comma-separated) from now on.
@@ -502,6 +513,21 @@ impl Stack {
     /// `ws://127.0.0.1:{push server}`.
     pub fn ws_base(&self) -> String {
         format!("ws://127.0.0.1:{}", self.pusher_port)
+    }
+
+    /// The `inferpush` command line pointed at this stack, with `token` as its credential.
+    pub fn cli(&self, token: Option<&str>) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(crate::process::bin_dir().join("inferpush"));
+        command
+            .env("INFERPUSH_API_URL", &self.api_url)
+            .env("INFERPUSH_WS_URL", self.ws_base())
+            .env("PUSHER_APP_KEY", APP_KEY)
+            .env_remove("INFERPUSH_TOKEN")
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("INFERPUSH_TOKEN", token);
+        }
+        command
     }
 
     /// A Pusher client connected to this stack's push server.

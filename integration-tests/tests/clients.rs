@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use inferpush_integration_tests::node::{NodeDriver, run_node_tests};
-use inferpush_integration_tests::process::{bin_dir, workspace_root};
+use inferpush_integration_tests::process::workspace_root;
 use inferpush_integration_tests::{Services, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -53,9 +53,11 @@ async fn pusher_js_and_laravel_echo_reconnect_after_the_push_server_restarts_and
 
 #[tokio::test]
 async fn the_demo_page_in_headless_chromium_submits_and_renders_results() {
-    let stack =
-        Stack::start_with(StackOptions { models: "echo,all-minilm-l6-v2".into(), ..Default::default() })
-            .await;
+    let stack = Stack::start_with(StackOptions {
+        models: "echo,all-minilm-l6-v2,smollm2-135m-instruct".into(),
+        ..Default::default()
+    })
+    .await;
     let screenshot = workspace_root().join("target/screenshots/web-demo.png");
     let _ = std::fs::remove_file(&screenshot);
     run_node_tests(
@@ -65,6 +67,10 @@ async fn the_demo_page_in_headless_chromium_submits_and_renders_results() {
     )
     .await;
     assert!(screenshot.is_file(), "the screenshot {} was saved", screenshot.display());
+    for chat in ["web-demo-chat-streaming.png", "web-demo-chat-done.png"] {
+        let path = screenshot.with_file_name(chat);
+        assert!(path.is_file(), "the screenshot {} was saved", path.display());
+    }
 }
 
 #[tokio::test]
@@ -103,24 +109,9 @@ async fn without_dev_mode_there_is_no_demo_page_and_no_token_endpoint() {
     }
 }
 
-/// The `inferpush` command line, pointed at `stack`, with `token` as its credential.
-fn cli_command(stack: &Stack, token: Option<&str>) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(bin_dir().join("inferpush"));
-    command
-        .env("INFERPUSH_API_URL", &stack.api_url)
-        .env("INFERPUSH_WS_URL", stack.ws_base())
-        .env("PUSHER_APP_KEY", inferpush_integration_tests::stack::APP_KEY)
-        .env_remove("INFERPUSH_TOKEN")
-        .kill_on_drop(true);
-    if let Some(token) = token {
-        command.env("INFERPUSH_TOKEN", token);
-    }
-    command
-}
-
 /// Runs the `inferpush` command line against `stack` with `args`.
 async fn cli(stack: &Stack, token: Option<&str>, args: &[&str]) -> Output {
-    cli_command(stack, token).args(args).output().await.expect("running inferpush")
+    stack.cli(token).args(args).output().await.expect("running inferpush")
 }
 
 fn texts(output: &Output) -> (String, String) {
@@ -173,7 +164,8 @@ async fn the_cli_submits_waits_over_pusher_and_prints_the_result() {
 #[tokio::test]
 async fn the_cli_exits_1_with_the_reason_when_the_task_fails() {
     let mut stack = Stack::start_with(StackOptions { worker: false, ..Default::default() }).await;
-    let waiting = cli_command(&stack, Some("dev-alice"))
+    let waiting = stack
+        .cli(Some("dev-alice"))
         .args(["submit", "--model", "echo", "--input", "{\"x\": 1}", "--wait", "--timeout", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

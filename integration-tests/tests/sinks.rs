@@ -412,3 +412,73 @@ async fn webhooks_go_direct_whatever_the_proxy_variables_say() {
     };
     receiver.wait_for(Duration::from_secs(20), delivered).await;
 }
+
+/// A generation's deltas over MQTT (QoS 1, as every event there: at least once, in order on
+/// the topic; a repeat carries the seq it had) and its webhooks (`started` and `completed`
+/// only: deltas are not sent to webhooks).
+#[tokio::test]
+async fn a_generations_deltas_reach_mqtt_in_order_and_its_webhooks_get_only_start_and_end() {
+    let broker = Mosquitto::start().await;
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let worker_env = vec![
+        ("INFERPUSH_SINKS", "pusher,sse,webhook,mqtt".to_owned()),
+        ("INFERPUSH_MQTT_URL", broker.worker_url()),
+    ];
+    let models = "smollm2-135m-instruct".to_owned();
+    let stack = Stack::start_with(StackOptions { worker_env, models, ..Default::default() }).await;
+    let mut alice = alice_subscribed(
+        &stack,
+        &broker,
+        &[("MQTT_URL", broker.url("mqtt")), ("MQTT_TOPIC", "inferpush/alice/events".into())],
+    )
+    .await;
+    let input = json!({"messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 32, "temperature": 0});
+    let task = submit(
+        &stack,
+        json!({"model": "smollm2-135m-instruct", "input": input, "webhook": format!("{}/ok", receiver.url)}),
+    )
+    .await;
+    let record = finished(&stack, &task).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let messages = |transcript: &[String]| -> Vec<Value> {
+        transcript
+            .iter()
+            .filter_map(|line| line.strip_prefix("message "))
+            .map(|json| serde_json::from_str::<Value>(json).expect("a message line"))
+            .filter(|message| message["data"]["task_id"] == task.as_str())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !messages(&alice.transcript).iter().any(|m| m["event"] == "inference.completed") {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}\n{}", alice.transcript, stack.logs());
+        let _ = alice.expect_line(&["message"], Duration::from_millis(500)).await;
+    }
+    let mut seqs = Vec::new();
+    let mut text = String::new();
+    for message in messages(&alice.transcript).iter().filter(|m| m["event"] == "inference.delta") {
+        let seq = message["data"]["seq"].as_u64().unwrap();
+        if seqs.last().is_some_and(|last| seq <= *last) {
+            continue; // a QoS 1 repeat
+        }
+        seqs.push(seq);
+        text.push_str(message["data"]["delta"].as_str().unwrap());
+    }
+    assert!(seqs.len() >= 2, "{seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every delta, in order");
+    assert_eq!(text, record["output"]["text"].as_str().unwrap(), "the deltas add up to the text");
+
+    let hooked = |attempts: &[Attempt]| {
+        attempts
+            .iter()
+            .any(|a| a.task_id.as_deref() == Some(&task) && a.kind.as_deref() == Some("inference.completed"))
+    };
+    receiver.wait_for(Duration::from_secs(30), hooked).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kinds: BTreeSet<String> = receiver
+        .attempts()
+        .into_iter()
+        .filter(|a| a.task_id.as_deref() == Some(&task))
+        .filter_map(|a| a.kind)
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["inference.started".to_owned(), "inference.completed".to_owned()]));
+}

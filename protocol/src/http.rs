@@ -84,6 +84,9 @@ pub struct EventNames {
     pub completed: String,
     /// The task failed or was cancelled.
     pub failed: String,
+    /// A piece of a generation's text (models that stream, such as `text-generation`).
+    #[serde(default)]
+    pub delta: String,
 }
 
 impl Default for EventNames {
@@ -92,6 +95,7 @@ impl Default for EventNames {
             started: EventName::STARTED.into(),
             completed: EventName::COMPLETED.into(),
             failed: EventName::FAILED.into(),
+            delta: EventName::DELTA.into(),
         }
     }
 }

@@ -5,6 +5,7 @@
 // What the page submitted is kept in localStorage; after a reload (or a reconnect) the
 // results come back from the status API, since the push server keeps no history.
 
+import { createChat } from './chat.js';
 import { EVENTS, isFinal } from './lifecycle.js';
 
 const SESSION_KEY = 'inferpush-demo.session';
@@ -17,6 +18,10 @@ const $ = (selector) => document.querySelector(selector);
 const session = { token: null, userId: null, channel: null, since: 0, pusher: null };
 /** task_id → { task_id, model, input, status, output, error, timings, latencyMs, via, startedAt } */
 const tasks = new Map();
+const chat = createChat({
+  api: (path, options) => api(path, options),
+  showError: (error) => { $('#chat-error').textContent = error.message; },
+});
 
 // ---------- the api ----------
 
@@ -101,6 +106,7 @@ function connect() {
   });
   channel.bind(EVENTS.completed, (event) => applyResult(event, 'push'));
   channel.bind(EVENTS.failed, (event) => applyResult(event, 'push'));
+  chat.bind(channel);
 }
 
 // ---------- tasks ----------
@@ -206,6 +212,10 @@ function summary(task) {
   }
   if (!isFinal(task.status)) return '—';
   const output = task.output;
+  if (typeof output?.text === 'string') {
+    const text = output.text.length > 120 ? `${output.text.slice(0, 120)}…` : output.text;
+    return `“${text}” · ${output.finish_reason} · ${output.usage?.completion_tokens} tokens`;
+  }
   if (Array.isArray(output?.embeddings)) {
     const first = output.embeddings[0] ?? [];
     const head = first.slice(0, 4).map((x) => x.toFixed(3)).join(', ');
@@ -302,6 +312,7 @@ try {
   restore();
   render();
   connect();
+  await chat.start();
 } catch (error) {
   showError(error);
 }

@@ -22,6 +22,7 @@ export const EVENTS = {
   started: 'inference.started',
   completed: 'inference.completed',
   failed: 'inference.failed',
+  delta: 'inference.delta',
 };
 
 export const isFinal = (status) => FINAL_STATUSES.includes(status);

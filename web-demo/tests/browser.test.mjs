@@ -1,12 +1,13 @@
 // The demo page in headless Chromium (Debian's package, driven by playwright-core):
 // sign in, connect, submit to the embedding model and to echo, see the results rendered
-// with the similarity heatmap, and catch up after being away. Started by the Rust
+// with the similarity heatmap, and catch up after being away; chat with the generation
+// model and watch the answer being written, then stop one half-way. Started by the Rust
 // integration tests, which pass the api's address in INFERPUSH_API_URL and where to
 // put the screenshot in SCREENSHOT_PATH.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { launchChromium, submitThroughPage as submit } from './chromium.mjs';
 
 const api = process.env.INFERPUSH_API_URL;
@@ -74,5 +75,48 @@ test('the demo signs in, submits, shows results live and catches up after a relo
     mkdirSync(dirname(screenshot), { recursive: true });
     await page.screenshot({ path: screenshot, fullPage: true });
   }
+  assert.deepEqual(errors, []);
+});
+
+test('the chat panel writes the answer as its deltas arrive, and Stop keeps the text so far', async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(`${api}/`);
+  await page.waitForSelector('#connection[data-state="connected"]', WAIT);
+  await page.waitForSelector('#chat:not([hidden])', WAIT);
+  assert.equal(await page.inputValue('#chat-model'), 'smollm2-135m-instruct');
+
+  const answer = page.locator('#chat-log .message.assistant').last();
+  const streamingText = async () => {
+    await page.waitForFunction(() => {
+      const element = [...document.querySelectorAll('#chat-log .message.assistant')].pop();
+      return element?.dataset.state === 'streaming' && element.textContent.trim().length > 20;
+    }, null, WAIT);
+    return answer.locator('p').textContent();
+  };
+
+  await page.fill('#chat-input', 'Write a short story about a lighthouse keeper and a storm.');
+  await page.click('#chat-send');
+  const partial = await streamingText();
+  if (screenshot) await page.screenshot({ path: join(dirname(screenshot), 'web-demo-chat-streaming.png') });
+  await page.waitForSelector('#chat-log .message.assistant[data-state="done"]', { timeout: 120000 });
+  const full = await answer.locator('p').textContent();
+  assert.ok(full.startsWith(partial) && full.length > partial.length, `${partial} | ${full}`);
+  assert.equal(await answer.getAttribute('data-status'), 'succeeded');
+  assert.ok(Number(await answer.getAttribute('data-seq')) > 1, 'several deltas were shown');
+  assert.match(await answer.locator('.meta').textContent(), /succeeded · finish: (stop|length) · \d+ tokens/);
+  if (screenshot) await page.screenshot({ path: join(dirname(screenshot), 'web-demo-chat-done.png') });
+
+  // A second turn, stopped while it is being written: cancelled, with its text so far.
+  await page.fill('#chat-input', 'Now tell it again, in much more detail.');
+  await page.click('#chat-send');
+  const before = await streamingText();
+  await page.click('#chat-stop');
+  await page.waitForSelector('#chat-log .message.assistant[data-status="cancelled"]', WAIT);
+  const kept = await answer.locator('p').textContent();
+  assert.ok(kept.startsWith(before), `${before} | ${kept}`);
+  assert.match(await answer.locator('.meta').textContent(), /cancelled · finish: cancelled/);
+  assert.equal(await page.locator('#chat-log .message').count(), 4);
   assert.deepEqual(errors, []);
 });

@@ -120,12 +120,14 @@ pub async fn process(task: TaskEnvelope, arrival: Arrival, lane: Lane, context: 
             let span = tracing::info_span!("inference", model = task.model);
             let run = run_of(&task, lane, clock);
             if model.streams() {
-                let (outcome, stop_asked, before_final) =
-                    crate::streaming::run(model, &task, &running, run, started, context)
-                        .instrument(span)
-                        .await;
-                (started, stopped) = (before_final, stop_asked);
-                outcome
+                let streamed = crate::streaming::run(model, &task, &running, run, started, context)
+                    .instrument(span)
+                    .await;
+                if streamed.handed_back {
+                    return Settlement::Requeue;
+                }
+                (started, stopped) = (streamed.before_final, streamed.stop_asked);
+                streamed.outcome
             } else {
                 model.infer(&task.input, run).instrument(span).await
             }

@@ -4,7 +4,9 @@
 //! order, and the text so far recorded once per delta, not per token, for a client that
 //! joins late. The same round trip tells whether the owner asked to stop; while no text
 //! flows the request is polled at the same pace, so a stop lands within one decode step
-//! plus [`FLUSH_EVERY`].
+//! plus [`FLUSH_EVERY`]. A worker whose grace period runs out stops its generations the
+//! same way and hands their tasks back to the queue ([`Streamed::handed_back`]): they start
+//! again elsewhere, as a new attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +28,19 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Largest delta: far below any push server's event limit, sealed or not.
 pub const MAX_DELTA_BYTES: usize = 16 * 1024;
 
-/// Runs `model` on `task` (running as `running`), streaming its text; answers its outcome,
-/// whether its owner stopped it, and what a final event must wait for on each sink.
+/// How a streamed run ended.
+pub struct Streamed {
+    /// The model's outcome.
+    pub outcome: Result<Value, ModelError>,
+    /// Its owner asked it to stop.
+    pub stop_asked: bool,
+    /// The worker's grace period ran out first: the task goes back to the queue unfinished.
+    pub handed_back: bool,
+    /// What a final event must wait for on each sink.
+    pub before_final: StartedAnnouncements,
+}
+
+/// Runs `model` on `task` (running as `running`), streaming its text.
 pub async fn run(
     model: Arc<dyn Model>,
     task: &TaskEnvelope,
@@ -35,10 +48,12 @@ pub async fn run(
     run: Run,
     started: StartedAnnouncements,
     context: &TaskContext,
-) -> (Result<Value, ModelError>, bool, StartedAnnouncements) {
+) -> Streamed {
     let (lanes, before_final) = context.sinks.delta_lanes(running, started);
     let (pieces, received) = mpsc::unbounded_channel();
-    let cancel = CancellationToken::new();
+    // Stops the model: its owner's request, or the worker's abort.
+    let cancel = context.abort.child_token();
+    let owner_stop = CancellationToken::new();
     let attempt = running.started_at_ms.unwrap_or_default();
     let forwarding = Forwarder {
         running: running.clone(),
@@ -46,6 +61,7 @@ pub async fn run(
         lanes,
         progress: context.progress.clone(),
         cancel: cancel.clone(),
+        owner_stop: owner_stop.clone(),
         seq: 0,
         text: String::new(),
         tokens: 0,
@@ -54,7 +70,13 @@ pub async fn run(
     let outcome = model.stream(&task.input, run, Stream { pieces, cancel: cancel.clone() }).await;
     // The model dropped its sender: the forwarder sends what is left and ends.
     let _ = forwarder.await;
-    (outcome, cancel.is_cancelled(), before_final)
+    let stop_asked = owner_stop.is_cancelled();
+    let cut_short = outcome.as_ref().is_ok_and(|output| output["finish_reason"] == "cancelled");
+    let handed_back = context.abort.is_cancelled() && !stop_asked && cut_short;
+    if handed_back {
+        tracing::warn!(task_id = %task.task_id, "grace period over mid-generation: handing the task back");
+    }
+    Streamed { outcome, stop_asked, handed_back, before_final }
 }
 
 struct Forwarder {
@@ -63,6 +85,7 @@ struct Forwarder {
     lanes: DeltaLanes,
     progress: Arc<dyn ProgressStore>,
     cancel: CancellationToken,
+    owner_stop: CancellationToken,
     seq: u64,
     text: String,
     tokens: usize,
@@ -153,8 +176,9 @@ impl Forwarder {
     }
 
     fn stop(&self) {
-        if !self.cancel.is_cancelled() {
+        if !self.owner_stop.is_cancelled() {
             tracing::info!(task_id = %self.running.task_id, "its owner cancelled the generation; stopping it");
+            self.owner_stop.cancel();
             self.cancel.cancel();
         }
     }

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod chat;
 pub mod status;
 pub mod submit;
+pub mod wait;
 
 use inferpush_client::api::ApiClient;
 

@@ -70,7 +70,13 @@ models:
 ## top logits) for the generation test, through llama-cpp-python built from source once into the
 ## cache (outside the clone): writes gguf/tests/fixtures/smollm2-tokens.json and
 ## worker/tests/fixtures/smollm2-greedy.json.
-LLAMA_PYTHON = "$$(scripts/venv.sh llama-cpp llama-cpp-python==0.3.36)/bin/python"
+# Built for the machine's CPU, AMX left out: where the CPU has it (Sapphire Rapids) but the VM does
+# not give the process its tile state, ggml's AMX kernels crash (seen here: SIGSEGV in
+# ggml_backend_amx_mul_mat).
+LLAMA_CMAKE = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  $(if $(shell grep -m1 -o avx_vnni /proc/cpuinfo),-DGGML_AVX_VNNI=ON) \
+  $(if $(shell grep -m1 -o avx512_vnni /proc/cpuinfo),-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON)
+LLAMA_PYTHON = "$$(PIP_NO_CACHE_DIR=1 CMAKE_ARGS="$(LLAMA_CMAKE)" scripts/venv.sh llama-cpp-noamx llama-cpp-python==0.3.36)/bin/python"
 SMOLLM2_GGUF = models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 reference-llama: models
 	$(LLAMA_PYTHON) scripts/llama_reference.py tokens $(SMOLLM2_GGUF) worker/tests/fixtures/minilm-reference.json \

@@ -47,7 +47,7 @@ pub struct QuantizedMatrix {
     columns: usize,
 }
 
-/// Output rows one thread takes at a time.
+/// Output rows one thread takes at a time, for one input (fewer for more).
 const ROWS_PER_TASK: usize = 64;
 
 fn widen(low: u8, high: u8) -> f32 {
@@ -177,36 +177,97 @@ impl QuantizedMatrix {
         assert_eq!(out.len(), n * self.rows, "the output has room for {n} rows of {}", self.rows);
         let per_row = self.columns / BLOCK;
         let activations: Vec<Q8> = x.chunks_exact(BLOCK).map(quantize).collect();
-        let product = |row: usize, b: usize| {
-            let weights = row * per_row..(row + 1) * per_row;
-            let x = &activations[b * per_row..(b + 1) * per_row];
+        let kernel = Kernel::best();
+        // Over the weights' rows, `n` products each (one row per input when n is 1; else
+        // transposed after).
+        let mut by_row = if n == 1 { Vec::new() } else { vec![0f32; self.rows * n] };
+        let target = if n == 1 { &mut *out } else { by_row.as_mut_slice() };
+        // About the same work per task whatever `n`: more inputs, fewer rows.
+        let rows_per_task = (ROWS_PER_TASK / n).max(4);
+        target.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(task, chunk)| {
+            let first = task * rows_per_task;
+            let rows = first * per_row..(first + chunk.len() / n) * per_row;
             match &self.blocks {
-                Blocks::Q41(blocks) => dot_q41(&blocks[weights], x),
-                Blocks::Q80(blocks) => dot_q80(&blocks[weights], x),
-            }
-        };
-        if n == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
-                for (i, value) in chunk.iter_mut().enumerate() {
-                    *value = product(task * ROWS_PER_TASK + i, 0);
-                }
-            });
-            return;
-        }
-        // Over the weights' rows (each read once for the whole batch), then transposed to
-        // one row per input.
-        let mut by_row = vec![0f32; self.rows * n];
-        by_row.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, chunk)| {
-            for (i, values) in chunk.chunks_exact_mut(n).enumerate() {
-                for (b, value) in values.iter_mut().enumerate() {
-                    *value = product(task * ROWS_PER_TASK + i, b);
-                }
+                Blocks::Q41(blocks) => kernel.rows_q41(&blocks[rows], &activations, per_row, chunk),
+                Blocks::Q80(blocks) => kernel.rows_q80(&blocks[rows], &activations, per_row, chunk),
             }
         });
-        for (row, values) in by_row.chunks_exact(n).enumerate() {
-            for (b, value) in values.iter().enumerate() {
-                out[b * self.rows + row] = *value;
+        if n > 1 {
+            for (row, values) in by_row.chunks_exact(n).enumerate() {
+                for (b, value) in values.iter().enumerate() {
+                    out[b * self.rows + row] = *value;
+                }
             }
+        }
+    }
+}
+
+/// The dot products of the best instructions this CPU has, chosen once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kernel {
+    Plain,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX2 with AVX-VNNI's byte dot product (`vpdpbusd`), as ggml uses it where built for
+    /// such a CPU: the same integer sums in one instruction instead of two.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Kernel {
+    fn best() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx2") && has!("fma") && has!("avxvnni") {
+                    return Kernel::Vnni;
+                }
+                if has!("avx2") && has!("fma") {
+                    return Kernel::Avx2;
+                }
+            }
+            Kernel::Plain
+        })
+    }
+
+    /// Every kernel this CPU can run, for the tests.
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut all = vec![Kernel::Plain];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Kernel::best() != Kernel::Plain {
+                all.push(Kernel::Avx2);
+            }
+            if Kernel::best() == Kernel::Vnni {
+                all.push(Kernel::Vnni);
+            }
+        }
+        all
+    }
+
+    /// `out[r * n + b]` = row `r` of `weights` (rows of `per_row` blocks) · input `b`.
+    fn rows_q41(self, weights: &[Q41], x: &[Q8], per_row: usize, out: &mut [f32]) {
+        match self {
+            Kernel::Plain => plain::rows(weights, x, per_row, out, plain::dot_q41),
+            // SAFETY: Kernel::best chose these only on a CPU with their features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::rows_q41(weights, x, per_row, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe { vnni::rows_q41(weights, x, per_row, out) },
+        }
+    }
+
+    fn rows_q80(self, weights: &[Q8], x: &[Q8], per_row: usize, out: &mut [f32]) {
+        match self {
+            Kernel::Plain => plain::rows(weights, x, per_row, out, plain::dot_q80),
+            // SAFETY: Kernel::best chose these only on a CPU with their features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::rows_q80(weights, x, per_row, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe { vnni::rows_q80(weights, x, per_row, out) },
         }
     }
 }
@@ -222,115 +283,220 @@ fn quantize(x: &[f32]) -> Q8 {
     let mut qs = [0i8; BLOCK];
     let mut sum = 0i32;
     for (q, v) in qs.iter_mut().zip(x) {
-        let rounded = (v * id).round() as i32;
+        let rounded = round_half_away(v * id);
         *q = rounded as i8;
         sum += rounded;
     }
     Q8 { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), qs }
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// `roundf` for |v| ≤ 127, without its library call: the cast truncates, and the
+/// fraction it dropped is exact.
+fn round_half_away(v: f32) -> i32 {
+    let whole = v as i32;
+    let fraction = v - whole as f32;
+    if fraction >= 0.5 {
+        whole + 1
+    } else if fraction <= -0.5 {
+        whole - 1
+    } else {
+        whole
     }
 }
 
-fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2::dot_q41(weights, x) };
-    }
-    weights
-        .iter()
-        .zip(x)
-        .map(|(w, x)| {
-            let integer: i32 = (0..BLOCK / 2)
-                .map(|j| {
-                    i32::from(w.qs[j] & 0x0F) * i32::from(x.qs[j])
-                        + i32::from(w.qs[j] >> 4) * i32::from(x.qs[j + BLOCK / 2])
-                })
-                .sum();
-            integer as f32 * w.d * x.d + w.m * x.s
-        })
-        .sum()
-}
+/// Block-wise products in plain Rust: what the SIMD kernels compute, for any CPU.
+mod plain {
+    use super::{BLOCK, Q8, Q41};
 
-fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2::dot_q80(weights, x) };
-    }
-    weights
-        .iter()
-        .zip(x)
-        .map(|(w, x)| {
-            let integer: i32 = w.qs.iter().zip(&x.qs).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
-            integer as f32 * w.d * x.d
-        })
-        .sum()
-}
-
-/// ggml's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0` for AVX2, step for step.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::{Q8, Q41};
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        let low = _mm256_set1_epi8(0x0F);
-        for (w, x) in weights.iter().zip(x) {
-            mins += w.m * x.s;
-            let scale = _mm256_mul_ps(_mm256_set1_ps(w.d), _mm256_set1_ps(x.d));
-            // SAFETY: `w.qs` is 16 bytes and `x.qs` 32: unaligned loads of exactly that.
-            let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast()) };
-            let nibbles = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
-            let activations = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
-            acc = _mm256_fmadd_ps(scale, unsigned_by_signed(nibbles, activations), acc);
+    pub(super) fn rows<W>(
+        weights: &[W],
+        x: &[Q8],
+        per_row: usize,
+        out: &mut [f32],
+        dot: fn(&[W], &[Q8]) -> f32,
+    ) {
+        let n = x.len() / per_row;
+        for (row, values) in weights.chunks_exact(per_row).zip(out.chunks_exact_mut(n)) {
+            for (value, x) in values.iter_mut().zip(x.chunks_exact(per_row)) {
+                *value = dot(row, x);
+            }
         }
-        sum(acc) + mins
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (w, x) in weights.iter().zip(x) {
-            let scale = _mm256_set1_ps(w.d * x.d);
-            // SAFETY: both `qs` are 32 bytes: unaligned loads of exactly that.
-            let a = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast()) };
-            let b = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
-            // |a| · (b with a's sign): the unsigned-by-signed product AVX2 has.
-            let products = unsigned_by_signed(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-            acc = _mm256_fmadd_ps(scale, products, acc);
-        }
-        sum(acc)
+    pub(super) fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
+        weights
+            .iter()
+            .zip(x)
+            .map(|(w, x)| {
+                let integer: i32 = (0..BLOCK / 2)
+                    .map(|j| {
+                        i32::from(w.qs[j] & 0x0F) * i32::from(x.qs[j])
+                            + i32::from(w.qs[j] >> 4) * i32::from(x.qs[j + BLOCK / 2])
+                    })
+                    .sum();
+                integer as f32 * w.d * x.d + w.m * x.s
+            })
+            .sum()
     }
 
-    /// Sums of four byte products (unsigned `a` by signed `b`), as eight floats.
-    #[target_feature(enable = "avx2,fma")]
-    fn unsigned_by_signed(a: __m256i, b: __m256i) -> __m256 {
-        let pairs = _mm256_maddubs_epi16(a, b);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn sum(acc: __m256) -> f32 {
-        let mut res = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-        res = _mm_add_ss(res, _mm_movehdup_ps(res));
-        _mm_cvtss_f32(res)
+    pub(super) fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
+        weights
+            .iter()
+            .zip(x)
+            .map(|(w, x)| {
+                let integer: i32 = w.qs.iter().zip(&x.qs).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
+                integer as f32 * w.d * x.d
+            })
+            .sum()
     }
 }
+
+/// ggml's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0` for AVX2, step for step, over
+/// whole rows: `$module` with the target features `$features`, summing byte products by
+/// `$pairs` (unsigned `a` by signed `b`, four at a time, as eight floats).
+macro_rules! simd_kernels {
+    ($module:ident, $features:literal, |$a:ident, $b:ident| $pairs:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use std::arch::x86_64::*;
+
+            use super::{Q8, Q41};
+
+            /// `out[r * n + b]` = row `r` · input `b`; four inputs at a time share
+            /// each weight block's load and unpacking (each product is still summed exactly
+            /// as one alone).
+            #[target_feature(enable = $features)]
+            pub(super) fn rows_q41(weights: &[Q41], x: &[Q8], per_row: usize, out: &mut [f32]) {
+                let n = x.len() / per_row;
+                for (row, values) in weights.chunks_exact(per_row).zip(out.chunks_exact_mut(n)) {
+                    let mut b = 0;
+                    while b + 4 <= n {
+                        values[b..b + 4]
+                            .copy_from_slice(&dots_q41::<4>(row, &x[b * per_row..(b + 4) * per_row]));
+                        b += 4;
+                    }
+                    for (value, x) in values[b..].iter_mut().zip(x[b * per_row..].chunks_exact(per_row)) {
+                        *value = dot_q41(row, x);
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) fn rows_q80(weights: &[Q8], x: &[Q8], per_row: usize, out: &mut [f32]) {
+                let n = x.len() / per_row;
+                for (row, values) in weights.chunks_exact(per_row).zip(out.chunks_exact_mut(n)) {
+                    let mut b = 0;
+                    while b + 4 <= n {
+                        values[b..b + 4]
+                            .copy_from_slice(&dots_q80::<4>(row, &x[b * per_row..(b + 4) * per_row]));
+                        b += 4;
+                    }
+                    for (value, x) in values[b..].iter_mut().zip(x[b * per_row..].chunks_exact(per_row)) {
+                        *value = dot_q80(row, x);
+                    }
+                }
+            }
+
+            /// [`dot_q41`] of one row with `N` inputs (`x` holds their rows one after another).
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn dots_q41<const N: usize>(weights: &[Q41], x: &[Q8]) -> [f32; N] {
+                let per_row = weights.len();
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut mins = [0f32; N];
+                let low = _mm256_set1_epi8(0x0F);
+                for (i, w) in weights.iter().enumerate() {
+                    // SAFETY: `w.qs` is 16 bytes: an unaligned load of exactly that.
+                    let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast()) };
+                    let nibbles = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+                    let d = _mm256_set1_ps(w.d);
+                    for k in 0..N {
+                        let x = &x[k * per_row + i];
+                        mins[k] += w.m * x.s;
+                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.d));
+                        // SAFETY: `x.qs` is 32 bytes: an unaligned load of exactly that.
+                        let activations = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+                        acc[k] = _mm256_fmadd_ps(scale, pairs(nibbles, activations), acc[k]);
+                    }
+                }
+                std::array::from_fn(|k| sum(acc[k]) + mins[k])
+            }
+
+            /// [`dot_q80`] of one row with `N` inputs.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn dots_q80<const N: usize>(weights: &[Q8], x: &[Q8]) -> [f32; N] {
+                let per_row = weights.len();
+                let mut acc = [_mm256_setzero_ps(); N];
+                for (i, w) in weights.iter().enumerate() {
+                    // SAFETY: `w.qs` is 32 bytes: an unaligned load of exactly that.
+                    let a = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast()) };
+                    let magnitude = _mm256_sign_epi8(a, a);
+                    for k in 0..N {
+                        let x = &x[k * per_row + i];
+                        let scale = _mm256_set1_ps(w.d * x.d);
+                        // SAFETY: `x.qs` is 32 bytes: an unaligned load of exactly that.
+                        let b = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+                        acc[k] = _mm256_fmadd_ps(scale, pairs(magnitude, _mm256_sign_epi8(b, a)), acc[k]);
+                    }
+                }
+                std::array::from_fn(|k| sum(acc[k]))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn dot_q41(weights: &[Q41], x: &[Q8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0f32;
+                let low = _mm256_set1_epi8(0x0F);
+                for (w, x) in weights.iter().zip(x) {
+                    mins += w.m * x.s;
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(w.d), _mm256_set1_ps(x.d));
+                    // SAFETY: `w.qs` is 16 bytes and `x.qs` 32: unaligned loads of exactly that.
+                    let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast()) };
+                    let nibbles = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+                    let activations = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+                    acc = _mm256_fmadd_ps(scale, pairs(nibbles, activations), acc);
+                }
+                sum(acc) + mins
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn dot_q80(weights: &[Q8], x: &[Q8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for (w, x) in weights.iter().zip(x) {
+                    let scale = _mm256_set1_ps(w.d * x.d);
+                    // SAFETY: both `qs` are 32 bytes: unaligned loads of exactly that.
+                    let a = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast()) };
+                    let b = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
+                    // |a| · (b with a's sign): the unsigned-by-signed product there is.
+                    let products = pairs(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+                    acc = _mm256_fmadd_ps(scale, products, acc);
+                }
+                sum(acc)
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn pairs($a: __m256i, $b: __m256i) -> __m256 {
+                _mm256_cvtepi32_ps($pairs)
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn sum(acc: __m256) -> f32 {
+                let mut res = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+                res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+                res = _mm_add_ss(res, _mm_movehdup_ps(res));
+                _mm_cvtss_f32(res)
+            }
+        }
+    };
+}
+
+simd_kernels!(avx2, "avx2,fma", |a, b| _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+simd_kernels!(vnni, "avx2,fma,avxvnni", |a, b| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b));
 
 #[cfg(test)]
 mod tests {
@@ -341,10 +507,10 @@ mod tests {
         let weights: Vec<f32> = (0..rows * columns).map(|i| ((i * 37 % 101) as f32 - 50.) / 97.).collect();
         let tensor = Tensor::from_vec(weights, (rows, columns), &Device::Cpu).unwrap();
         let quantized = QTensor::quantize(&tensor, dtype).unwrap();
-        let x = (0..3 * columns).map(|i| ((i * 13 % 29) as f32 - 14.) / 9.).collect();
+        let x = (0..13 * columns).map(|i| ((i * 13 % 29) as f32 - 14.) / 9.).collect();
         (
             QuantizedMatrix::of(&quantized).unwrap().unwrap(),
-            Tensor::from_vec(x, (3, columns), &Device::Cpu).unwrap(),
+            Tensor::from_vec(x, (13, columns), &Device::Cpu).unwrap(),
             quantized,
         )
     }
@@ -363,26 +529,51 @@ mod tests {
     }
 
     #[test]
-    fn the_simd_and_the_plain_products_agree() {
-        let (matrix, x, _) = matrix(GgmlDType::Q4_1);
-        let activations: Vec<Q8> =
-            x.flatten_all().unwrap().to_vec1::<f32>().unwrap().chunks_exact(BLOCK).map(quantize).collect();
-        let Blocks::Q41(blocks) = &matrix.blocks else { unreachable!() };
-        let simd = dot_q41(&blocks[0..2], &activations[0..2]);
-        let plain: f32 = blocks[0..2]
-            .iter()
-            .zip(&activations[0..2])
-            .map(|(w, x)| {
-                let integer: i32 = (0..16)
-                    .map(|j| {
-                        i32::from(w.qs[j] & 15) * i32::from(x.qs[j])
-                            + i32::from(w.qs[j] >> 4) * i32::from(x.qs[j + 16])
-                    })
-                    .sum();
-                integer as f32 * w.d * x.d + w.m * x.s
-            })
-            .sum();
-        assert!((simd - plain).abs() < 1e-4, "{simd} vs {plain}");
+    fn every_kernel_gives_the_plain_products_and_rounding_is_roundf() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (matrix, x, _) = matrix(dtype);
+            let activations: Vec<Q8> = x
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .chunks_exact(BLOCK)
+                .map(quantize)
+                .collect();
+            let per_row = matrix.columns / BLOCK;
+            let outputs: Vec<(Kernel, Vec<f32>)> = Kernel::available()
+                .into_iter()
+                .map(|kernel| {
+                    let mut out = vec![0f32; matrix.rows * 13];
+                    match &matrix.blocks {
+                        Blocks::Q41(blocks) => kernel.rows_q41(blocks, &activations, per_row, &mut out),
+                        Blocks::Q80(blocks) => kernel.rows_q80(blocks, &activations, per_row, &mut out),
+                    }
+                    (kernel, out)
+                })
+                .collect();
+            let plain = &outputs[0].1;
+            for (kernel, out) in &outputs[1..] {
+                for (a, b) in out.iter().zip(plain) {
+                    assert!((a - b).abs() < 1e-4 * b.abs().max(1.), "{dtype:?} {kernel:?}: {a} vs {b}");
+                }
+                // Four inputs at a time sum each product as one alone does: the same bits.
+                let mut one = vec![0f32; matrix.rows];
+                match &matrix.blocks {
+                    Blocks::Q41(blocks) => {
+                        kernel.rows_q41(blocks, &activations[..per_row], per_row, &mut one)
+                    }
+                    Blocks::Q80(blocks) => {
+                        kernel.rows_q80(blocks, &activations[..per_row], per_row, &mut one)
+                    }
+                }
+                let first: Vec<f32> = out.chunks_exact(13).map(|values| values[0]).collect();
+                assert_eq!(first, one, "{dtype:?} {kernel:?}");
+            }
+        }
+        for v in [0.5f32, -0.5, 1.5, 2.4999998, -126.5, 126.49999, 0.49999997, 3.0, -0.0] {
+            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+        }
     }
 
     #[test]
@@ -391,11 +582,11 @@ mod tests {
             let (first, x, quantized) = matrix(dtype);
             let (second, _, _) = matrix(dtype);
             let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-            let (mut one, mut both) = (vec![0.; 3 * 70], vec![0.; 3 * 140]);
+            let (mut one, mut both) = (vec![0.; 13 * 70], vec![0.; 13 * 140]);
             first.apply(&x, &mut one);
             let stacked = QuantizedMatrix::stack(vec![first, second]).unwrap();
             stacked.apply(&x, &mut both);
-            for b in 0..3 {
+            for b in 0..13 {
                 assert_eq!(&both[b * 140..b * 140 + 70], &one[b * 70..(b + 1) * 70]);
                 assert_eq!(&both[b * 140 + 70..(b + 1) * 140], &one[b * 70..(b + 1) * 70]);
             }

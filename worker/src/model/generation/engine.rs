@@ -105,11 +105,22 @@ impl Engine {
     /// Starts the engine's thread over `llama` and `tokenizer`.
     pub fn start(llama: Llama, tokenizer: Arc<GgufTokenizer>, max_sequences: usize) -> Self {
         let (jobs, receiver) = std::sync::mpsc::sync_channel(WAITING);
+        // The engine's own pool, with the loop on one of its threads: the network's parallel
+        // parts (each product, attention) then split among threads that are already awake,
+        // instead of waking a pool from outside for each of the ~150 parts of a step.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("generation-{i}"))
+            .build()
+            .expect("starting the generation threads");
         std::thread::Builder::new()
             .name("generation".into())
             .spawn(move || {
-                Batcher { llama, tokenizer, max_sequences: max_sequences.max(1), live: Vec::new() }
-                    .run(receiver)
+                pool.install(|| {
+                    Batcher { llama, tokenizer, max_sequences: max_sequences.max(1), live: Vec::new() }
+                        .run(receiver)
+                })
             })
             .expect("starting the generation thread");
         Self { jobs }

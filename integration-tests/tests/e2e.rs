@@ -72,7 +72,8 @@ async fn round_trip_with_the_rust_client(services: Services) {
     assert_eq!(accepted["channel"], "private-inference.alice");
     assert_eq!(
         accepted["events"],
-        json!({"started": "inference.started", "completed": "inference.completed", "failed": "inference.failed"})
+        json!({"started": "inference.started", "completed": "inference.completed", "failed": "inference.failed",
+               "delta": "inference.delta"})
     );
     assert_eq!(location, format!("/v1/inference/{task_id}"));
     assert_eq!(accepted["status_url"], location);

@@ -207,7 +207,9 @@ impl Batcher {
         };
         let sampling = &job.sampling;
         let temperature = (sampling.temperature > 0.).then_some(sampling.temperature);
-        let sampler = LogitsProcessor::new(sampling.seed, temperature, sampling.top_p);
+        // The nucleus is masked in before each draw (`nucleus`): candle's own top-p sorts the
+        // whole vocabulary.
+        let sampler = LogitsProcessor::new(sampling.seed, temperature, None);
         let text = TextStream::new(sampling.stop.clone());
         let live = Live { job, cache, sampler, text, next: 0, joined, first_token: None };
         self.live.push(live);
@@ -256,7 +258,15 @@ impl Batcher {
     fn sampled(&mut self, index: usize, logits: &Tensor) -> bool {
         let eos = self.tokenizer.eos;
         let live = &mut self.live[index];
-        let token = match live.sampler.sample(logits) {
+        let sampling = &live.job.sampling;
+        let drawn = match sampling.top_p.filter(|p| *p < 1. && sampling.temperature > 0.) {
+            Some(top_p) => logits.to_vec1::<f32>().and_then(|mut row| {
+                super::nucleus::mask(&mut row, sampling.temperature, top_p);
+                live.sampler.sample(&Tensor::new(row, logits.device())?)
+            }),
+            None => live.sampler.sample(logits),
+        };
+        let token = match drawn {
             Ok(token) => token,
             Err(error) => {
                 let _ = live.job.updates.send(Update::Failed(format!("sampling: {error}")));

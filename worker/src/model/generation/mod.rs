@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod llama;
+mod nucleus;
 pub mod text;
 
 use std::sync::Arc;

@@ -99,7 +99,7 @@ impl Submission {
         loop {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(LONGEST_RETRY);
-            let record = match state.store.get(task_id).await {
+            let record = match state.store.get(&self.task.user_id, task_id).await {
                 Ok(Some(record)) if record.status == TaskStatus::Queued => record,
                 Ok(Some(_)) => {
                     tracing::info!(%task_id, "an unconfirmed task reached a worker after all");
@@ -217,7 +217,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, inferpush_store::StoreErro
             idempotency_key: pending.idempotency_key,
             lane: Lane::Main,
         };
-        let settled = match state.store.get(task_id).await? {
+        let settled = match state.store.get(&submission.task.user_id, task_id).await? {
             // Never recorded (its replica died first), or expired: nothing to do.
             None => true,
             Some(record) if record.status != TaskStatus::Queued => {

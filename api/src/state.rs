@@ -105,6 +105,7 @@ impl AppState {
         if !store.is_ready().await {
             tracing::warn!("Redis is not reachable yet; submits answer 503 until it is");
         }
+        tokio::spawn(migrate_layout(store.clone()));
         let serving = Arc::new(Serving::new(Arc::new(store.presence())));
         serving.keep_fresh();
         let delivery = DeliveryState::new(
@@ -234,5 +235,28 @@ fn dev_mode(config: &ApiConfig) -> DevMode {
             ws_port: config.pusher.port,
             force_tls: config.pusher.scheme == "https",
         },
+    }
+}
+
+/// Moves what an earlier version stored under the flat key names to this version's, once
+/// (the first api to start after an upgrade does it; the others find it done), retrying
+/// while Redis is away.
+async fn migrate_layout(store: inferpush_store::RedisTaskStore) {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match store.migrate_layout().await {
+            Ok(Some(migrated)) if migrated.moved + migrated.left > 0 => {
+                tracing::info!(
+                    moved = migrated.moved,
+                    left = migrated.left,
+                    "moved Redis keys to the hash-tagged layout"
+                );
+                return;
+            }
+            Ok(_) => return,
+            Err(error) => tracing::debug!(%error, "the Redis key layout's check waits for Redis"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
     }
 }

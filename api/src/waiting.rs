@@ -60,11 +60,16 @@ impl Preferences {
 
 /// The task's record once final, or `None` when `deadline` comes first (or the store
 /// cannot be read: the task stays accepted, and the client follows it as usual).
-pub async fn until_final(state: &AppState, task_id: TaskId, deadline: Instant) -> Option<TaskRecord> {
+pub async fn until_final(
+    state: &AppState,
+    user_id: &str,
+    task_id: TaskId,
+    deadline: Instant,
+) -> Option<TaskRecord> {
     let mut live = state.delivery.live.subscribe();
     let mut poll = Duration::from_millis(25);
     loop {
-        match state.store.get(task_id).await {
+        match state.store.get(user_id, task_id).await {
             Ok(Some(record)) if record.status.is_final() => return Some(record),
             Ok(_) => {}
             Err(error) => {

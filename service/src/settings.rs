@@ -11,7 +11,7 @@ use inferpush_protocol::encryption::{EncryptionError, MasterKey};
 use inferpush_protocol::topology::DEFAULT_DELIVERY_LIMIT;
 use inferpush_protocol::webhook::WebhookSecret;
 use inferpush_protocol::{AppCredentials, Clock, SinkKind, Topology, WebhookTargets};
-use inferpush_store::{RedisTaskStore, StoreError};
+use inferpush_store::{Durability, RedisTarget, RedisTaskStore, StoreError};
 
 use crate::tls::TrustedCas;
 
@@ -199,6 +199,36 @@ pub struct StoreArgs {
     /// Deprecated spelling of `--result-ttl` in seconds; read when `INFERPUSH_RESULT_TTL` is not set.
     #[arg(long = "result-ttl-secs", env = "INFERPUSH_RESULT_TTL_SECS", hide = true, conflicts_with = "ttl")]
     pub legacy_ttl_secs: Option<u64>,
+    /// Redis Sentinels (`host:port,host:port,…`) that name the master to use, followed
+    /// across a failover; `REDIS_URL` then gives only the user, password, database and TLS.
+    #[arg(long = "redis-sentinels", env = "INFERPUSH_REDIS_SENTINELS", value_delimiter = ',')]
+    pub sentinels: Vec<String>,
+    /// The master's name at the Sentinels (needed with `INFERPUSH_REDIS_SENTINELS`).
+    #[arg(long = "redis-master", env = "INFERPUSH_REDIS_MASTER")]
+    pub master: Option<String>,
+    /// Nodes of a Redis Cluster (`host:port,…`, any of them): the store shards by user.
+    #[arg(
+        long = "redis-cluster-nodes",
+        env = "INFERPUSH_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "sentinels"
+    )]
+    pub cluster_nodes: Vec<String>,
+    /// Redis's password, when not in `REDIS_URL`'s user info.
+    #[arg(long = "redis-password", env = "INFERPUSH_REDIS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Replicas that must hold an accepted task and a stored result before either is
+    /// acknowledged (Redis `WAIT`) [default: 1 with Sentinels, else 0].
+    #[arg(long = "redis-wait-replicas", env = "INFERPUSH_REDIS_WAIT_REPLICAS")]
+    pub wait_replicas: Option<u32>,
+    /// The longest such wait; past it the write stands, acknowledged by fewer replicas (logged).
+    #[arg(
+        long = "redis-wait-timeout",
+        env = "INFERPUSH_REDIS_WAIT_TIMEOUT",
+        default_value = "250ms",
+        value_parser = parse_duration
+    )]
+    pub wait_timeout: Duration,
 }
 
 impl StoreArgs {
@@ -210,12 +240,45 @@ impl StoreArgs {
     /// The Redis task store these settings name (`rediss://` checked against `trusted`);
     /// connects lazily, so this never blocks.
     pub fn open(&self, clock: Arc<dyn Clock>, trusted: &TrustedCas) -> Result<RedisTaskStore, StoreError> {
-        RedisTaskStore::with_trusted_ca(&self.url, &self.prefix, self.ttl(), clock, trusted.pem())
+        RedisTaskStore::open(&self.target(trusted)?, &self.prefix, self.ttl(), clock)
     }
 
-    /// The URL with any password replaced, for logs.
+    /// Where Redis is: one server, a master behind Sentinels, or a cluster.
+    pub fn target(&self, trusted: &TrustedCas) -> Result<RedisTarget, StoreError> {
+        let listed = |list: &[String]| -> Vec<String> {
+            list.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+        };
+        let sentinels = listed(&self.sentinels);
+        let master = self.master.clone().unwrap_or_default();
+        if !sentinels.is_empty() && master.is_empty() {
+            return Err(StoreError::Unavailable(
+                "INFERPUSH_REDIS_SENTINELS is set but INFERPUSH_REDIS_MASTER (the master's name) is not"
+                    .into(),
+            ));
+        }
+        let replicas = self.wait_replicas.unwrap_or(u32::from(!sentinels.is_empty()));
+        Ok(RedisTarget {
+            url: self.url.clone(),
+            sentinels,
+            master,
+            cluster_nodes: listed(&self.cluster_nodes),
+            password: self.password.clone().filter(|p| !p.is_empty()),
+            ca_pem: trusted.pem().map(str::to_owned),
+            durability: Durability { replicas, timeout: self.wait_timeout },
+        })
+    }
+
+    /// Where Redis is, any password replaced, for logs.
     pub fn redacted_url(&self) -> String {
-        redact_url_password(&self.url)
+        let url = redact_url_password(&self.url);
+        if !self.cluster_nodes.is_empty() {
+            format!("cluster {} ({url})", self.cluster_nodes.join(","))
+        } else if !self.sentinels.is_empty() {
+            let master = self.master.as_deref().unwrap_or("?");
+            format!("master {master} via sentinels {} ({url})", self.sentinels.join(","))
+        } else {
+            url
+        }
     }
 }
 

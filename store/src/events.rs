@@ -17,10 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 use inferpush_protocol::TaskId;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
+use crate::connection::RedisConnection;
 use crate::keys::Keys;
 use crate::redis_store::QuotaBuckets;
 
@@ -164,8 +164,7 @@ return id
 /// The event logs in Redis.
 #[derive(Clone)]
 pub struct RedisEventLog {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: RedisConnection,
     keys: Keys,
     ttl: Duration,
     quota: QuotaBuckets,
@@ -173,16 +172,10 @@ pub struct RedisEventLog {
 }
 
 impl RedisEventLog {
-    /// Logs on the server `client` names, under `keys`, kept for `ttl`, counted in the
-    /// users' `quota` buckets.
-    pub(crate) fn new(
-        client: redis::Client,
-        connection: ConnectionManager,
-        keys: Keys,
-        ttl: Duration,
-        quota: QuotaBuckets,
-    ) -> Self {
-        Self { client, connection, keys, ttl, quota, append: Arc::new(redis::Script::new(APPEND)) }
+    /// Logs on `connection`'s Redis, under `keys`, kept for `ttl`, counted in the users'
+    /// `quota` buckets.
+    pub(crate) fn new(connection: RedisConnection, keys: Keys, ttl: Duration, quota: QuotaBuckets) -> Self {
+        Self { connection, keys, ttl, quota, append: Arc::new(redis::Script::new(APPEND)) }
     }
 }
 
@@ -209,10 +202,11 @@ impl EventLog for RedisEventLog {
         once: &str,
         data: &str,
     ) -> Result<EventId, StoreError> {
+        let log = self.keys.events(user_id);
         let id: String = self
             .append
-            .key(self.keys.events(user_id))
-            .key(self.keys.event_marker(task_id, once))
+            .key(&log)
+            .key(self.keys.event_marker(user_id, task_id, once))
             .key(self.keys.held(user_id, self.quota.current()))
             .arg(task_id.to_string())
             .arg(event)
@@ -225,6 +219,11 @@ impl EventLog for RedisEventLog {
             .arg(self.quota.lifetime_secs())
             .invoke_async(&mut self.connection.clone())
             .await?;
+        if once == event {
+            // A lifecycle event (not a delta): a reader resuming after a failover must
+            // find it.
+            self.connection.replicated(&log).await?;
+        }
         id.parse().map_err(|e: String| StoreError::Unavailable(e))
     }
 
@@ -245,21 +244,23 @@ impl EventLog for RedisEventLog {
     }
 
     fn live(&self) -> LiveFeed {
-        let (client, pattern) = (self.client.clone(), self.keys.live_channel("*"));
-        Box::pin(async_stream(client, pattern))
+        let (connection, pattern) = (self.connection.clone(), self.keys.live_channel("*"));
+        Box::pin(async_stream(connection, pattern))
     }
 }
 
 /// Subscribes to `pattern`, yielding events, and a [`Live::Gap`] each time it has
-/// (re)subscribed.
-fn async_stream(client: redis::Client, pattern: String) -> impl Stream<Item = Live> + Send {
+/// (re)subscribed. In a cluster the subscription sits on one node (a `PUBLISH` reaches
+/// every node's subscribers), the next one in turn when that one goes; behind Sentinels,
+/// on the master they name at the time.
+fn async_stream(connection: RedisConnection, pattern: String) -> impl Stream<Item = Live> + Send {
     use futures::StreamExt;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Live>(1024);
     tokio::spawn(async move {
         let mut wait = Duration::from_millis(100);
-        loop {
+        for attempt in 0.. {
             let subscribed = async {
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = connection.subscriber(attempt).await?.get_async_pubsub().await?;
                 pubsub.psubscribe(&pattern).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

@@ -5,10 +5,12 @@
 //! [`TaskStatus::may_follow`](inferpush_protocol::TaskStatus::may_follow), so a state
 //! only ever advances and a redelivered task can never overwrite a finished one.
 
+mod connection;
 pub mod events;
 mod keys;
 mod memory;
 mod memory_events;
+mod migrate;
 mod page;
 mod presence;
 mod progress;
@@ -18,10 +20,12 @@ mod scripts;
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskRecord};
 
+pub use connection::{Durability, RedisConnection, RedisTarget};
 pub use events::{EventLog, RedisEventLog};
 pub use keys::Keys;
 pub use memory::MemoryTaskStore;
 pub use memory_events::MemoryEventLog;
+pub use migrate::{LAYOUT, Migrated};
 pub(crate) use page::PageBuilder;
 pub use page::{MAX_EXAMINED_PER_PAGE, Page};
 pub use presence::{MemoryPresence, Presence, RedisPresence};
@@ -171,8 +175,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// idempotency key and in-flight slot: nothing half-written remains.
     async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError>;
 
-    /// The record of `task_id`, if it exists.
-    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
+    /// The record of `user_id`'s task `task_id`, if it exists (another user's task of that
+    /// id is not theirs to read, and is not found).
+    async fn get(&self, user_id: &str, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
 
     /// A user's tasks submitted at or after `since_ms` (and, at that same millisecond,
     /// with an id after `after`), oldest first: at most `limit`, and no more than

@@ -154,8 +154,8 @@ impl TaskStore for MemoryTaskStore {
         Ok(())
     }
 
-    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        Ok(self.state()?.records.get(&task_id).cloned())
+    async fn get(&self, user_id: &str, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self.state()?.records.get(&task_id).filter(|record| record.user_id == user_id).cloned())
     }
 
     async fn list_since(

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use inferpush_protocol::Clock;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::StoreError;
+use crate::connection::RedisConnection;
 use crate::keys::Keys;
 
 /// Workers' heartbeats.
@@ -29,13 +29,13 @@ pub trait Presence: Send + Sync + 'static {
 /// and per worker the models it serves, expiring with it.
 #[derive(Clone)]
 pub struct RedisPresence {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     keys: Keys,
     clock: Arc<dyn Clock>,
 }
 
 impl RedisPresence {
-    pub(crate) fn new(connection: ConnectionManager, keys: Keys, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(connection: RedisConnection, keys: Keys, clock: Arc<dyn Clock>) -> Self {
         Self { connection, keys, clock }
     }
 }

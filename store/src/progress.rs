@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use inferpush_protocol::{TaskId, TaskProgress};
-use redis::aio::ConnectionManager;
 
 use crate::StoreError;
+use crate::connection::RedisConnection;
 use crate::keys::Keys;
 
 /// Running tasks' text so far, and stop requests.
@@ -35,7 +35,7 @@ pub trait ProgressStore: Send + Sync + 'static {
 /// [`ProgressStore`] in Redis: one JSON value and one flag per task, expiring with its record.
 #[derive(Clone)]
 pub struct RedisProgress {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     keys: Keys,
     ttl: Duration,
     record: std::sync::Arc<redis::Script>,
@@ -57,7 +57,7 @@ return redis.call('EXISTS', KEYS[2])
 "#;
 
 impl RedisProgress {
-    pub(crate) fn new(connection: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
+    pub(crate) fn new(connection: RedisConnection, keys: Keys, ttl: Duration) -> Self {
         Self { connection, keys, ttl, record: std::sync::Arc::new(redis::Script::new(RECORD)) }
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use inferpush_protocol::{Clock, TaskId, TaskRecord};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::connection::{RedisConnection, RedisTarget};
 use crate::events::RedisEventLog;
 use crate::keys::Keys;
 use crate::{
@@ -18,8 +18,7 @@ use crate::{
 /// Task state in Redis.
 #[derive(Clone)]
 pub struct RedisTaskStore {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: RedisConnection,
     keys: Keys,
     ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -31,38 +30,22 @@ pub struct RedisTaskStore {
 }
 
 impl RedisTaskStore {
-    /// A store on `url` whose keys start with `prefix`, keeping records for `ttl`.
-    /// Connects lazily and reconnects on its own; never blocks at start.
+    /// A store on the one server at `url` whose keys start with `prefix`, keeping records
+    /// for `ttl`. Connects lazily and reconnects on its own; never blocks at start.
     pub fn new(url: &str, prefix: &str, ttl: Duration, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        Self::with_trusted_ca(url, prefix, ttl, clock, None)
+        Self::open(&RedisTarget::single(url), prefix, ttl, clock)
     }
 
-    /// [`Self::new`], checking a `rediss://` server's certificate against the authorities in
-    /// `ca_pem` (PEM) instead of the system's when given.
-    pub fn with_trusted_ca(
-        url: &str,
+    /// [`Self::new`] on whatever `target` names: one server, a master behind Sentinels, or
+    /// a Redis Cluster.
+    pub fn open(
+        target: &RedisTarget,
         prefix: &str,
         ttl: Duration,
         clock: Arc<dyn Clock>,
-        ca_pem: Option<&str>,
     ) -> Result<Self, StoreError> {
-        let client = match ca_pem {
-            Some(pem) if url.starts_with("rediss://") => {
-                let certificates =
-                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem.as_bytes().to_vec()) };
-                redis::Client::build_with_tls(url, certificates)?
-            }
-            _ => redis::Client::open(url)?,
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
-            client,
-            connection,
+            connection: RedisConnection::open(target)?,
             keys: Keys::new(prefix),
             ttl,
             clock,
@@ -88,7 +71,17 @@ impl RedisTaskStore {
     /// The users' event logs on the same server, under the same prefix and TTL.
     pub fn events(&self) -> RedisEventLog {
         let quota = QuotaBuckets { ttl: self.ttl, clock: self.clock.clone() };
-        RedisEventLog::new(self.client.clone(), self.connection.clone(), self.keys.clone(), self.ttl, quota)
+        RedisEventLog::new(self.connection.clone(), self.keys.clone(), self.ttl, quota)
+    }
+
+    /// Moves data stored by an earlier version under the flat key names to this version's
+    /// (see `migrate.rs`); `None` when there was nothing to do (done before, or a cluster,
+    /// which is new with this version).
+    pub async fn migrate_layout(&self) -> Result<Option<crate::Migrated>, StoreError> {
+        if self.connection.is_cluster() {
+            return Ok(None);
+        }
+        crate::migrate::migrate(&self.connection, &self.keys).await
     }
 
     /// Key names in use.
@@ -118,7 +111,7 @@ impl TaskStore for RedisTaskStore {
         idempotency: Option<Idempotency<'_>>,
         admission: Admission,
     ) -> Result<Created, StoreError> {
-        let idem = idempotency.map(|i| self.keys.idempotency(&record.user_id, i.key)).unwrap_or_default();
+        let idem = idempotency.map(|i| self.keys.idempotency(&record.user_id, i.key));
         let now_ms = self.clock.now_ms();
         let oldest = now_ms.saturating_sub(self.ttl.as_millis() as u64);
         let bucket_ms = self.quota_bucket_ms();
@@ -126,9 +119,9 @@ impl TaskStore for RedisTaskStore {
         let buckets = self.ttl.as_millis() as u64 / bucket_ms + 1;
         let mut script = self.create.prepare_invoke();
         script
-            .key(self.keys.task(record.task_id))
+            .key(self.keys.task(&record.user_id, record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
-            .key(idem)
+            .key(idem.clone().unwrap_or_else(|| self.keys.no_idempotency(&record.user_id)))
             .key(self.keys.in_flight(&record.user_id));
         for bucket in (0..buckets).map(|back| current.saturating_sub(back)) {
             script.key(self.keys.held(&record.user_id, bucket));
@@ -145,6 +138,7 @@ impl TaskStore for RedisTaskStore {
             .arg(admission.result_quota)
             .arg(QuotaBuckets::lifetime_secs_of(self.ttl))
             .arg(record.slots.max(1))
+            .arg(if idem.is_some() { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         match existing.as_deref() {
@@ -152,6 +146,8 @@ impl TaskStore for RedisTaskStore {
                 "the create script answered nothing",
             )))),
             Some(new) if new.starts_with("new ") => {
+                // Accepted is a promise: a failover must not lose it.
+                self.connection.replicated(&self.keys.task(&record.user_id, record.task_id)).await?;
                 Ok(Created::New { in_flight: new["new ".len()..].parse().unwrap_or(1) })
             }
             Some("limit") => Ok(Created::LimitReached),
@@ -192,21 +188,22 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn remove(&self, record: &TaskRecord, idempotency_key: Option<&str>) -> Result<(), StoreError> {
-        let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k)).unwrap_or_default();
+        let idem = idempotency_key.map(|k| self.keys.idempotency(&record.user_id, k));
         let _: i64 = self
             .remove
-            .key(self.keys.task(record.task_id))
+            .key(self.keys.task(&record.user_id, record.task_id))
             .key(self.keys.user_tasks(&record.user_id))
-            .key(idem)
+            .key(idem.clone().unwrap_or_else(|| self.keys.no_idempotency(&record.user_id)))
             .key(self.keys.in_flight(&record.user_id))
             .arg(record.task_id.to_string())
+            .arg(if idem.is_some() { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(())
     }
 
-    async fn get(&self, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let json: Option<String> = self.connection.clone().get(self.keys.task(task_id)).await?;
+    async fn get(&self, user_id: &str, task_id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let json: Option<String> = self.connection.clone().get(self.keys.task(user_id, task_id)).await?;
         Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
     }
 
@@ -238,7 +235,7 @@ impl TaskStore for RedisTaskStore {
                 .filter(|id| after.is_none_or(|after| *id > after))
                 .collect();
             if !ids.is_empty() {
-                let keys: Vec<String> = ids.iter().map(|id| self.keys.task(*id)).collect();
+                let keys: Vec<String> = ids.iter().map(|id| self.keys.task(user_id, *id)).collect();
                 let records: Vec<Option<String>> = connection.mget(keys).await?;
                 for (id, json) in ids.iter().zip(records) {
                     if json.is_none() {
@@ -319,9 +316,10 @@ impl TaskStore for RedisTaskStore {
 impl RedisTaskStore {
     /// The transition script; `exclusive` keeps a record already in the new state.
     async fn write_state(&self, record: &TaskRecord, claim: Claim) -> Result<Transition, StoreError> {
+        let key = self.keys.task(&record.user_id, record.task_id);
         let answer: String = self
             .transition
-            .key(self.keys.task(record.task_id))
+            .key(&key)
             .key(self.keys.user_tasks(&record.user_id))
             .key(self.keys.in_flight(&record.user_id))
             .arg(serde_json::to_string(record)?)
@@ -333,7 +331,13 @@ impl RedisTaskStore {
             .invoke_async(&mut self.connection.clone())
             .await?;
         match answer.as_str() {
-            "applied" => Ok(Transition::Applied),
+            "applied" => {
+                if record.status.is_final() {
+                    // The result is stored: a failover must not lose it.
+                    self.connection.replicated(&key).await?;
+                }
+                Ok(Transition::Applied)
+            }
             "missing" => Ok(Transition::Missing),
             current => Ok(Transition::Kept(Box::new(serde_json::from_str(current)?))),
         }

@@ -14,11 +14,12 @@ use redis::Script;
 /// The result quota counts each accepted task's estimated result bytes in the user's
 /// current time bucket; the buckets of one result TTL together are what the user holds.
 ///
-/// KEYS: task, user index, idempotency key (or ""), user's in-flight counter, then the
-///       user's result-byte buckets of one TTL, the current one first
+/// KEYS: task, user index, idempotency key (or the user's never-written stand-in),
+///       user's in-flight counter, then the user's result-byte buckets of one TTL, the
+///       current one first
 /// ARGV: record JSON, task id, submitted ms, ttl seconds, oldest score to keep, in-flight
 ///       cap, request fingerprint, this task's result bytes, result quota (0: none),
-///       bucket lifetime seconds, the task's in-flight slots
+///       bucket lifetime seconds, the task's in-flight slots, `1` when KEYS[3] is a key
 /// Returns `TASK PUBLISHED REQUEST` when the key was taken, `limit` when the cap would be
 /// passed, `quota HELD` when the quota would be passed, else `new IN_FLIGHT` (the slots of
 /// the user's unfinished tasks, this one's included). A key written by an earlier version (a plain
@@ -26,7 +27,8 @@ use redis::Script;
 pub fn create() -> Script {
     Script::new(
         r#"
-        if KEYS[3] ~= '' then
+        local idem = ARGV[12] == '1'
+        if idem then
             local kind = redis.call('TYPE', KEYS[3]).ok
             if kind == 'string' then return redis.call('GET', KEYS[3]) .. ' 1 ' .. ARGV[7] end
             if kind == 'hash' then
@@ -44,7 +46,7 @@ pub fn create() -> Script {
             redis.call('INCRBY', KEYS[5], ARGV[8])
             redis.call('EXPIRE', KEYS[5], ARGV[10])
         end
-        if KEYS[3] ~= '' then
+        if idem then
             redis.call('HSET', KEYS[3], 'task', ARGV[2], 'published', '0', 'request', ARGV[7])
             redis.call('EXPIRE', KEYS[3], ARGV[4])
         end
@@ -62,8 +64,8 @@ pub fn create() -> Script {
 /// Undoes `create` after the broker refused the task; only a task still queued goes, and
 /// its idempotency key only while it names that task, unpublished.
 ///
-/// KEYS: task, user index, idempotency key (or ""), user's in-flight counter
-/// ARGV: task id
+/// KEYS: task, user index, idempotency key (or the user's stand-in), user's in-flight counter
+/// ARGV: task id, `1` when KEYS[3] is a key
 pub fn remove() -> Script {
     Script::new(&format!(
         r#"
@@ -75,7 +77,7 @@ pub fn remove() -> Script {
         end
         redis.call('DEL', KEYS[1])
         redis.call('ZREM', KEYS[2], ARGV[1])
-        if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash'
+        if ARGV[2] == '1' and redis.call('TYPE', KEYS[3]).ok == 'hash'
             and redis.call('HGET', KEYS[3], 'task') == ARGV[1]
             and redis.call('HGET', KEYS[3], 'published') == '0' then
             redis.call('DEL', KEYS[3])

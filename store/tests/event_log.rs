@@ -1,5 +1,8 @@
 //! Both event logs through the same scenarios: the real Redis (`REDIS_URL`, default
-//! local) under its own key prefix, and the in-memory one the in-process tests use.
+//! local; and a Sentinel's master and a Redis Cluster, see `support/`) under its own key
+//! prefix, and the in-memory one the in-process tests use.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use inferpush_protocol::{SystemClock, TaskId};
 use inferpush_store::events::{Live, Start};
-use inferpush_store::{EventLog, MemoryEventLog, RedisTaskStore};
+use inferpush_store::{EventLog, MemoryEventLog, RedisTarget, RedisTaskStore};
 
 fn redis() -> impl EventLog {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -71,6 +74,22 @@ async fn an_event_is_logged_once_read_by_id_and_published_live(log: &dyn EventLo
 #[tokio::test]
 async fn redis_log() {
     an_event_is_logged_once_read_by_id_and_published_live(&redis()).await;
+}
+
+fn on(target: &RedisTarget) -> impl EventLog {
+    let prefix = format!("eventtest-{}", uuid::Uuid::now_v7().simple());
+    RedisTaskStore::open(target, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap().events()
+}
+
+/// alice's and bob's logs sit on different shards; the one live subscription hears both.
+#[tokio::test]
+async fn cluster_log() {
+    an_event_is_logged_once_read_by_id_and_published_live(&on(support::cluster())).await;
+}
+
+#[tokio::test]
+async fn sentinel_log() {
+    an_event_is_logged_once_read_by_id_and_published_live(&on(support::sentinel())).await;
 }
 
 #[tokio::test]

@@ -1,29 +1,55 @@
-//! Both stores through the same scenarios: the real Redis (`REDIS_URL`, default local),
-//! each test under its own key prefix, and the in-memory one the in-process tests use.
-//! Passing the same scenarios, including every pair of states, is what shows the Lua
-//! scripts and the memory store apply the one lifecycle of `inferpush_protocol`.
+//! Both stores through the same scenarios: the real Redis in each of its three shapes (one
+//! server, `REDIS_URL`, default local; a master behind a Sentinel; a Redis Cluster of
+//! three primaries; the last two started by the tests, see `support/`), each test under
+//! its own key prefix, and the in-memory one the in-process tests use. Passing the same
+//! scenarios, including every pair of states, is what shows the Lua scripts and the memory
+//! store apply the one lifecycle of `inferpush_protocol`, and that every script keeps to
+//! one cluster slot.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use inferpush_protocol::{InferenceChannel, SystemClock, TaskEnvelope, TaskId, TaskRecord, TaskStatus};
 use inferpush_store::{
-    Admission, Claim, Created, Idempotency, MemoryTaskStore, RedisTaskStore, TaskStore, Transition,
+    Admission, Claim, Created, Idempotency, MemoryTaskStore, RedisTarget, RedisTaskStore, TaskStore,
+    Transition,
 };
+
+fn prefix() -> String {
+    format!("storetest-{}", uuid::Uuid::now_v7().simple())
+}
 
 fn redis() -> RedisTaskStore {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("storetest-{}", uuid::Uuid::now_v7().simple());
-    RedisTaskStore::new(&url, &prefix, Duration::from_secs(120), Arc::new(SystemClock)).unwrap()
+    RedisTaskStore::new(&url, &prefix(), Duration::from_secs(120), Arc::new(SystemClock)).unwrap()
 }
 
-/// Runs `scenario` against Redis and against the memory store, as two tests.
+fn on(target: &RedisTarget) -> RedisTaskStore {
+    RedisTaskStore::open(target, &prefix(), Duration::from_secs(120), Arc::new(SystemClock)).unwrap()
+}
+
+/// Runs `scenario` against Redis (one server, Sentinel, Cluster) and against the memory
+/// store, as four tests.
 macro_rules! on_both_stores {
     ($($scenario:ident),* $(,)?) => {
         mod redis_store {
             $(#[tokio::test]
             async fn $scenario() {
                 super::$scenario(&super::redis()).await;
+            })*
+        }
+        mod sentinel_store {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(&super::on(super::support::sentinel())).await;
+            })*
+        }
+        mod cluster_store {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(&super::on(super::support::cluster())).await;
             })*
         }
         mod memory_store {
@@ -72,7 +98,7 @@ async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) 
         store.create(&queued, None, Admission::in_flight(1000)).await.unwrap(),
         Created::New { in_flight: 1 }
     );
-    assert_eq!(store.get(queued.task_id).await.unwrap(), Some(queued.clone()));
+    assert_eq!(store.get(&queued.user_id, queued.task_id).await.unwrap(), Some(queued.clone()));
 
     let running = with_status(&queued, TaskStatus::Running);
     assert_eq!(store.transition(&running).await.unwrap(), Transition::Applied);
@@ -87,7 +113,7 @@ async fn created_task_is_readable_and_moves_forward_only(store: &dyn TaskStore) 
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(store.get(queued.task_id).await.unwrap(), Some(done));
+    assert_eq!(store.get(&queued.user_id, queued.task_id).await.unwrap(), Some(done));
 }
 
 fn key<'a>(key: &'a str, request: &'a str) -> Option<Idempotency<'a>> {
@@ -103,7 +129,7 @@ async fn same_idempotency_key_returns_the_first_task_and_writes_nothing(store: &
     );
     let pending = Created::Existing { task_id: first.task_id, published: false, same_request: true };
     assert_eq!(store.create(&second, key("k1", "req-a"), Admission::in_flight(1000)).await.unwrap(), pending);
-    assert_eq!(store.get(second.task_id).await.unwrap(), None);
+    assert_eq!(store.get(&second.user_id, second.task_id).await.unwrap(), None);
     let other_request = Created::Existing { task_id: first.task_id, published: false, same_request: false };
     assert_eq!(
         store.create(&second, key("k1", "req-b"), Admission::in_flight(1000)).await.unwrap(),
@@ -136,7 +162,7 @@ async fn removing_an_unpublished_task_frees_its_idempotency_key(store: &dyn Task
     let first = record("alice", 1);
     store.create(&first, key("k", "r"), Admission::in_flight(1000)).await.unwrap();
     store.remove(&first, Some("k")).await.unwrap();
-    assert_eq!(store.get(first.task_id).await.unwrap(), None);
+    assert_eq!(store.get(&first.user_id, first.task_id).await.unwrap(), None);
     assert!(store.list_since("alice", 0, None, 10, BIG).await.unwrap().tasks.is_empty());
     assert_eq!(
         store.create(&record("alice", 2), key("k", "r"), Admission::in_flight(1000)).await.unwrap(),
@@ -148,7 +174,7 @@ async fn a_cancel_ends_a_queued_task_and_a_stopped_one_ends_a_running_task(store
     let waiting = record("alice", 1);
     store.create(&waiting, None, Admission::in_flight(1000)).await.unwrap();
     assert_eq!(store.transition(&waiting.cancelled(&SystemClock)).await.unwrap(), Transition::Applied);
-    let stored = store.get(waiting.task_id).await.unwrap().unwrap();
+    let stored = store.get(&waiting.user_id, waiting.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Cancelled);
     assert_eq!(stored.error.unwrap().code, "cancelled");
     // A worker that picks it up later finds it cancelled and does not run it.
@@ -165,7 +191,7 @@ async fn a_cancel_ends_a_queued_task_and_a_stopped_one_ends_a_running_task(store
     store.transition(&running).await.unwrap();
     let stopped = running.stopped(serde_json::json!({"text": "so far"}), 5, &SystemClock);
     assert_eq!(store.transition(&stopped).await.unwrap(), Transition::Applied);
-    let stored = store.get(started.task_id).await.unwrap().unwrap();
+    let stored = store.get(&started.user_id, started.task_id).await.unwrap().unwrap();
     assert_eq!(
         (stored.status, stored.output),
         (TaskStatus::Cancelled, Some(serde_json::json!({"text": "so far"})))
@@ -275,7 +301,7 @@ async fn the_result_quota_refuses_a_task_whose_result_would_pass_it(store: &dyn 
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.get(third.task_id).await.unwrap(), None, "nothing written");
+    assert_eq!(store.get(&third.user_id, third.task_id).await.unwrap(), None, "nothing written");
     assert_eq!(
         store.create(&record("bob", 3), None, admit(1000)).await.unwrap(),
         Created::New { in_flight: 1 },
@@ -393,7 +419,7 @@ async fn task_in(store: &dyn TaskStore, status: Option<TaskStatus>) -> TaskRecor
             store.transition(&with_status(&task, other)).await.unwrap();
         }
     }
-    assert_eq!(store.get(task.task_id).await.unwrap().map(|r| r.status), status);
+    assert_eq!(store.get(&task.user_id, task.task_id).await.unwrap().map(|r| r.status), status);
     task
 }
 
@@ -404,7 +430,7 @@ async fn every_move_is_applied_exactly_when_the_lifecycle_allows_it(store: &dyn 
             let task = task_in(store, from).await;
             let applied = store.transition(&with_status(&task, to)).await.unwrap() == Transition::Applied;
             assert_eq!(applied, to.may_follow(from), "{from:?} → {to}");
-            let stored = store.get(task.task_id).await.unwrap().map(|r| r.status);
+            let stored = store.get(&task.user_id, task.task_id).await.unwrap().map(|r| r.status);
             assert_eq!(stored, if applied { Some(to) } else { from }, "{from:?} → {to}");
         }
     }
@@ -426,7 +452,8 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
         RedisTaskStore::new("redis://127.0.0.1:1", "x", Duration::from_secs(60), Arc::new(SystemClock))
             .unwrap();
     assert!(!store.is_ready().await);
-    let result = tokio::time::timeout(Duration::from_secs(20), store.get(TaskId::new_v7())).await.unwrap();
+    let result =
+        tokio::time::timeout(Duration::from_secs(20), store.get("alice", TaskId::new_v7())).await.unwrap();
     assert!(result.is_err());
 }
 

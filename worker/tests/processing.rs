@@ -38,7 +38,7 @@ impl EventSink for RecordingSink {
 
     async fn deliver(&self, record: &TaskRecord) -> Result<(), PushError> {
         let store = self.store.lock().unwrap().clone().expect("store set");
-        let stored = store.get(record.task_id).await.unwrap().map(|r| r.status);
+        let stored = store.get(&record.user_id, record.task_id).await.unwrap().map(|r| r.status);
         self.delivered.lock().unwrap().push((record.clone(), stored));
         if self.refuse.load(Ordering::SeqCst) {
             return Err(PushError::Rejected("refused".into()));
@@ -107,7 +107,7 @@ async fn a_task_runs_is_stored_and_only_then_announced_and_acked() {
     queued(&h, &task).await;
     assert_eq!(process(task.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::Ack);
 
-    let stored = h.store.get(task.task_id).await.unwrap().unwrap();
+    let stored = h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Succeeded);
     assert_eq!(stored.output, Some(json!({"text": "hi"})));
     assert_eq!(stored.started_at_ms, Some(SUBMITTED_MS + 40));
@@ -151,10 +151,14 @@ async fn a_redelivered_finished_task_is_announced_again_not_rerun() {
     let task = task(json!({"n": 1}));
     queued(&h, &task).await;
     process(task.clone(), Arrival::First, Lane::Main, &h.context).await;
-    let first = h.store.get(task.task_id).await.unwrap().unwrap();
+    let first = h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     h.clock.advance(5_000);
     assert_eq!(process(task.clone(), Arrival::Redelivered, Lane::Main, &h.context).await, Settlement::Ack);
-    assert_eq!(h.store.get(task.task_id).await.unwrap().unwrap(), first, "the stored result is untouched");
+    assert_eq!(
+        h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap(),
+        first,
+        "the stored result is untouched"
+    );
     let finals = h.sink.finals();
     assert_eq!(finals.len(), 2);
     assert_eq!(finals[1].0, first, "the same result, announced again");
@@ -169,11 +173,18 @@ async fn a_second_copy_of_a_running_task_is_not_run_but_a_redelivery_is() {
     let running = TaskRecord::queued(&task).started(h.clock.as_ref());
     h.store.transition(&running).await.unwrap();
     assert_eq!(process(task.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::Ack);
-    assert_eq!(h.store.get(task.task_id).await.unwrap().unwrap().status, TaskStatus::Running, "not run");
+    assert_eq!(
+        h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap().status,
+        TaskStatus::Running,
+        "not run"
+    );
     assert!(h.sink.delivered.lock().unwrap().is_empty(), "nothing announced");
     // That worker died: its copy comes back redelivered and runs.
     assert_eq!(process(task.clone(), Arrival::Redelivered, Lane::Main, &h.context).await, Settlement::Ack);
-    assert_eq!(h.store.get(task.task_id).await.unwrap().unwrap().status, TaskStatus::Succeeded);
+    assert_eq!(
+        h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap().status,
+        TaskStatus::Succeeded
+    );
     assert_eq!(h.sink.finals().len(), 1);
 }
 
@@ -196,7 +207,7 @@ async fn invalid_input_fails_the_task_with_its_code() {
     let h = harness();
     let task = task(json!({"delay_ms": -1}));
     assert_eq!(process(task.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::Ack);
-    let stored = h.store.get(task.task_id).await.unwrap().unwrap();
+    let stored = h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
     assert_eq!(stored.error.unwrap().code, "invalid_input");
 }
@@ -208,7 +219,7 @@ async fn a_message_the_broker_expired_ends_expired_even_when_this_clock_reads_a_
     let task = task(json!({})).with_deadline(Some(h.clock.now_ms() + 5));
     queued(&h, &task).await;
     assert_eq!(process_dead_letter(task.clone(), true, &h.context).await, Settlement::Ack);
-    let stored = h.store.get(task.task_id).await.unwrap().unwrap();
+    let stored = h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.error.unwrap().code.as_str()), (TaskStatus::Expired, "expired"));
 }
 
@@ -218,7 +229,7 @@ async fn a_dead_letter_fails_the_task_for_good_and_tells_its_owner() {
     let task = task(json!({}));
     queued(&h, &task).await;
     assert_eq!(process_dead_letter(task.clone(), false, &h.context).await, Settlement::Ack);
-    let stored = h.store.get(task.task_id).await.unwrap().unwrap();
+    let stored = h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.error.unwrap().code.as_str()), (TaskStatus::Failed, "delivery_limit"));
     assert_eq!(stored.finished_at_ms, Some(h.clock.now_ms()));
     assert_eq!(h.sink.finals().len(), 1);
@@ -236,7 +247,7 @@ async fn a_task_for_a_channel_its_user_does_not_own_is_never_run_nor_announced_e
     );
     assert_eq!(process(forged.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::DeadLetter);
     assert_eq!(process_dead_letter(forged.clone(), false, &h.context).await, Settlement::Ack, "dropped");
-    assert_eq!(h.store.get(forged.task_id).await.unwrap(), None, "nothing stored");
+    assert_eq!(h.store.get(&forged.user_id, forged.task_id).await.unwrap(), None, "nothing stored");
     assert!(h.sink.finals().is_empty(), "nothing pushed to alice");
 }
 
@@ -246,7 +257,10 @@ async fn a_refused_push_still_acks_since_the_result_is_stored() {
     h.sink.refuse.store(true, Ordering::SeqCst);
     let task = task(json!({"n": 2}));
     assert_eq!(process(task.clone(), Arrival::First, Lane::Main, &h.context).await, Settlement::Ack);
-    assert_eq!(h.store.get(task.task_id).await.unwrap().unwrap().status, TaskStatus::Succeeded);
+    assert_eq!(
+        h.store.get(&task.user_id, task.task_id).await.unwrap().unwrap().status,
+        TaskStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -279,7 +293,7 @@ async fn a_task_past_its_deadline_is_not_run_and_ends_expired_whichever_way_it_a
             process(late.clone(), Arrival::First, Lane::Main, &h.context).await
         };
         assert_eq!(settled, Settlement::Ack);
-        let stored = h.store.get(late.task_id).await.unwrap().unwrap();
+        let stored = h.store.get(&late.user_id, late.task_id).await.unwrap().unwrap();
         assert_eq!(stored.status, TaskStatus::Expired, "dead-lettered: {dead_lettered}");
         assert!(stored.output.is_none() && stored.started_at_ms.is_none(), "never run");
         assert_eq!(stored.error.as_ref().map(|e| e.code.as_str()), Some("expired"));
@@ -291,5 +305,8 @@ async fn a_task_past_its_deadline_is_not_run_and_ends_expired_whichever_way_it_a
     let timely = task(json!({"text": "in time"})).with_deadline(Some(SUBMITTED_MS + 60_000));
     queued(&h, &timely).await;
     process(timely.clone(), Arrival::First, Lane::Main, &h.context).await;
-    assert_eq!(h.store.get(timely.task_id).await.unwrap().unwrap().status, TaskStatus::Succeeded);
+    assert_eq!(
+        h.store.get(&timely.user_id, timely.task_id).await.unwrap().unwrap().status,
+        TaskStatus::Succeeded
+    );
 }

@@ -134,9 +134,10 @@ pub(crate) async fn submit(
     let model = metrics::model_label(&request.model);
     let began = tokio::time::Instant::now();
     let wait = wait_slot(&state, &user, &headers);
+    let user_id = user.id.clone();
     let answer = match accept(state.clone(), user, headers.clone(), request).await {
         Ok((task_id, accepted)) => match wait {
-            Some(slot) => finish_waiting(&state, &headers, began, task_id, accepted, slot).await,
+            Some(slot) => finish_waiting(&state, &headers, began, &user_id, task_id, accepted, slot).await,
             None => Ok(accepted),
         },
         Err(error) => Err(error),
@@ -304,6 +305,7 @@ async fn finish_waiting(
     state: &AppState,
     headers: &HeaderMap,
     began: tokio::time::Instant,
+    user_id: &str,
     task_id: TaskId,
     accepted: Response,
     _slot: UserSlot,
@@ -314,7 +316,7 @@ async fn finish_waiting(
     let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("a valid header");
     // Counted from the request's start, so the answer always comes before the request timeout.
     let deadline = began + wait;
-    let mut answer = match waiting::until_final(state, task_id, deadline).await {
+    let mut answer = match waiting::until_final(state, user_id, task_id, deadline).await {
         Some(finished) => {
             let location = accepted.headers().get(header::LOCATION).cloned();
             let mut created = (StatusCode::CREATED, axum::Json(finished)).into_response();
@@ -384,7 +386,7 @@ impl Replay {
     /// Answers the earlier task; publishes it first when the request that recorded it died
     /// before publishing. `task` is the replayed request, unrecorded.
     async fn answer(self, state: &AppState, task: TaskEnvelope) -> Result<Response, AppError> {
-        let Some(existing) = state.store.get(self.task_id).await? else {
+        let Some(existing) = state.store.get(&task.user_id, self.task_id).await? else {
             // Its record expired: all that is left to say is its id.
             return accepted(state, &TaskRecord { task_id: self.task_id, ..TaskRecord::queued(&task) });
         };

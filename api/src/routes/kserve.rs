@@ -145,9 +145,10 @@ async fn answer(
         other => V2Error::new(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
     let submit = SubmitRequest::new(entry.name.clone(), input);
+    let user_id = user.id.clone();
     let (task_id, _) = inference::accept_counted(state.clone(), user, headers.clone(), submit).await?;
     let status_url = status_url(&state.public_url, task_id);
-    match waiting::until_final(state, task_id, began + wait).await {
+    match waiting::until_final(state, &user_id, task_id, began + wait).await {
         Some(record) => finished(&record, status_url),
         None => Err(V2Error::still_running(task_id, status_url, wait)),
     }

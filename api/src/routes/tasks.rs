@@ -36,7 +36,7 @@ fn not_found() -> AppError {
 /// The caller's task, or 404 for an unknown, expired or foreign id.
 pub(crate) async fn own_task(state: &AppState, user: &User, task_id: &str) -> Result<TaskRecord, AppError> {
     let task_id: TaskId = task_id.parse().map_err(|_| not_found())?;
-    match state.store.get(task_id).await? {
+    match state.store.get(&user.id, task_id).await? {
         Some(record) if record.user_id == user.id => Ok(record),
         _ => Err(not_found()),
     }

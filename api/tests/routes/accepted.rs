@@ -99,7 +99,7 @@ async fn an_accepted_task_is_recorded_queued_then_published_stamped_by_the_clock
     assert_eq!((task.task_id, task.submitted_at_ms), (accepted.task_id, NOW_MS));
     assert!(task.channel.carries_results_of("alice"));
     assert!(traceparent.starts_with(&format!("00-{}-", task.task_id.0.simple())), "{traceparent}");
-    let record = it.store.get(task.task_id).await.unwrap().unwrap();
+    let record = it.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!(record, TaskRecord::queued(task));
 
     let (status, _, read, _) = super::send_to(it.state.clone(), as_alice("GET", &accepted.status_url)).await;
@@ -309,7 +309,7 @@ async fn a_long_generation_counts_one_slot_per_64_tokens_of_its_max_tokens_towar
         [Lane::Main, Lane::Main, Lane::Bulk, Lane::Bulk, Lane::Main],
         "two 512-token answers fill alice's share of 16; bob is within his"
     );
-    let record = it.store.get(published[0].0.task_id).await.unwrap().unwrap();
+    let record = it.store.get(&published[0].0.user_id, published[0].0.task_id).await.unwrap().unwrap();
     assert_eq!(record.slots, 8, "the record frees what the task took");
 }
 

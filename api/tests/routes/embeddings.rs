@@ -53,7 +53,10 @@ async fn the_result_is_answered_in_openais_shape_in_floats_and_base64() {
         // The same task as any other: recorded, and sent as the model's own input.
         let (task, _, _) = it.queue.published.lock().unwrap()[0].clone();
         assert_eq!(task.input, json!({"texts": ["one", "two"]}));
-        assert_eq!(it.store.get(task.task_id).await.unwrap().unwrap().status, TaskStatus::Succeeded);
+        assert_eq!(
+            it.store.get(&task.user_id, task.task_id).await.unwrap().unwrap().status,
+            TaskStatus::Succeeded
+        );
     }
 }
 
@@ -71,10 +74,11 @@ async fn past_the_wait_it_answers_504_naming_the_task_which_stays_queued() {
     let error: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(error["error"]["type"], "timeout_error");
     assert_eq!(error["error"]["code"], "timeout");
-    let task_id = it.queue.published.lock().unwrap()[0].0.task_id;
+    let task = it.queue.published.lock().unwrap()[0].0.clone();
+    let task_id = task.task_id;
     assert_eq!(error["error"]["task_id"], task_id.to_string());
     assert!(error["error"]["status_url"].as_str().unwrap().ends_with(&task_id.to_string()));
-    assert_eq!(it.store.get(task_id).await.unwrap().unwrap().status, TaskStatus::Queued);
+    assert_eq!(it.store.get(&task.user_id, task_id).await.unwrap().unwrap().status, TaskStatus::Queued);
 }
 
 #[tokio::test]

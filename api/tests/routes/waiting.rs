@@ -66,7 +66,7 @@ async fn a_task_not_finished_in_time_is_answered_202_after_the_wait() {
     assert!(answer.headers().contains_key(header::LOCATION));
     let waited = began.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{waited:?}");
-    let task_id = it.queue.published.lock().unwrap()[0].0.task_id;
-    let record = it.store.get(task_id).await.unwrap().unwrap();
+    let task = it.queue.published.lock().unwrap()[0].0.clone();
+    let record = it.store.get(&task.user_id, task.task_id).await.unwrap().unwrap();
     assert_eq!(record.status, TaskStatus::Queued, "still accepted and queued");
 }

@@ -106,6 +106,7 @@ async fn answer(
     if let Some(end_user) = &request.user {
         tracing::info!(user = user.id, end_user, "chat completion for an end user");
     }
+    let user_id = user.id.clone();
     let task_id = match submit(&state, user, headers, &task.model.name, &task.input, preferences).await? {
         Submitted::Answered(accepted) => return Ok(accepted),
         Submitted::Waiting(task_id) => task_id,
@@ -114,11 +115,12 @@ async fn answer(
     let wait = preferences.wait.unwrap_or(state.max_wait);
     let created_s = state.clock.now_ms() / 1000;
     if task.stream {
-        let mut response = stream(state, task, task_id, created_s, began + wait, slot).into_response();
+        let mut response =
+            stream(state, task, user_id, task_id, created_s, began + wait, slot).into_response();
         waiting::name_task(&mut response, &status_url, task_id);
         return Ok(response);
     }
-    match waiting::until_final(&state, task_id, began + wait).await {
+    match waiting::until_final(&state, &user_id, task_id, began + wait).await {
         Some(record) if record.status == TaskStatus::Succeeded => {
             let output = record.output.unwrap_or(Value::Null);
             let body = chat::completion(task_id, &task.model.name, created_s, &output);
@@ -136,6 +138,7 @@ async fn answer(
 fn stream(
     state: AppState,
     task: ChatTask,
+    user_id: String,
     task_id: TaskId,
     created_s: u64,
     deadline: Instant,
@@ -152,7 +155,7 @@ fn stream(
         let mut sent = String::new();
         let mut live = state.delivery.live.subscribe();
         loop {
-            let record = match state.store.get(task_id).await {
+            let record = match state.store.get(&user_id, task_id).await {
                 Ok(Some(record)) => record,
                 Ok(None) | Err(_) => return,
             };

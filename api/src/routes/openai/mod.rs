@@ -113,13 +113,14 @@ async fn answer(
     if let Some(end_user) = &request.user {
         tracing::info!(user = user.id, end_user, "embeddings for an end user");
     }
+    let user_id = user.id.clone();
     let task_id = match submit(state, user, headers, &task.model.name, &task.input, preferences).await? {
         Submitted::Answered(accepted) => return Ok(accepted),
         Submitted::Waiting(task_id) => task_id,
     };
     let status_url = status_url(&state.public_url, task_id);
     let wait = preferences.wait.unwrap_or(state.max_wait);
-    match waiting::until_final(state, task_id, began + wait).await {
+    match waiting::until_final(state, &user_id, task_id, began + wait).await {
         Some(record) => finished(&task, &record, status_url),
         None => Err(OpenAiError::still_running(task_id, status_url, wait)),
     }

@@ -34,6 +34,7 @@ KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
 SECRET_STAND_INS = {
     "amqp-url": "amqp://inferpush:password@rabbitmq:5672/%2f",
     "redis-url": "redis://redis:6379",
+    "redis-password": "a-redis-password",
     "app-key": "k" * 20,
     "app-secret": "s" * 40,
     "encryption-master-key": "A" * 43 + "=",
@@ -57,6 +58,10 @@ REFUSED = [
     ({"api": {"replicas": "two"}}, "replicas"),
     ({"delivery": {"sinks": ["pusher", "mqtt"]}}, "delivery.mqtt.url"),
     ({"delivery": {"sinks": ["fax"]}}, "sinks"),
+    ({"redis": {"sentinel": {"hosts": ["sentinel-1:26379"]}}}, "masterName"),
+    ({"redis": {"sentinel": {"hosts": ["s:26379"], "masterName": "m"}, "cluster": {"nodes": ["r:6379"]}}}, "not both"),
+    ({"redis": {"cluster": {"nodes": ["redis-0"]}}}, "nodes"),
+    ({"pushServer": "pusher"}, "pushServer"),
 ]
 
 failures: list[str] = []
@@ -104,6 +109,9 @@ def validate(name: str, docs: list[dict]) -> None:
             # KEDA's kinds are custom resources: not in Kubernetes' schemas.
             check_keda(name, doc)
             continue
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            check_service_monitor(name, doc, docs)
+            continue
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -122,6 +130,20 @@ def check_keda(name: str, doc: dict) -> None:
         ok = bool(spec.get("secretTargetRef"))
     if not ok:
         fail(f"{name}: {doc['kind']} {doc['metadata']['name']} lacks what KEDA needs")
+
+
+def check_service_monitor(name: str, doc: dict, docs: list[dict]) -> None:
+    """A ServiceMonitor (the Prometheus Operator's custom resource) selects a rendered
+    Service by its labels and scrapes a port that Service names."""
+    spec = doc.get("spec", {})
+    wanted = spec.get("selector", {}).get("matchLabels", {})
+    ports = {e.get("port") for e in spec.get("endpoints", [])}
+    services = [d for d in docs if d["kind"] == "Service"
+                and wanted.items() <= d["metadata"].get("labels", {}).items()]
+    if not wanted or not services or not all(
+        ports <= {p.get("name") for p in s["spec"]["ports"]} for s in services
+    ):
+        fail(f"{name}: ServiceMonitor {doc['metadata']['name']} selects no Service with its ports {ports}")
 
 
 def scan(name: str, docs: list[dict], checkov: str, network_policies: bool) -> None:

@@ -12,7 +12,7 @@ status=0
 cargo test -p inferpush-integration-tests --test cluster -- --ignored --test-threads=1 --nocapture 2>&1 |
   tee "$log" || status=$?
 echo "== accounting =="
-grep -o 'ACCOUNTING.*' "$log" | sort -u || true
+grep -oE '(ACCOUNTING|FAILOVER|SSE across).*' "$log" | sort -u || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\ncluster: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

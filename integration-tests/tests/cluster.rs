@@ -342,3 +342,118 @@ async fn the_rabbitmq_node_leading_the_task_queue_killed_mid_burst_loses_nothing
     })
     .await;
 }
+
+/// The Redis node the Sentinels name master now.
+fn redis_master() -> String {
+    let answer = cluster(&[
+        "exec",
+        "sentinel-1",
+        "redis-cli",
+        "-p",
+        "26379",
+        "sentinel",
+        "get-master-addr-by-name",
+        "inferpush",
+    ]);
+    answer.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// dev-alice's server-sent events, followed as a browser's `EventSource` does: on any
+/// break it reconnects with the last id it got, until dropped.
+struct SseFollower {
+    events: Arc<std::sync::Mutex<Vec<inferpush_integration_tests::sse::SseEvent>>>,
+    reconnects: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SseFollower {
+    async fn start() -> Self {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reconnects = Arc::new(AtomicUsize::new(0));
+        let (seen, again) = (events.clone(), reconnects.clone());
+        let http = reqwest::Client::new();
+        let url = format!("{API}/v1/events");
+        let mut opened =
+            inferpush_integration_tests::sse::open(&http, &url, "dev-alice", None).await.expect("SSE");
+        let task = tokio::spawn(async move {
+            loop {
+                while let Some(event) = opened.recv().await {
+                    seen.lock().unwrap().push(event);
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let last = seen.lock().unwrap().iter().rev().find_map(|e| e.id.clone());
+                    if let Ok(next) =
+                        inferpush_integration_tests::sse::open(&http, &url, "dev-alice", last.as_deref())
+                            .await
+                    {
+                        again.fetch_add(1, Ordering::SeqCst);
+                        opened = next;
+                        break;
+                    }
+                }
+            }
+        });
+        Self { events, reconnects, task }
+    }
+}
+
+impl Drop for SseFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: make test-cluster"]
+async fn the_redis_primary_killed_mid_burst_loses_nothing_and_sse_resumes_without_a_gap() {
+    let primary = redis_master();
+    assert!(primary.starts_with("redis-"), "the Sentinels name `{primary}`");
+    let sse = SseFollower::start().await;
+    let description =
+        format!("SIGKILL {primary} (the Redis primary), submits in flight; back after the failover");
+    burst_with_fault("redis-primary", &description, Strike::AmidSubmits, || async {
+        let killed = Instant::now();
+        cluster(&["kill", &primary]);
+        let mut promoted = String::new();
+        while killed.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            promoted = redis_master();
+            if !promoted.is_empty() && promoted != primary {
+                break;
+            }
+        }
+        assert_ne!(promoted, primary, "the Sentinels promoted no replica within 60 s");
+        println!(
+            "FAILOVER {primary} -> {promoted} named by the Sentinels after {} ms",
+            killed.elapsed().as_millis()
+        );
+        // The old primary comes back as the new one's replica.
+        cluster(&["start", &primary]);
+        Vec::new()
+    })
+    .await;
+    // Every task of the burst ended in one `inference.completed` on the stream, resumed
+    // across the failover by Last-Event-ID: none missing, none twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = sse.events.lock().unwrap().clone();
+    let completed: Vec<String> = events
+        .iter()
+        .filter(|e| e.event == "inference.completed")
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&String> = completed.iter().collect();
+    println!(
+        "SSE across the failover: {} completed events, {} tasks, {} reconnects",
+        completed.len(),
+        distinct.len(),
+        sse.reconnects.load(Ordering::SeqCst)
+    );
+    assert_eq!(distinct.len(), 300, "a task's completion is missing from the stream");
+    assert_eq!(completed.len(), 300, "a completion came twice");
+}

@@ -48,7 +48,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "inferpush.authSecret" -}}{{ .Values.auth.existingSecret | default (printf "%s-auth" (include "inferpush.fullname" .)) }}{{- end }}
 {{- define "inferpush.jwtSecret" -}}{{ .Values.auth.jwt.existingSecret | default (printf "%s-auth" (include "inferpush.fullname" .)) }}{{- end }}
 {{- define "inferpush.deliverySecret" -}}{{ .Values.delivery.webhook.existingSecret | default (printf "%s-delivery" (include "inferpush.fullname" .)) }}{{- end }}
-{{- define "inferpush.soketiHost" -}}{{ include "inferpush.fullname" . }}-soketi{{- end }}
+{{/* The chart's push server's Service: `<fullname>-soketi` or `<fullname>-sockudo`. */}}
+{{- define "inferpush.pushHost" -}}{{ include "inferpush.fullname" . }}-{{ .Values.pushServer }}{{- end }}
 
 {{/* Which JWTs the api accepts: "HS256", "RS256", or empty. */}}
 {{- define "inferpush.jwtAlgorithm" -}}
@@ -75,6 +76,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if and (not .Values.redis.url) (not .Values.redis.existingSecret) }}
 {{- fail "redis: set redis.url or redis.existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.hosts (not .Values.redis.sentinel.masterName) }}
+{{- fail "redis.sentinel.hosts is set: set redis.sentinel.masterName to the name of the master the Sentinels watch" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.hosts .Values.redis.cluster.nodes }}
+{{- fail "redis: set redis.sentinel or redis.cluster, not both (a Redis Cluster fails over by itself)" }}
 {{- end }}
 {{- if and (include "inferpush.jwtAlgorithm" .) (or (not .Values.auth.jwt.issuer) (not .Values.auth.jwt.audience)) }}
 {{- fail "auth.jwt: JWTs are accepted, so auth.jwt.issuer and auth.jwt.audience are required (a token signed for another service would pass otherwise)" }}
@@ -103,6 +110,27 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-url{{ end }}
 - name: INFERPUSH_REDIS_PREFIX
   value: {{ .Values.redis.prefix | quote }}
+{{- with .Values.redis.passwordSecret }}
+- name: INFERPUSH_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.redis.passwordSecretKey }}
+{{- end }}
+{{- with .Values.redis.sentinel.hosts }}
+- name: INFERPUSH_REDIS_SENTINELS
+  value: {{ join "," . | quote }}
+- name: INFERPUSH_REDIS_MASTER
+  value: {{ $.Values.redis.sentinel.masterName | quote }}
+{{- end }}
+{{- with .Values.redis.cluster.nodes }}
+- name: INFERPUSH_REDIS_CLUSTER_NODES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if ne (toString .Values.redis.waitReplicas) "" }}
+- name: INFERPUSH_REDIS_WAIT_REPLICAS
+  value: {{ .Values.redis.waitReplicas | quote }}
+{{- end }}
 - name: INFERPUSH_RESULT_TTL
   value: {{ .Values.redis.resultTtl | quote }}
 - name: PUSHER_APP_ID
@@ -118,11 +146,15 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "inferpush.pusherSecret" . }}
       key: app-secret
 - name: PUSHER_HOST
-  value: {{ .Values.pusher.host | default (include "inferpush.soketiHost" .) | quote }}
+  value: {{ .Values.pusher.host | default (include "inferpush.pushHost" .) | quote }}
 - name: PUSHER_PORT
   value: {{ .Values.pusher.port | quote }}
 - name: PUSHER_SCHEME
   value: {{ .Values.pusher.scheme | quote }}
+{{- if and .Values.soketi.enabled (eq .Values.pushServer "sockudo") }}
+- name: INFERPUSH_PUSH_SERVER
+  value: sockudo
+{{- end }}
 {{- if or .Values.pusher.encryptionMasterKey .Values.pusher.existingSecret }}
 - name: PUSHER_ENCRYPTION_MASTER_KEY
   valueFrom:

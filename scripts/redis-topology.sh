@@ -26,38 +26,56 @@ while kill -0 "$WATCH" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.5;
 }
 
 # Waits up to $1 seconds for `redis-cli -p $2 ${@:4}` to print something matching $3.
-until_answer() {
+answers() {
   local seconds=$1 port=$2 pattern=$3
   shift 3
   for _ in $(seq $((seconds * 10))); do
     redis-cli -p "$port" "$@" 2> /dev/null | grep -q -- "$pattern" && return 0
     sleep 0.1
   done
-  echo "redis on $port: no \`$pattern\` from \`$*\` within ${seconds}s" >&2
+  return 1
+}
+
+until_answer() {
+  answers "$@" || { echo "redis on $2: no \`$3\` from \`${*:4}\` within $1s" >&2; exit 1; }
+}
+
+# Starts a server (`redis-server --port PORT ARGS…`) on a free port, and prints the port once
+# it answers; a port taken meanwhile (by another test's connection) means another try.
+serve() {
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    watched --port "$port" "$@"
+    if answers 5 "$port" PONG ping; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "redis-server $*: not answering on any of five free ports" >&2
   exit 1
 }
 
 common=(--bind 127.0.0.1 --save "" --appendonly no)
 case "$kind" in
   cluster)
-    ports=($(free_port) $(free_port) $(free_port))
-    for port in "${ports[@]}"; do
-      watched --port "$port" "${common[@]}" --dir "$dir" --cluster-enabled yes \
-        --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000
+    ports=()
+    for node in 1 2 3; do
+      mkdir -p "$dir/$node"
+      ports+=("$(serve "${common[@]}" --dir "$dir/$node" --cluster-enabled yes \
+        --cluster-config-file nodes.conf --cluster-node-timeout 2000)")
     done
-    for port in "${ports[@]}"; do until_answer 10 "$port" PONG ping; done
     nodes=$(printf '127.0.0.1:%s ' "${ports[@]}")
     redis-cli --cluster create $nodes --cluster-replicas 0 --cluster-yes > /dev/null
     for port in "${ports[@]}"; do until_answer 20 "$port" cluster_state:ok cluster info; done
     echo "CLUSTER_NODES=$(printf '127.0.0.1:%s,' "${ports[@]}" | sed 's/,$//')"
     ;;
   sentinel)
-    master=$(free_port) replica=$(free_port) sentinel=$(free_port)
     mkdir -p "$dir/master" "$dir/replica"
-    watched --port "$master" "${common[@]}" --dir "$dir/master"
-    watched --port "$replica" "${common[@]}" --dir "$dir/replica" --replicaof 127.0.0.1 "$master"
-    until_answer 10 "$master" PONG ping
+    master=$(serve "${common[@]}" --dir "$dir/master")
+    replica=$(serve "${common[@]}" --dir "$dir/replica" --replicaof 127.0.0.1 "$master")
     until_answer 20 "$replica" master_link_status:up info replication
+    sentinel=$(free_port)
     cat > "$dir/sentinel.conf" << EOF
 port $sentinel
 bind 127.0.0.1

@@ -1,6 +1,8 @@
 //! Workers' heartbeats, in Redis and in memory, through the same scenario: a worker counts
 //! for its models while its heartbeat lasts, and not once it withdraws or its TTL ends.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,16 @@ async fn redis_presence() {
     let prefix = format!("presencetest-{}", uuid::Uuid::now_v7().simple());
     let clock = Arc::new(ManualClock::at(1_800_000_000_000));
     let store = RedisTaskStore::new(&url, &prefix, Duration::from_secs(60), clock.clone()).unwrap();
+    heartbeats_count_live_workers_per_model(&store.presence(), &clock).await;
+}
+
+/// The heartbeats share the `{workers}` tag: their transactions and reads keep to one shard.
+#[tokio::test]
+async fn cluster_presence() {
+    let prefix = format!("presencetest-{}", uuid::Uuid::now_v7().simple());
+    let clock = Arc::new(ManualClock::at(1_800_000_000_000));
+    let store =
+        RedisTaskStore::open(support::cluster(), &prefix, Duration::from_secs(60), clock.clone()).unwrap();
     heartbeats_count_live_workers_per_model(&store.presence(), &clock).await;
 }
 

@@ -2,6 +2,8 @@
 //! through the same scenario: the newest delta of the newest attempt wins, whatever order
 //! the writes come in, and a stop request is seen by the next write or poll.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +44,16 @@ async fn redis_progress() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("progresstest-{}", uuid::Uuid::now_v7().simple());
     let store = RedisTaskStore::new(&url, &prefix, Duration::from_secs(60), Arc::new(SystemClock)).unwrap();
+    the_newest_text_wins_and_a_stop_is_seen(&store.progress()).await;
+}
+
+/// A task's text and stop flag share its hash tag: the script keeps to one shard.
+#[tokio::test]
+async fn cluster_progress() {
+    let prefix = format!("progresstest-{}", uuid::Uuid::now_v7().simple());
+    let store =
+        RedisTaskStore::open(support::cluster(), &prefix, Duration::from_secs(60), Arc::new(SystemClock))
+            .unwrap();
     the_newest_text_wins_and_a_stop_is_seen(&store.progress()).await;
 }
 

@@ -1,11 +1,13 @@
 //! `make bench-e2e`: the end-to-end load generator's parts. It holds real Pusher
 //! connections, submits echo tasks open-loop at fixed rates ([`platform`]), measures the two
 //! services the platform is built from alone at the same rates ([`parts`]), reads each
-//! process's CPU time ([`cpu`]) and writes a table and a plot ([`report`]).
+//! process's CPU time ([`cpu`]) and writes a table and a plot ([`report`]); beside them,
+//! each sink against the others ([`sinks`]) and each shape of Redis ([`redis`]).
 
 pub mod cpu;
 pub mod parts;
 pub mod platform;
+pub mod redis;
 pub mod report;
 pub mod sinks;
 

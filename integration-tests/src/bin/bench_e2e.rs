@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use inferpush_integration_tests::bench::cpu::{IdleCpu, Measured, pids_named};
+use inferpush_integration_tests::bench::cpu::IdleCpu;
 use inferpush_integration_tests::bench::platform::Platform;
 use inferpush_integration_tests::bench::report::{self, RatePoint};
-use inferpush_integration_tests::bench::{parts, sinks};
+use inferpush_integration_tests::bench::{parts, redis, sinks};
 use inferpush_integration_tests::otlp::OtlpReceiver;
 use inferpush_integration_tests::{Stack, StackOptions};
 
@@ -71,6 +71,10 @@ struct Args {
     /// this run's own).
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: String,
+    /// After the rest, compare Redis's shapes (one server, Sentinel with WAIT, a
+    /// three-primary Cluster) at this rate, one stack each (0: skip).
+    #[arg(long, default_value_t = 250)]
+    redis_rate: u32,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench-e2e")]
     out: PathBuf,
@@ -99,22 +103,15 @@ async fn main() -> anyhow::Result<()> {
         telemetry.push(("INFERPUSH_SINKS", sinks.clone()));
     }
     let api_env = [api_env, telemetry.clone()].concat();
-    let options =
-        StackOptions { api_env: api_env.clone(), worker_env: telemetry, prefetch: 256, ..Default::default() };
+    let worker_env = telemetry;
+    let options = StackOptions {
+        api_env: api_env.clone(),
+        worker_env: worker_env.clone(),
+        prefetch: 256,
+        ..Default::default()
+    };
     let stack = Stack::start_with(options).await;
-    // The push server is measured as `push`, whichever it is (INFERPUSH_PUSH_SERVER).
-    let processes: Vec<(&'static str, u32)> = stack
-        .pids()
-        .into_iter()
-        .map(|(name, pid)| (if name == stack.push.name() { "push" } else { name }, pid))
-        .collect();
-    let mut measured: Vec<Measured> =
-        processes.iter().map(|&(name, pid)| Measured { name, pids: vec![pid] }).collect();
-    measured.push(Measured { name: "rabbitmq", pids: pids_named("beam.smp") });
-    measured.push(Measured { name: "redis", pids: pids_named("redis-server") });
-    measured.push(Measured { name: "loadgen", pids: vec![std::process::id()] });
-    let sampled: Vec<(&'static str, u32)> =
-        processes.iter().copied().filter(|(name, _)| ["api", "push"].contains(name)).collect();
+    let (measured, sampled) = redis::measured(&stack);
     let mut platform = Platform::connect(&stack, args.users).await;
     let idle = IdleCpu::measure(&measured, Duration::from_secs(5)).await;
     let at_rest: Vec<String> = idle.all().iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
@@ -149,9 +146,15 @@ async fn main() -> anyhow::Result<()> {
     drop(stack);
     let per_sink = match args.per_sink_rate {
         0 => String::new(),
-        rate => per_sink(&args, rate, api_env).await?,
+        rate => per_sink(&args, rate, api_env.clone()).await?,
     };
-    let table = format!("{setting}\n\n{}\n{at_rest}\n\n{per_sink}", report::table(&points));
+    let drain = Duration::from_secs(args.drain_seconds);
+    let shapes = match args.redis_rate {
+        0 => String::new(),
+        rate => redis::compare(rate, args.seconds, drain, args.users, &api_env, &worker_env).await,
+    };
+    eprintln!("{shapes}");
+    let table = format!("{setting}\n\n{}\n{at_rest}\n\n{per_sink}\n{shapes}", report::table(&points));
     println!("{table}");
     std::fs::write(args.out.join("report.md"), &table)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&report::json(&points))?)?;

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test chart lint bench-e2e build build-release build-gpu deps services chromium models reference-llama bench-model bench-generate clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
+.PHONY: run test docs chart lint bench-e2e build build-release build-gpu deps services chromium models reference-llama bench-model bench-generate clean-logs images images-gpu service-images cluster-up cluster-down test-cluster sockudo push-server
 
 ## Install what is missing, build, start the push server (Soketi, or Sockudo with
 ## INFERPUSH_PUSH_SERVER=sockudo) + api + worker in the foreground (Ctrl-C stops all).
@@ -15,7 +15,15 @@ run: deps push-server models build-release
 test: deps sockudo services chromium models lint service-images
 	$(CARGO) build --workspace --all-targets
 	scripts/check-chart.sh
+	scripts/docs.sh --check
 	scripts/test.sh
+
+## The book of docs/ into target/book: the reference pages generated from the code (settings,
+## metrics, the OpenAPI document), mdBook (pinned, built once into the cache), every internal
+## link checked.
+docs:
+	$(CARGO) build -p inferpush-docgen
+	scripts/docs.sh
 
 ## The Helm chart without a cluster: lint, render, Kubernetes schemas, checkov, agreement with the
 ## binaries (needs the debug build: `cargo build --workspace`).

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod broker;
 pub mod burst;
 pub mod containers;
+pub mod examples;
 pub mod listener;
 pub mod metrics;
 pub mod mosquitto;

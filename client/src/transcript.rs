@@ -74,7 +74,14 @@ mod tests {
     use super::*;
 
     fn delta(attempt: u64, seq: u64, text: &str) -> DeltaEvent {
-        DeltaEvent { task_id: TaskId::new_v7(), attempt, seq, delta: text.into(), tokens: seq as usize }
+        DeltaEvent {
+            task_id: TaskId::new_v7(),
+            attempt,
+            seq,
+            delta: text.into(),
+            tokens: seq as usize,
+            generated_at_ms: 0,
+        }
     }
 
     #[test]

@@ -147,10 +147,14 @@ test('eight generations at once: each client hears new text steadily (gaps betwe
     await subscribed(channel);
     const arrivals = new Map();
     const ended = new Set();
+    // From a delta's oldest text's generation (the worker's clock, the same machine's) to
+    // its arrival here.
+    const latencies = [];
     let wake = () => {};
     channel.bind('inference.delta', (data) => {
       if (!arrivals.has(data.task_id)) arrivals.set(data.task_id, []);
       arrivals.get(data.task_id).push(performance.now());
+      if (data.generated_at_ms > 0) latencies.push(Date.now() - data.generated_at_ms);
     });
     channel.bind('inference.completed', (data) => {
       ended.add(data.task_id);
@@ -170,6 +174,10 @@ test('eight generations at once: each client hears new text steadily (gaps betwe
     }).sort((a, b) => a - b);
     const at = (q) => gaps[Math.min(gaps.length - 1, Math.floor(q * gaps.length))];
     console.log(`8 generations: ${gaps.length + 8} deltas, gap p50 ${at(0.5).toFixed(0)} ms, p99 ${at(0.99).toFixed(0)} ms, max ${gaps.at(-1).toFixed(0)} ms`);
+    latencies.sort((a, b) => a - b);
+    const late = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+    console.log(`8 generations: generation to arrival p50 ${late(0.5)} ms, p99 ${late(0.99)} ms (${latencies.length} deltas)`);
+    assert.equal(latencies.length, gaps.length + 8, 'every delta says when its text was generated');
     assert.ok(ids.every((id) => (arrivals.get(id) ?? []).length >= 2), 'every generation streamed');
     assert.ok(at(0.5) < 1000, `gap p50 ${at(0.5)} ms`);
   } finally {

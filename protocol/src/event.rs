@@ -79,6 +79,10 @@ pub struct DeltaEvent {
     pub delta: String,
     /// Tokens generated so far in this attempt.
     pub tokens: usize,
+    /// When the oldest text of this delta was generated (Unix ms): a client's arrival time
+    /// minus it is the longest any of its text took to reach it.
+    #[serde(default)]
+    pub generated_at_ms: u64,
 }
 
 /// What a running generation has written so far (`progress` of `GET /v1/inference/{id}`):

@@ -65,6 +65,7 @@ pub async fn run(
         seq: 0,
         text: String::new(),
         tokens: 0,
+        pending_since_ms: 0,
     };
     let forwarder = tokio::spawn(forwarding.forward(received));
     let outcome = model.stream(&task.input, run, Stream { pieces, cancel: cancel.clone() }).await;
@@ -89,6 +90,13 @@ struct Forwarder {
     seq: u64,
     text: String,
     tokens: usize,
+    /// When the oldest text waiting to be sent was generated (Unix ms).
+    pending_since_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Forwarder {
@@ -102,6 +110,9 @@ impl Forwarder {
             tokio::select! {
                 piece = pieces.recv() => match piece {
                     Some(piece) => {
+                        if pending.is_empty() {
+                            self.pending_since_ms = now_ms();
+                        }
                         pending.push_str(&piece.delta);
                         self.tokens = piece.tokens;
                         if pending.len() >= MAX_DELTA_BYTES || Instant::now() >= next_flush {
@@ -149,6 +160,7 @@ impl Forwarder {
                 seq: self.seq,
                 delta: delta.to_owned(),
                 tokens: self.tokens,
+                generated_at_ms: self.pending_since_ms,
             });
             rest = after;
         }

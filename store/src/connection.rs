@@ -5,7 +5,7 @@
 //! touches carries the same hash tag (see [`crate::Keys`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -153,7 +153,30 @@ impl RedisConnection {
                 let answer = connection.clone().route_command(wait, routing).await?;
                 redis::from_redis_value(answer).map_err(|e| StoreError::Unavailable(e.to_string()))?
             }
-            _ => wait.query_async(&mut self.clone()).await?,
+            Link::Sentinel(follower) => {
+                let (address, mut connection) = follower.connection().await?;
+                let acknowledged = match wait.query_async(&mut connection).await {
+                    Ok(acknowledged) => acknowledged,
+                    Err(error) => {
+                        follower.after(&error).await;
+                        return Err(error.into());
+                    }
+                };
+                if acknowledged < i64::from(replicas) {
+                    // A master that lost its replica keeps the write; a node that was demoted
+                    // while away and came back as a master of its own (until the Sentinels
+                    // make it a replica, which discards what it took) must not: the write is
+                    // an error, and the caller's retry goes to the master the Sentinels name.
+                    let (master, _) = follower.resolve().await?;
+                    if master != address {
+                        return Err(StoreError::Unavailable(format!(
+                            "{address} is no longer the Redis master ({master} is): the write is retried there"
+                        )));
+                    }
+                }
+                acknowledged
+            }
+            Link::Single { .. } => wait.query_async(&mut self.clone()).await?,
         };
         if acknowledged < i64::from(replicas) {
             tracing::warn!(
@@ -215,7 +238,13 @@ impl Link {
 struct Follower {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     current: Mutex<Option<Master>>,
+    /// When the Sentinels were last asked.
+    asked: Mutex<Instant>,
 }
+
+/// How often the Sentinels are asked again even when nothing failed: a node demoted while it
+/// was away answers as a master until they reconfigure it, without an error to notice.
+const ASK_AGAIN: Duration = Duration::from_secs(2);
 
 struct Master {
     address: String,
@@ -248,29 +277,50 @@ impl Follower {
                 builder = builder.set_client_to_redis_certificates(certificates);
             }
         }
-        Ok(Self { sentinel: tokio::sync::Mutex::new(builder.build()?), current: Mutex::new(None) })
+        Ok(Self {
+            sentinel: tokio::sync::Mutex::new(builder.build()?),
+            current: Mutex::new(None),
+            asked: Mutex::new(Instant::now()),
+        })
     }
 
-    /// The connection to the master known now, asking the Sentinels when none is.
-    async fn connection(&self) -> RedisResult<ConnectionManager> {
-        if let Some(master) = self.current.lock().expect("not poisoned").as_ref() {
-            return Ok(master.connection.clone());
+    /// The master known now (its address and connection), asking the Sentinels when none
+    /// is, or when they were last asked over [`ASK_AGAIN`] ago.
+    async fn connection(&self) -> RedisResult<(String, ConnectionManager)> {
+        let due = {
+            let mut asked = self.asked.lock().expect("not poisoned");
+            let due = asked.elapsed() >= ASK_AGAIN;
+            if due {
+                *asked = Instant::now();
+            }
+            due
+        };
+        if let Some(master) = self.current.lock().expect("not poisoned").as_ref().filter(|_| !due) {
+            return Ok((master.address.clone(), master.connection.clone()));
         }
-        self.resolve().await
+        match self.resolve().await {
+            Ok(found) => Ok(found),
+            // The Sentinels are away: the master known stays the best guess.
+            Err(error) => match self.current.lock().expect("not poisoned").as_ref() {
+                Some(master) => Ok((master.address.clone(), master.connection.clone())),
+                None => Err(error),
+            },
+        }
     }
 
     /// Asks the Sentinels where the master is; a new address gets a new connection.
-    async fn resolve(&self) -> RedisResult<ConnectionManager> {
+    async fn resolve(&self) -> RedisResult<(String, ConnectionManager)> {
         let client = self.sentinel.lock().await.async_get_client().await?;
         let address = client.get_connection_info().addr().to_string();
+        *self.asked.lock().expect("not poisoned") = Instant::now();
         let mut current = self.current.lock().expect("not poisoned");
         if let Some(master) = current.as_ref().filter(|master| master.address == address) {
-            return Ok(master.connection.clone());
+            return Ok((address, master.connection.clone()));
         }
         tracing::info!(%address, "the Redis master the Sentinels name");
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config())?;
-        *current = Some(Master { address, connection: connection.clone() });
-        Ok(connection)
+        *current = Some(Master { address: address.clone(), connection: connection.clone() });
+        Ok((address, connection))
     }
 
     /// After `error`, asks the Sentinels again if it may mean the master moved.
@@ -294,7 +344,7 @@ impl ConnectionLike for RedisConnection {
             Link::Sentinel(follower) => {
                 let follower = follower.clone();
                 Box::pin(async move {
-                    let answer = follower.connection().await?.req_packed_command(cmd).await;
+                    let answer = follower.connection().await?.1.req_packed_command(cmd).await;
                     if let Err(error) = &answer {
                         follower.after(error).await;
                     }
@@ -317,7 +367,7 @@ impl ConnectionLike for RedisConnection {
                 let follower = follower.clone();
                 Box::pin(async move {
                     let answer =
-                        follower.connection().await?.req_packed_commands(pipeline, offset, count).await;
+                        follower.connection().await?.1.req_packed_commands(pipeline, offset, count).await;
                     if let Err(error) = &answer {
                         follower.after(error).await;
                     }

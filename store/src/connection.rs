@@ -163,20 +163,28 @@ impl RedisConnection {
                     }
                 };
                 if acknowledged < i64::from(replicas) {
-                    // A master that lost its replica keeps the write; a node that was demoted
-                    // while away and came back as a master of its own (until the Sentinels
-                    // make it a replica, which discards what it took) must not: the write is
-                    // an error, and the caller's retry goes to the master the Sentinels name.
+                    // A node that was demoted while away and came back as a master of its own
+                    // (until the Sentinels make it a replica, which discards what it took)
+                    // must not keep the write: it is an error, and the caller's retry goes to
+                    // the master the Sentinels name.
                     let (master, _) = follower.resolve().await?;
                     if master != address {
                         return Err(StoreError::Unavailable(format!(
                             "{address} is no longer the Redis master ({master} is): the write is retried there"
                         )));
                     }
+                    return behind(&mut connection, &wait, replicas, acknowledged).await;
                 }
                 acknowledged
             }
-            Link::Single { .. } => wait.query_async(&mut self.clone()).await?,
+            Link::Single { connection, .. } => {
+                let mut connection = connection.clone();
+                let acknowledged = wait.query_async(&mut connection).await?;
+                if acknowledged < i64::from(replicas) {
+                    return behind(&mut connection, &wait, replicas, acknowledged).await;
+                }
+                acknowledged
+            }
         };
         if acknowledged < i64::from(replicas) {
             tracing::warn!(
@@ -187,6 +195,37 @@ impl RedisConnection {
         }
         Ok(())
     }
+}
+
+/// Rounds of `WAIT` more for a master whose replicas are connected but behind.
+const LAGGING_ROUNDS: usize = 4;
+
+/// After a `WAIT` that fewer replicas than asked acknowledged, on the master: while it has a
+/// replica connected (one behind under load, not gone), `WAIT` again, a few rounds; a master
+/// whose replicas are gone keeps the write, logged (Redis's own availability: a write stands
+/// without replicas, as `min-replicas-to-write` 0 has it).
+async fn behind(
+    connection: &mut ConnectionManager,
+    wait: &Cmd,
+    replicas: u32,
+    mut acknowledged: i64,
+) -> Result<(), StoreError> {
+    for _ in 0..LAGGING_ROUNDS {
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(connection).await?;
+        let connected = match role.get(2) {
+            Some(Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        };
+        if connected == 0 {
+            break;
+        }
+        acknowledged = wait.query_async(connection).await?;
+        if acknowledged >= i64::from(replicas) {
+            return Ok(());
+        }
+    }
+    tracing::warn!(acknowledged, wanted = replicas, "a write reached fewer Redis replicas than asked");
+    Ok(())
 }
 
 impl Link {

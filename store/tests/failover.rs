@@ -82,3 +82,22 @@ async fn a_killed_master_loses_nothing_acknowledged_and_the_store_follows_the_ne
     last.status = TaskStatus::Failed;
     assert_eq!(store.transition(&last).await.unwrap(), Transition::Applied);
 }
+
+/// A master whose replica is gone keeps taking writes (logged), as Redis itself does: a
+/// replica's loss is not an outage; one that is only behind gets a few more waits.
+#[tokio::test]
+async fn a_master_that_lost_its_replica_still_accepts() {
+    let setup = support::start_sentinel("lonely");
+    let store =
+        RedisTaskStore::open(&setup.target, "lonely", Duration::from_secs(600), Arc::new(SystemClock))
+            .unwrap();
+    support::kill_server(setup.replica);
+    let started = Instant::now();
+    let record = task("alice", 1);
+    assert!(matches!(
+        store.create(&record, None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { .. }
+    ));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(store.get("alice", record.task_id).await.unwrap(), Some(record));
+}

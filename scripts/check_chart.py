@@ -35,6 +35,7 @@ SECRET_STAND_INS = {
     "amqp-url": "amqp://inferpush:password@rabbitmq:5672/%2f",
     "redis-url": "redis://redis:6379",
     "redis-password": "a-redis-password",
+    "sentinel-password": "a-sentinel-password",
     "app-key": "k" * 20,
     "app-secret": "s" * 40,
     "encryption-master-key": "A" * 43 + "=",

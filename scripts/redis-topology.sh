@@ -2,7 +2,8 @@
 # Starts a Redis set-up from Debian's redis-server on free ports, for tests and benchmarks:
 #   scripts/redis-topology.sh cluster  NAME PID   three primaries in one Redis Cluster
 #   scripts/redis-topology.sh sentinel NAME PID   a master, its replica, and one Sentinel
-#                                                 watching them as NAME (failover after 1 s)
+#                                                 watching them as NAME (failover after 1 s;
+#                                                 with SENTINEL_PASSWORD set, it asks for it)
 # Every server runs under a small watcher that kills it when process PID is gone (the test
 # binary or benchmark that asked), so nothing outlives its user, passed or not. Prints, once
 # all is ready, lines of `KEY=VALUE`: CLUSTER_NODES, or SENTINELS, MASTER, MASTER_PORT and
@@ -84,8 +85,9 @@ sentinel monitor $name 127.0.0.1 $master 1
 sentinel down-after-milliseconds $name 1000
 sentinel failover-timeout $name 5000
 EOF
+    if [[ -n "${SENTINEL_PASSWORD:-}" ]]; then echo "requirepass $SENTINEL_PASSWORD" >> "$dir/sentinel.conf"; fi
     watched "$dir/sentinel.conf" --sentinel
-    until_answer 10 "$sentinel" "$master" sentinel get-master-addr-by-name "$name"
+    REDISCLI_AUTH="${SENTINEL_PASSWORD:-}" until_answer 10 "$sentinel" "$master" sentinel get-master-addr-by-name "$name"
     echo "SENTINELS=127.0.0.1:$sentinel"
     echo "MASTER=$name"
     echo "MASTER_PORT=$master"

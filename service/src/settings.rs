@@ -217,6 +217,13 @@ pub struct StoreArgs {
     /// Redis's password, when not in `REDIS_URL`'s user info.
     #[arg(long = "redis-password", env = "INFERPUSH_REDIS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// The Sentinels' own password, when they ask for one (`requirepass` in their configuration).
+    #[arg(
+        long = "redis-sentinel-password",
+        env = "INFERPUSH_REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sentinel_password: Option<String>,
     /// Replicas that must hold an accepted task and a stored result before either is
     /// acknowledged (Redis `WAIT`) [default: 1 with Sentinels, else 0].
     #[arg(long = "redis-wait-replicas", env = "INFERPUSH_REDIS_WAIT_REPLICAS")]
@@ -263,6 +270,7 @@ impl StoreArgs {
             master,
             cluster_nodes: listed(&self.cluster_nodes),
             password: self.password.clone().filter(|p| !p.is_empty()),
+            sentinel_password: self.sentinel_password.clone().filter(|p| !p.is_empty()),
             ca_pem: trusted.pem().map(str::to_owned),
             durability: Durability { replicas, timeout: self.wait_timeout },
         })

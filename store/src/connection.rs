@@ -30,6 +30,8 @@ pub struct RedisTarget {
     pub cluster_nodes: Vec<String>,
     /// The password, when not in the URL.
     pub password: Option<String>,
+    /// The Sentinels' own password (`requirepass` on the Sentinels), when they ask for one.
+    pub sentinel_password: Option<String>,
     /// Authorities (PEM) a `rediss://` server's certificate is checked against instead of
     /// the system's.
     pub ca_pem: Option<String>,
@@ -309,6 +311,9 @@ impl Follower {
         }
         if let Some(username) = settings.username() {
             builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = &target.sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password);
         }
         if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);

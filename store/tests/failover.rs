@@ -101,3 +101,23 @@ async fn a_master_that_lost_its_replica_still_accepts() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert_eq!(store.get("alice", record.task_id).await.unwrap(), Some(record));
 }
+
+/// Sentinels that ask for a password are given `INFERPUSH_REDIS_SENTINEL_PASSWORD`'s; without
+/// it, the store cannot find the master and says so.
+#[tokio::test]
+async fn sentinels_that_ask_for_a_password_are_given_it() {
+    let setup = support::start_sentinel_with("guarded", &[("SENTINEL_PASSWORD", "sentinel-secret")]);
+    let mut target = setup.target.clone();
+    target.sentinel_password = Some("sentinel-secret".into());
+    let store =
+        RedisTaskStore::open(&target, "guarded", Duration::from_secs(600), Arc::new(SystemClock)).unwrap();
+    let record = task("alice", 1);
+    assert!(matches!(
+        store.create(&record, None, Admission::in_flight(10)).await.unwrap(),
+        Created::New { .. }
+    ));
+    let without =
+        RedisTaskStore::open(&setup.target, "guarded", Duration::from_secs(600), Arc::new(SystemClock))
+            .unwrap();
+    assert!(without.get("alice", record.task_id).await.is_err(), "no password, no master");
+}

@@ -122,6 +122,13 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ join "," . | quote }}
 - name: INFERPUSH_REDIS_MASTER
   value: {{ $.Values.redis.sentinel.masterName | quote }}
+{{- with $.Values.redis.sentinel.passwordSecret }}
+- name: INFERPUSH_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.redis.sentinel.passwordSecretKey }}
+{{- end }}
 {{- end }}
 {{- with .Values.redis.cluster.nodes }}
 - name: INFERPUSH_REDIS_CLUSTER_NODES

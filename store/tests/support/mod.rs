@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use inferpush_store::{Durability, RedisTarget};
 
-/// Starts a set-up of `kind` (`cluster` or `sentinel`) named `name`; what the script says of it.
-fn topology(kind: &str, name: &str) -> HashMap<String, String> {
+/// Starts a set-up of `kind` (`cluster` or `sentinel`) named `name`, with `env` (e.g. the
+/// Sentinel's password); what the script says of it.
+fn topology(kind: &str, name: &str, env: &[(&str, &str)]) -> HashMap<String, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis-topology.sh");
     let output = Command::new(script)
         .args([kind, name, &std::process::id().to_string()])
+        .envs(env.iter().copied())
         .output()
         .expect("running scripts/redis-topology.sh");
     assert!(output.status.success(), "redis-topology.sh {kind}: {}", String::from_utf8_lossy(&output.stderr));
@@ -48,7 +50,8 @@ pub fn kill_server(port: u16) {
 pub fn cluster() -> &'static RedisTarget {
     static CLUSTER: OnceLock<RedisTarget> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let nodes = topology("cluster", "store")["CLUSTER_NODES"].split(',').map(str::to_owned).collect();
+        let nodes =
+            topology("cluster", "store", &[])["CLUSTER_NODES"].split(',').map(str::to_owned).collect();
         RedisTarget { cluster_nodes: nodes, ..RedisTarget::default() }
     })
 }
@@ -65,7 +68,12 @@ pub struct Sentinel {
 /// Starts a master, a replica and a Sentinel that fails over one second after the master
 /// stops answering.
 pub fn start_sentinel(name: &str) -> Sentinel {
-    let found = topology("sentinel", name);
+    start_sentinel_with(name, &[])
+}
+
+/// [`start_sentinel`] with settings for the script (`SENTINEL_PASSWORD`).
+pub fn start_sentinel_with(name: &str, env: &[(&str, &str)]) -> Sentinel {
+    let found = topology("sentinel", name, env);
     let target = RedisTarget {
         sentinels: found["SENTINELS"].split(',').map(str::to_owned).collect(),
         master: found["MASTER"].clone(),

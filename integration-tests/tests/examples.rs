@@ -59,6 +59,12 @@ async fn every_example_of_the_readme_and_the_book_runs() {
     assert!(failures.is_empty(), "{}\n\nstack logs:\n{}", failures.join("\n\n"), stack.logs());
 }
 
+/// Where a JavaScript example is written: beside the tests' node_modules, so
+/// `import 'pusher-js'` resolves.
+fn js_file() -> std::path::PathBuf {
+    workspace_root().join(format!("integration-tests/node/.example-{}.mjs", std::process::id()))
+}
+
 /// The command that runs `code` in `language`, from a scratch folder, with the stack's CLI
 /// settings and `TOKEN` set as a reader of the docs would have them.
 fn command(stack: &Stack, language: &str, code: &str, scratch: &std::path::Path) -> tokio::process::Command {
@@ -71,9 +77,7 @@ fn command(stack: &Stack, language: &str, code: &str, scratch: &std::path::Path)
             python
         }
         "js" => {
-            // Beside the tests' node_modules, so `import 'pusher-js'` resolves.
-            let file =
-                workspace_root().join(format!("integration-tests/node/.example-{}.mjs", std::process::id()));
+            let file = js_file();
             std::fs::write(&file, code).unwrap();
             let mut node = tokio::process::Command::new("node");
             node.arg(file);
@@ -148,9 +152,7 @@ async fn listening(stack: &Stack, example: &Example, code: &str) -> Result<(), S
         let _ = tokio::time::timeout(Duration::from_secs(2), err.read_to_string(&mut stderr)).await;
     }
     if example.language == "js" {
-        let _ = std::fs::remove_file(
-            workspace_root().join(format!("integration-tests/node/.example-{}.mjs", std::process::id())),
-        );
+        let _ = std::fs::remove_file(js_file());
     }
     match waited {
         Ok(true) => Ok(()),

@@ -44,17 +44,6 @@ impl RedisTarget {
     pub fn single(url: &str) -> Self {
         Self { url: url.to_owned(), ..Self::default() }
     }
-
-    /// Which of the three shapes this is, in words (for logs and `/readyz`).
-    pub fn describe(&self) -> String {
-        if !self.cluster_nodes.is_empty() {
-            format!("Redis Cluster via {}", self.cluster_nodes.join(","))
-        } else if !self.sentinels.is_empty() {
-            format!("master `{}` via Sentinels {}", self.master, self.sentinels.join(","))
-        } else {
-            "one Redis server".to_owned()
-        }
-    }
 }
 
 /// Writes that must survive a failover wait until `replicas` replicas hold them (Redis's

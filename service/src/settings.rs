@@ -470,6 +470,30 @@ mod tests {
     }
 
     #[test]
+    fn redis_shapes_are_read_and_sentinels_without_a_master_name_refused() {
+        let target = |args: &[&str]| {
+            Both::try_parse_from([&["x"], args].concat()).unwrap().store.target(&TrustedCas::default())
+        };
+        let one = target(&[]).unwrap();
+        assert!(one.sentinels.is_empty() && one.cluster_nodes.is_empty());
+        assert_eq!(one.durability.replicas, 0, "no replica to wait for");
+        let sentinel = target(&["--redis-sentinels", "s1:26379, s2:26379", "--redis-master", "m"]).unwrap();
+        assert_eq!(
+            (sentinel.sentinels, sentinel.master.as_str()),
+            (vec!["s1:26379".into(), "s2:26379".into()], "m")
+        );
+        assert_eq!(sentinel.durability.replicas, 1, "behind Sentinels a write waits for the replica");
+        let cluster = target(&["--redis-cluster-nodes", "a:6379,b:6379"]).unwrap();
+        assert_eq!(cluster.cluster_nodes, ["a:6379", "b:6379"]);
+        let refused = target(&["--redis-sentinels", "s1:26379"]).unwrap_err().to_string();
+        assert!(refused.contains("INFERPUSH_REDIS_MASTER"), "{refused}");
+        assert!(
+            Both::try_parse_from(["x", "--redis-sentinels", "s:1", "--redis-cluster-nodes", "a:1"]).is_err(),
+            "Sentinels and a cluster at once"
+        );
+    }
+
+    #[test]
     fn webhooks_are_on_only_with_a_secret_to_sign_them() {
         let parse = |args: &[&str]| Both::try_parse_from([&["x"], args].concat()).unwrap().delivery;
         let default = parse(&[]);

@@ -100,7 +100,11 @@ def greedy(gguf, out):
             llm.eval([token])
         cases.append({"prompt": prompt, "prompt_ids": ids, "continuation": continuation, "top_logits": tops})
         print(f"{len(ids)} prompt tokens -> {llm.detokenize(continuation).decode('utf-8', 'replace')!r}")
-    json.dump({"llama_cpp_python": llama_cpp.__version__, "cases": cases}, open(out, "w"), ensure_ascii=False)
+    # The build's CPU features decide its sums and its exponential, so which continuation
+    # it writes: say which build wrote these.
+    system = llama_cpp.llama_print_system_info().decode().strip()
+    json.dump({"llama_cpp_python": llama_cpp.__version__, "system_info": system, "cases": cases}, open(out, "w"),
+              ensure_ascii=False)
 
 
 if __name__ == "__main__":

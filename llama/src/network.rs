@@ -1,9 +1,10 @@
 //! The llama network on a CPU over plain `f32` slices, as llama.cpp's CPU backend computes
-//! it: every weight product through [`QuantizedMatrix`] (queries, keys and values stacked
-//! into one matrix, the gate and up projections into another, so each is one pass over
-//! the weights), and the rest (RMS norm with its sum in f64, rope with ggml's angles,
-//! attention over keys and values kept at f16 precision, softmax with its sum in f64) as
-//! loops over the rows. A step of many sequences is one batch: the weights are read once
+//! it, number for number: every weight product through [`QuantizedMatrix`] (queries, keys
+//! and values stacked into one matrix, the gate and up projections into another, so each is
+//! one pass over the weights), and the rest as loops over the rows that round where ggml
+//! rounds: RMS norm with its sum in f64 and epsilon added in f32, rope with ggml's angles
+//! and its fused multiply-adds, attention over keys and values kept at f16 and summed in
+//! the order ggml's f16 products sum ([`Order`]), softmax and SiLU with ggml's exponential. A step of many sequences is one batch: the weights are read once
 //! per step, and attention, the only part that depends on a sequence's past, runs per
 //! sequence and head, in parallel.
 //!
@@ -14,6 +15,7 @@ use candle_core::Result;
 use candle_core::quantized::QTensor;
 use half::f16;
 use inferpush_quantized::QuantizedMatrix;
+use inferpush_quantized::exp::{exp_in_place, swiglu};
 use rayon::prelude::*;
 
 use crate::Shape;
@@ -131,6 +133,13 @@ impl Plain {
                 next[s] - 1
             })
             .collect();
+        // Each sequence's rows are summed as llama.cpp sums a step of as many tokens: one
+        // sequence's text never depends on which others share the step.
+        let mut counts = vec![0usize; pasts.len()];
+        for &owner in owners {
+            counts[owner] += 1;
+        }
+        let orders: Vec<Order> = counts.iter().map(|&rows| Order::of(rows)).collect();
         let mut x = vec![0f32; n * hidden];
         for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
             self.embedding.dequantize_row(token as usize, row);
@@ -157,16 +166,14 @@ impl Plain {
                 append(&mut past.keys[layer], keys, kv_width);
                 append(&mut past.values[layer], values, kv_width);
             }
-            self.attend(layer, &qkv, owners, &positions, pasts, &mut y);
+            self.attend(layer, &orders, &qkv, owners, &positions, pasts, &mut y);
             block.out.apply(&y, &mut projected);
             add(&mut x, &projected);
             rms_norm(&x, &block.ffn_norm, shape.rms_eps, &mut h);
             block.gate_up.apply(&h, &mut gate_up);
             for (out, both) in gated.chunks_exact_mut(feed).zip(gate_up.chunks_exact(2 * feed)) {
                 let (gate, up) = both.split_at(feed);
-                for ((out, g), u) in out.iter_mut().zip(gate).zip(up) {
-                    *out = g / (1. + (-g).exp()) * u;
-                }
+                swiglu(gate, up, out);
             }
             block.down.apply(&gated, &mut projected);
             add(&mut x, &projected);
@@ -184,10 +191,12 @@ impl Plain {
     }
 
     /// Attention of every row's query heads over its sequence's past up to its position,
-    /// into `y` (`heads × head_dim` per row).
+    /// into `y` (`heads × head_dim` per row), summed in its sequence's order.
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         layer: usize,
+        orders: &[Order],
         qkv: &[f32],
         owners: &[usize],
         positions: &[usize],
@@ -202,24 +211,118 @@ impl Plain {
         let scale = 1. / (dim as f32).sqrt();
         y.par_chunks_mut(dim).enumerate().for_each(|(index, out)| {
             let (row, head) = (index / shape.heads, index % shape.heads);
-            let past = &pasts[owners[row]];
+            let (past, order) = (&pasts[owners[row]], orders[owners[row]]);
             let (keys, values) = (&past.keys[layer], &past.values[layer]);
             let kv = (head / group) * dim;
+            // ggml converts the query to the cache's f16 for the product with the keys.
             let query: Vec<f32> =
                 qkv[row * stride + head * dim..][..dim].iter().map(|v| to_half(*v)).collect();
             let seen = positions[row] + 1;
             let mut weights: Vec<f32> =
-                (0..seen).map(|t| dot(&query, &keys[t * kv_width + kv..][..dim]) * scale).collect();
+                (0..seen).map(|t| order.dot(&query, &keys[t * kv_width + kv..][..dim]) * scale).collect();
             softmax(&mut weights);
-            out.fill(0.);
-            for (t, weight) in weights.iter().enumerate() {
-                let weight = to_half(*weight);
-                for (o, v) in out.iter_mut().zip(&values[t * kv_width + kv..][..dim]) {
-                    *o += weight * v;
-                }
+            // And the weights to f16 for the product with the values.
+            for weight in &mut weights {
+                *weight = to_half(*weight);
             }
+            order.weighted_sum(&weights, |t| &values[t * kv_width + kv..][..dim], out);
         });
     }
+}
+
+/// The order in which ggml sums a product of f16 vectors (every product of two f16 values
+/// is exact in f32, so the order is the whole difference): llama.cpp multiplies queries by
+/// keys and weights by values as matrices, through tinyBLAS's kernel when the step holds
+/// several tokens and through `ggml_vec_dot_f16` when it holds one (AVX-512 forms). Here
+/// the count is of the sequence's own tokens in the step (a prompt, or one new token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// tinyBLAS: 16 lanes, element `i` into lane `i % 16` in turn; then the lanes summed as
+    /// `_mm512_reduce_add_ps` sums them.
+    Batch,
+    /// `ggml_vec_dot_f16`: four accumulators of 16 lanes over each 64 elements, the
+    /// accumulators summed pairwise, then the lanes; a tail under 64 added in f64.
+    Single,
+}
+
+impl Order {
+    /// The order of a step of `tokens` tokens of one sequence.
+    fn of(tokens: usize) -> Self {
+        if tokens == 1 { Order::Single } else { Order::Batch }
+    }
+
+    /// `Σ a[i] · b[i]`, in this order.
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Order::Batch => lanes_dot::<16>(a, b),
+            Order::Single => lanes_dot::<64>(a, b),
+        }
+    }
+
+    /// `out[d] = Σ_t weights[t] · row(t)[d]`, each `d` summed over `t` in this order.
+    fn weighted_sum<'a>(self, weights: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+        match self {
+            Order::Batch => lanes_weighted_sum::<16>(weights, row, out),
+            Order::Single => lanes_weighted_sum::<64>(weights, row, out),
+        }
+    }
+}
+
+/// `Σ a[i] · b[i]` over `W` lanes (16: tinyBLAS, 64: `ggml_vec_dot_f16`'s four accumulators
+/// side by side), element `i` into lane `i % W` in turn; a tail under `W` added in f64 after
+/// the lanes (tinyBLAS takes only lengths it covers whole).
+fn lanes_dot<const W: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; W];
+    let (chunks_a, chunks_b) = (a.chunks_exact(W), b.chunks_exact(W));
+    let tail: f64 =
+        chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| f64::from(x * y)).sum();
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for i in 0..W {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    (f64::from(reduce_lanes(&lanes)) + tail) as f32
+}
+
+/// `out[d] = Σ_t weights[t] · row(t)[d]` over `W` lanes of `t`, as [`lanes_dot`]. The
+/// cache's positions past `weights.len()` hold zeros for ggml (a padded view): they leave
+/// every sum as it is, so the tail is part of the lanes here.
+fn lanes_weighted_sum<'a, const W: usize>(
+    weights: &[f32],
+    row: impl Fn(usize) -> &'a [f32],
+    out: &mut [f32],
+) {
+    let dim = out.len();
+    let mut lanes = vec![0f32; W * dim];
+    for (t, weight) in weights.iter().enumerate() {
+        let lane = &mut lanes[(t % W) * dim..][..dim];
+        for (acc, v) in lane.iter_mut().zip(row(t)) {
+            *acc += weight * v;
+        }
+    }
+    for (d, out) in out.iter_mut().enumerate() {
+        let column: [f32; W] = std::array::from_fn(|l| lanes[l * dim + d]);
+        *out = reduce_lanes(&column);
+    }
+}
+
+/// The lanes' sum: 64 lanes are `ggml_vec_dot_f16`'s four accumulators, added 0 + 2 and
+/// 1 + 3, then those two; then `_mm512_reduce_add_ps` over the 16 left.
+fn reduce_lanes<const W: usize>(lanes: &[f32; W]) -> f32 {
+    let sixteen: [f32; 16] = match W {
+        16 => std::array::from_fn(|l| lanes[l]),
+        64 => std::array::from_fn(|l| (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])),
+        _ => unreachable!("16 or 64 lanes"),
+    };
+    reduce_add_16(&sixteen)
+}
+
+/// `_mm512_reduce_add_ps` as GCC writes it: the upper 8 lanes added to the lower, then the
+/// upper 4 of those to the lower, then `(a0 + a2) + (a1 + a3)`.
+fn reduce_add_16(lanes: &[f32; 16]) -> f32 {
+    let eight: [f32; 8] = std::array::from_fn(|i| lanes[i + 8] + lanes[i]);
+    let four: [f32; 4] = std::array::from_fn(|i| eight[i + 4] + eight[i]);
+    (four[0] + four[2]) + (four[1] + four[3])
 }
 
 /// Adds one position's keys or values, rounded to f16, growing the room a chunk at a time.
@@ -234,44 +337,39 @@ fn to_half(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight lanes, as a SIMD loop sums them: the compiler vectorises this.
-    let mut lanes = [0f32; 8];
-    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let rest: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + rest
-}
-
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
 }
 
-/// ggml's `rms_norm` then the weight: the mean of squares summed in f64.
+/// ggml's `rms_norm` then the weight: the squares summed in f64, their mean taken to f32
+/// before epsilon is added.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f64, out: &mut [f32]) {
     let width = weight.len();
     for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         let sum: f64 = row.iter().map(|v| f64::from(v * v)).sum();
-        let scale = 1. / ((sum / width as f64 + eps) as f32).sqrt();
+        let mean = (sum / width as f64) as f32;
+        let scale = 1. / (mean + eps as f32).sqrt();
         for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
             *o = v * scale * w;
         }
     }
 }
 
-/// ggml's `soft_max`: exponentials in f32, their sum in f64.
+/// ggml's `soft_max` (AVX-512 form): ggml's exponential of each value less the largest,
+/// every 16 of them summed as `_mm512_reduce_add_ps` does and those sums added in f64.
 fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0f64;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
+        *v -= max;
+    }
+    exp_in_place(x);
+    let mut sum = 0f64;
+    for chunk in x.chunks(16) {
+        let mut lanes = [0f32; 16];
+        lanes[..chunk.len()].copy_from_slice(chunk);
+        sum += f64::from(reduce_add_16(&lanes));
     }
     let scale = (1. / sum) as f32;
     for v in x.iter_mut() {
@@ -284,8 +382,9 @@ fn rotate(head: &mut [f32], angles: &[f32]) {
     for (pair, angle) in head.chunks_exact_mut(2).zip(angles.chunks_exact(2)) {
         let (x0, x1) = (pair[0], pair[1]);
         let (cos, sin) = (angle[0], angle[1]);
-        pair[0] = x0 * cos - x1 * sin;
-        pair[1] = x0 * sin + x1 * cos;
+        // As GCC contracts ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos`.
+        pair[0] = x0.mul_add(cos, -(x1 * sin));
+        pair[1] = x0.mul_add(sin, x1 * cos);
     }
 }
 

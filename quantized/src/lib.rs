@@ -1,13 +1,16 @@
 //! Products with a GGUF file's quantized weights (Q4_1 and Q8_0) as llama.cpp computes them
-//! on a CPU: the activations are quantized to 8 bits the way ggml's AVX2 code does (scale
-//! from the block's largest magnitude, halves rounded away from zero; for Q4_1 the block's sum
-//! scaled once and kept in f16), and each output is one block-wise dot product, in AVX2
+//! on a CPU: the activations are quantized to 8 bits the way ggml does (scale from the
+//! block's largest magnitude, halves rounded to even; for Q4_1 the block's sum scaled once
+//! and kept in f16), and each output is one block-wise dot product, in AVX2
 //! where the CPU has it. candle's own Q4_1 product has no SIMD path and rounds the block
-//! sums twice; this one follows the reference's numbers and runs at its speed.
+//! sums twice; this one follows the reference's numbers and runs at its speed. Beside them,
+//! ggml's own exponential ([`exp`]), which softmax and SiLU use there.
 //!
 //! The one crate of the workspace that needs `unsafe`: AVX2 intrinsics, called only after
 //! the CPU is checked for them, on loads of exactly the bytes a block holds.
 #![allow(unsafe_code)]
+
+pub mod exp;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
@@ -272,10 +275,11 @@ impl Kernel {
     }
 }
 
-/// ggml's `quantize_row_q8_1`, which `quantize_row_q8_0` equals but for `s`:
-/// `d = max|x| / 127`, `q = round(x · 127/max|x|)`, `s = f16(d · Σq)`. Halves go away from
-/// zero (`roundf`): with ties to even, one token's logits already differ from llama.cpp's by
-/// 0.1; with this they are equal.
+/// ggml's `quantize_row_q8_1` for AVX2, which `quantize_row_q8_0` equals but for `s`:
+/// `d = max|x| / 127`, `q = x · 127/max|x|` rounded half to even (`_mm256_round_ps`),
+/// `s = f16(d · Σq)`. Checked against llama.cpp's own tensors (read through its evaluation
+/// callback, layer by layer): `1/d` instead of `127/max|x|`, or halves away from zero, each
+/// give a few blocks other values, and the next layer's output with them.
 fn quantize(x: &[f32]) -> Q8 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.;
@@ -283,25 +287,19 @@ fn quantize(x: &[f32]) -> Q8 {
     let mut qs = [0i8; BLOCK];
     let mut sum = 0i32;
     for (q, v) in qs.iter_mut().zip(x) {
-        let rounded = round_half_away(v * id);
+        let rounded = round_half_even(v * id);
         *q = rounded as i8;
         sum += rounded;
     }
     Q8 { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), qs }
 }
 
-/// `roundf` for |v| ≤ 127, without its library call: the cast truncates, and the
-/// fraction it dropped is exact.
-fn round_half_away(v: f32) -> i32 {
-    let whole = v as i32;
-    let fraction = v - whole as f32;
-    if fraction >= 0.5 {
-        whole + 1
-    } else if fraction <= -0.5 {
-        whole - 1
-    } else {
-        whole
-    }
+/// `v` rounded to the nearest integer, halves to even, for |v| ≤ 127: adding 1.5 · 2^23
+/// leaves no fraction bits, so the addition itself rounds (to even, as every f32 addition
+/// does), without `roundevenf`'s library call.
+fn round_half_even(v: f32) -> i32 {
+    const SHIFT: f32 = 12_582_912.;
+    ((v + SHIFT) - SHIFT) as i32
 }
 
 /// Block-wise products in plain Rust: what the SIMD kernels compute, for any CPU.
@@ -529,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn every_kernel_gives_the_plain_products_and_rounding_is_roundf() {
+    fn every_kernel_gives_the_plain_products() {
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let (matrix, x, _) = matrix(dtype);
             let activations: Vec<Q8> = x
@@ -571,8 +569,12 @@ mod tests {
                 assert_eq!(first, one, "{dtype:?} {kernel:?}");
             }
         }
-        for v in [0.5f32, -0.5, 1.5, 2.4999998, -126.5, 126.49999, 0.49999997, 3.0, -0.0] {
-            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_with_halves_to_even() {
+        for v in [0.5f32, -0.5, 1.5, 2.5, -2.5, 2.4999998, -126.5, 126.49999, 0.49999997, 3.0, -0.0, 127.0] {
+            assert_eq!(round_half_even(v), v.round_ties_even() as i32, "{v}");
         }
     }
 

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Deserialize)]
 struct Fixture {
     llama_cpp_python: String,
+    /// The build's CPU features (its sums and exponential follow them).
+    #[serde(default)]
+    system_info: String,
     cases: Vec<Case>,
 }
 
@@ -58,12 +61,12 @@ fn fixture() -> Fixture {
 
 const COMPARED: usize = 32;
 
-// What this engine reaches today, as floors against regressions: issue 29 asks for 8 of 10
-// prompts and 98 % of positions. One token's logits equal llama.cpp's exactly (same
-// quantized products); past the first position attention still differs by up to about a
-// logit, and a small model's greedy path forks on it.
-const EQUAL_PROMPTS_AT_LEAST: usize = 4;
-const TOP1_AGREEMENT_AT_LEAST: f64 = 0.97;
+// Issue 29's bars. The engine computes what llama.cpp's CPU backend (built for AVX-512, as
+// `make reference-llama` builds it here) computes, bit for bit: 10 of 10 and 100 % against a
+// fixture from such a build. A build for another CPU (AVX2's exponential and sums) writes
+// other continuations for some prompts; these bars hold for it too.
+const EQUAL_PROMPTS_AT_LEAST: usize = 8;
+const TOP1_AGREEMENT_AT_LEAST: f64 = 0.98;
 
 #[test]
 fn greedy_decoding_follows_llama_cpp() {
@@ -97,8 +100,8 @@ fn greedy_decoding_follows_llama_cpp() {
         );
     }
     println!(
-        "{equal} of 10 prompts: the first {COMPARED} greedy tokens equal llama.cpp's ({})",
-        fixture.llama_cpp_python
+        "{equal} of 10 prompts: the first {COMPARED} greedy tokens equal llama.cpp's ({}; {})",
+        fixture.llama_cpp_python, fixture.system_info
     );
     assert!(equal >= EQUAL_PROMPTS_AT_LEAST, "only {equal} of 10 prompts decode as llama.cpp does");
 }
@@ -109,20 +112,22 @@ fn teacher_forced_the_top_token_agrees_with_llama_cpp() {
     let fixture = fixture();
     let (mut positions, mut agree, mut largest) = (0, 0, Vec::new());
     for (i, case) in fixture.cases.iter().enumerate() {
-        // The prompt and llama.cpp's continuation in one pass: the logits of every position.
-        let mut tokens = case.prompt_ids.clone();
-        tokens.extend(&case.continuation[..case.continuation.len() - 1]);
+        // Fed as llama.cpp was: the prompt in one pass, then llama.cpp's continuation one
+        // token a step, the logits after each.
         let mut cache = llama.cache();
-        let logits = llama.prefill(&tokens, &mut cache, true).unwrap();
-        let first = case.prompt_ids.len() - 1;
+        let mut logits = llama.prefill(&case.prompt_ids, &mut cache, false).unwrap().i(0).unwrap();
         for (step, top) in case.top_logits.iter().enumerate() {
-            let row = logits.i(first + step).unwrap().to_vec1::<f32>().unwrap();
+            let row = logits.to_vec1::<f32>().unwrap();
             let ours =
                 row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(id, _)| id as u32).unwrap();
             positions += 1;
             agree += usize::from(ours == top[0].0);
             let worst = top.iter().map(|(id, value)| (row[*id as usize] - value).abs()).fold(0f32, f32::max);
             largest.push((worst, i, step));
+            if let Some(&token) = case.continuation.get(step).filter(|_| step + 1 < case.top_logits.len()) {
+                let mut batch = [(token, &mut cache)];
+                logits = llama.step(&mut batch).unwrap().i(0).unwrap();
+            }
         }
     }
     largest.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -190,6 +190,18 @@ async fn sequences_decoded_together_write_what_each_writes_alone() {
     for (i, handle) in together.into_iter().enumerate() {
         assert_eq!(handle.await.unwrap().0, alone[i], "prompt {i}");
     }
+    // Joining one by one while the others decode: each prompt runs in the same pass as the
+    // others' next tokens.
+    let mut staggered = Vec::new();
+    for prompt in &prompts {
+        let (job, received, _) = job(prompt.clone(), greedy(24));
+        engine.submit(job).ok().unwrap();
+        staggered.push(tokio::spawn(collect(received)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for (i, handle) in staggered.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap().0, alone[i], "prompt {i}, joined while others decoded");
+    }
 }
 
 #[tokio::test]

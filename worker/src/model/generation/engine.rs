@@ -101,6 +101,10 @@ pub struct Engine {
 /// Sequences that may wait for a place, beyond those in flight.
 const WAITING: usize = 1024;
 
+/// Prompt tokens that join in one pass, about: more wait for the next step, so the
+/// sequences in flight are not held up by a crowd of long prompts.
+const JOIN_TOKENS: usize = 512;
+
 impl Engine {
     /// Starts the engine's thread over `llama` and `tokenizer`.
     pub fn start(llama: Llama, tokenizer: Arc<GgufTokenizer>, max_sequences: usize) -> Self {
@@ -154,9 +158,12 @@ struct Batcher {
 impl Batcher {
     fn run(mut self, jobs: Receiver<Job>) {
         loop {
-            // Wait for work when idle; otherwise take what is waiting, up to the limit.
-            while self.live.len() < self.max_sequences {
-                let job = if self.live.is_empty() {
+            // Wait for work when idle; otherwise take what is waiting, up to the limit and
+            // about one pass's worth of prompt tokens.
+            let mut joining = Vec::new();
+            let mut prompt_tokens = 0;
+            while self.live.len() + joining.len() < self.max_sequences && prompt_tokens < JOIN_TOKENS {
+                let job = if self.live.is_empty() && joining.is_empty() {
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -167,7 +174,10 @@ impl Batcher {
                         Err(_) => break,
                     }
                 };
-                self.join(job);
+                if let Some(job) = self.admitted(job) {
+                    prompt_tokens += job.prompt.len();
+                    joining.push(job);
+                }
             }
             let tokenizer = &self.tokenizer;
             self.live.retain_mut(|live| {
@@ -178,15 +188,15 @@ impl Batcher {
                 }
                 true
             });
-            if !self.live.is_empty() {
-                self.step();
+            if !self.live.is_empty() || !joining.is_empty() {
+                self.step(joining);
             }
         }
     }
 
-    /// Runs `job`'s prompt and samples its first token.
-    fn join(&mut self, job: Job) {
-        let joined = Instant::now();
+    /// `job`, unless it was cancelled while it waited or its prompt has no room in the
+    /// context (each reported at once, alone).
+    fn admitted(&self, job: Job) -> Option<Job> {
         if job.cancel.is_cancelled() {
             let _ = job.updates.send(Update::Done(Finished {
                 finish: Finish::Cancelled,
@@ -195,36 +205,34 @@ impl Batcher {
                 time_to_first_token: Duration::ZERO,
                 tokens_per_second: 0.,
             }));
-            return;
+            return None;
         }
-        let mut cache = self.llama.cache();
-        let logits = match self.llama.prefill(&job.prompt, &mut cache, false).and_then(|l| l.i(0)) {
-            Ok(logits) => logits,
-            Err(error) => {
-                let _ = job.updates.send(Update::Failed(format!("running the prompt: {error}")));
-                return;
-            }
-        };
-        let sampling = &job.sampling;
-        let temperature = (sampling.temperature > 0.).then_some(sampling.temperature);
-        // The nucleus is masked in before each draw (`nucleus`): candle's own top-p sorts the
-        // whole vocabulary.
-        let sampler = LogitsProcessor::new(sampling.seed, temperature, None);
-        let text = TextStream::new(sampling.stop.clone());
-        let live = Live { job, cache, sampler, text, next: 0, joined, first_token: None };
-        self.live.push(live);
-        let index = self.live.len() - 1;
-        if !self.sampled(index, &logits) {
-            self.live.swap_remove(index);
+        let room = self.llama.shape().context;
+        if job.prompt.is_empty() || job.prompt.len() > room {
+            let reason = format!("running the prompt: {} tokens for a context of {room}", job.prompt.len());
+            let _ = job.updates.send(Update::Failed(reason));
+            return None;
         }
+        Some(job)
     }
 
-    /// One token for every live sequence.
-    fn step(&mut self) {
+    /// One pass: the next token of every live sequence and the whole prompt of each one
+    /// `joining`, whose first tokens are sampled from it.
+    fn step(&mut self, joining: Vec<Job>) {
+        let joined = Instant::now();
+        let mut caches: Vec<Cache> = joining.iter().map(|_| self.llama.cache()).collect();
         let logits = {
-            let mut batch: Vec<(u32, &mut Cache)> =
-                self.live.iter_mut().map(|live| (live.next, &mut live.cache)).collect();
-            self.llama.step(&mut batch)
+            let nexts: Vec<[u32; 1]> = self.live.iter().map(|live| [live.next]).collect();
+            let mut batch: Vec<(&[u32], &mut Cache)> = self
+                .live
+                .iter_mut()
+                .zip(&nexts)
+                .map(|(live, next)| (next.as_slice(), &mut live.cache))
+                .chain(
+                    joining.iter().zip(caches.iter_mut()).map(|(job, cache)| (job.prompt.as_slice(), cache)),
+                )
+                .collect();
+            self.llama.advance(&mut batch)
         };
         let logits = match logits {
             Ok(logits) => logits,
@@ -232,9 +240,21 @@ impl Batcher {
                 for live in self.live.drain(..) {
                     let _ = live.job.updates.send(Update::Failed(format!("decoding: {error}")));
                 }
+                for job in joining {
+                    let _ = job.updates.send(Update::Failed(format!("running the prompt: {error}")));
+                }
                 return;
             }
         };
+        for (job, cache) in joining.into_iter().zip(caches.drain(..)) {
+            let sampling = &job.sampling;
+            let temperature = (sampling.temperature > 0.).then_some(sampling.temperature);
+            // The nucleus is masked in before each draw (`nucleus`): candle's own top-p sorts
+            // the whole vocabulary.
+            let sampler = LogitsProcessor::new(sampling.seed, temperature, None);
+            let text = TextStream::new(sampling.stop.clone());
+            self.live.push(Live { job, cache, sampler, text, next: 0, joined, first_token: None });
+        }
         let mut ended = Vec::new();
         for index in 0..self.live.len() {
             let keep = match logits.i(index) {

@@ -198,6 +198,63 @@ impl Llama {
         Ok(logits)
     }
 
+    /// Advances several sequences in one pass: each `(tokens, its past)` pair runs its
+    /// tokens after what its past holds (one new token of a sequence in flight, or a whole
+    /// prompt of one joining). The logits of each pair's last token, one row per pair
+    /// (`(pairs, vocab)`). On a CPU every weight is read once for all the rows; elsewhere
+    /// the prompts run one by one beside one step of the single tokens.
+    pub fn advance(&self, batch: &mut [(&[u32], &mut Cache)]) -> Result<Tensor> {
+        for (tokens, cache) in batch.iter() {
+            if tokens.is_empty() {
+                candle_core::bail!("no tokens to run");
+            }
+            self.check_room(cache.len + tokens.len())?;
+        }
+        let logits = match &self.network {
+            Network::Plain(network) => {
+                let (mut tokens, mut owners, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+                for (owner, (run, _)) in batch.iter().enumerate() {
+                    tokens.extend_from_slice(run);
+                    owners.extend(std::iter::repeat_n(owner, run.len()));
+                    wanted.push(tokens.len() - 1);
+                }
+                let starts: Vec<usize> = batch.iter().map(|(_, cache)| cache.len).collect();
+                let mut pasts =
+                    batch.iter_mut().map(|(_, cache)| cache.past.plain()).collect::<Result<Vec<_>>>()?;
+                let logits = network.forward(&tokens, &owners, &mut pasts, &starts, &wanted);
+                Tensor::from_vec(logits, (wanted.len(), self.shape.vocab), &Device::Cpu)?
+            }
+            Network::Candle(network) => {
+                let mut rows = Vec::with_capacity(batch.len());
+                let mut singles = Vec::new();
+                for (index, (run, cache)) in batch.iter_mut().enumerate() {
+                    if run.len() == 1 {
+                        singles.push(index);
+                        rows.push(None);
+                    } else {
+                        rows.push(Some(network.prefill(&self.shape, run, cache, false)?));
+                    }
+                }
+                if !singles.is_empty() {
+                    let mut step: Vec<(u32, &mut Cache)> = batch
+                        .iter_mut()
+                        .filter(|(run, _)| run.len() == 1)
+                        .map(|(run, cache)| (run[0], &mut **cache))
+                        .collect();
+                    let stepped = network.step(&self.shape, &mut step)?;
+                    for (row, index) in singles.into_iter().enumerate() {
+                        rows[index] = Some(stepped.narrow(0, row, 1)?);
+                    }
+                }
+                Tensor::cat(&rows.into_iter().flatten().collect::<Vec<_>>(), 0)?
+            }
+        };
+        for (tokens, cache) in batch.iter_mut() {
+            cache.len += tokens.len();
+        }
+        Ok(logits)
+    }
+
     fn check_room(&self, len: usize) -> Result<()> {
         if len > self.shape.context {
             candle_core::bail!("{len} tokens is past the model's context of {}", self.shape.context);

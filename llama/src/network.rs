@@ -4,9 +4,10 @@
 //! one pass over the weights), and the rest as loops over the rows that round where ggml
 //! rounds: RMS norm with its sum in f64 and epsilon added in f32, rope with ggml's angles
 //! and its fused multiply-adds, attention over keys and values kept at f16 and summed in
-//! the order ggml's f16 products sum ([`Order`]), softmax and SiLU with ggml's exponential. A step of many sequences is one batch: the weights are read once
-//! per step, and attention, the only part that depends on a sequence's past, runs per
-//! sequence and head, in parallel.
+//! the order ggml's f16 products sum ([`Order`]), softmax and SiLU with ggml's exponential.
+//! A step of many sequences is one batch: the weights are read once per step, and
+//! attention, the only part that depends on a sequence's past, runs per sequence and head,
+//! in parallel.
 //!
 //! candle's tensors cost a few microseconds per operation, about sixty per block and
 //! token: for a model this small that overhead, not arithmetic, set the speed.

@@ -83,14 +83,13 @@ fn greedy_decoding_follows_llama_cpp() {
             "case {i}: the prompt's tokens"
         );
         let mut cache = llama.cache();
-        let mut logits = llama.prefill(&case.prompt_ids, &mut cache, false).unwrap().i(0).unwrap();
+        let mut logits = llama.advance(&mut [(&case.prompt_ids[..], &mut cache)]).unwrap().i(0).unwrap();
         let mut ours = Vec::new();
         let want = &case.continuation[..COMPARED.min(case.continuation.len())];
         while ours.len() < want.len() {
             let token = Llama::argmax(&logits.unsqueeze(0).unwrap()).unwrap()[0];
             ours.push(token);
-            let mut batch = [(token, &mut cache)];
-            logits = llama.step(&mut batch).unwrap().i(0).unwrap();
+            logits = llama.advance(&mut [(&[token][..], &mut cache)]).unwrap().i(0).unwrap();
         }
         let same = ours == want;
         equal += usize::from(same);
@@ -117,7 +116,7 @@ fn teacher_forced_the_top_token_agrees_with_llama_cpp() {
         // Fed as llama.cpp was: the prompt in one pass, then llama.cpp's continuation one
         // token a step, the logits after each.
         let mut cache = llama.cache();
-        let mut logits = llama.prefill(&case.prompt_ids, &mut cache, false).unwrap().i(0).unwrap();
+        let mut logits = llama.advance(&mut [(&case.prompt_ids[..], &mut cache)]).unwrap().i(0).unwrap();
         for (step, top) in case.top_logits.iter().enumerate() {
             let row = logits.to_vec1::<f32>().unwrap();
             let ours =
@@ -127,8 +126,7 @@ fn teacher_forced_the_top_token_agrees_with_llama_cpp() {
             let worst = top.iter().map(|(id, value)| (row[*id as usize] - value).abs()).fold(0f32, f32::max);
             largest.push((worst, i, step));
             if let Some(&token) = case.continuation.get(step).filter(|_| step + 1 < case.top_logits.len()) {
-                let mut batch = [(token, &mut cache)];
-                logits = llama.step(&mut batch).unwrap().i(0).unwrap();
+                logits = llama.advance(&mut [(&[token][..], &mut cache)]).unwrap().i(0).unwrap();
             }
         }
     }

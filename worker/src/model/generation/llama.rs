@@ -152,52 +152,6 @@ impl Llama {
         Cache { past, len: 0 }
     }
 
-    /// Runs one sequence's `tokens` (its prompt, or a continuation) after what `cache`
-    /// holds, adding them to it. The logits of every position (`(tokens, vocab)`) when
-    /// `every` is set, else of the last one only (`(1, vocab)`).
-    pub fn prefill(&self, tokens: &[u32], cache: &mut Cache, every: bool) -> Result<Tensor> {
-        let n = tokens.len();
-        if n == 0 {
-            candle_core::bail!("no tokens to run");
-        }
-        self.check_room(cache.len + n)?;
-        let logits = match &self.network {
-            Network::Plain(network) => {
-                let wanted: Vec<usize> = if every { (0..n).collect() } else { vec![n - 1] };
-                let logits =
-                    network.forward(tokens, &vec![0; n], &mut [cache.past.plain()?], &[cache.len], &wanted);
-                Tensor::from_vec(logits, (wanted.len(), self.shape.vocab), &Device::Cpu)?
-            }
-            Network::Candle(network) => network.prefill(&self.shape, tokens, cache, every)?,
-        };
-        cache.len += n;
-        Ok(logits)
-    }
-
-    /// One new token for each sequence, all in one pass: `(token, its sequence's past)`
-    /// pairs. The logits, one row per pair (`(pairs, vocab)`).
-    pub fn step(&self, batch: &mut [(u32, &mut Cache)]) -> Result<Tensor> {
-        for (_, cache) in batch.iter() {
-            self.check_room(cache.len + 1)?;
-        }
-        let logits = match &self.network {
-            Network::Plain(network) => {
-                let tokens: Vec<u32> = batch.iter().map(|(token, _)| *token).collect();
-                let starts: Vec<usize> = batch.iter().map(|(_, cache)| cache.len).collect();
-                let rows: Vec<usize> = (0..batch.len()).collect();
-                let mut pasts =
-                    batch.iter_mut().map(|(_, cache)| cache.past.plain()).collect::<Result<Vec<_>>>()?;
-                let logits = network.forward(&tokens, &rows, &mut pasts, &starts, &rows);
-                Tensor::from_vec(logits, (rows.len(), self.shape.vocab), &Device::Cpu)?
-            }
-            Network::Candle(network) => network.step(&self.shape, batch)?,
-        };
-        for (_, cache) in batch.iter_mut() {
-            cache.len += 1;
-        }
-        Ok(logits)
-    }
-
     /// Advances several sequences in one pass: each `(tokens, its past)` pair runs its
     /// tokens after what its past holds (one new token of a sequence in flight, or a whole
     /// prompt of one joining). The logits of each pair's last token, one row per pair
@@ -232,7 +186,7 @@ impl Llama {
                         singles.push(index);
                         rows.push(None);
                     } else {
-                        rows.push(Some(network.prefill(&self.shape, run, cache, false)?));
+                        rows.push(Some(network.prefill(&self.shape, run, cache)?));
                     }
                 }
                 if !singles.is_empty() {
@@ -315,7 +269,8 @@ impl Candle {
         Ok(Self { embedding, blocks, norm, output, cos, sin, device: device.clone() })
     }
 
-    fn prefill(&self, shape: &Shape, tokens: &[u32], cache: &mut Cache, every: bool) -> Result<Tensor> {
+    /// The logits of the last of one sequence's `tokens`.
+    fn prefill(&self, shape: &Shape, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
         let n = tokens.len();
         let start = cache.len;
         let positions: Vec<u32> = (start..start + n).map(|p| p as u32).collect();
@@ -330,7 +285,7 @@ impl Candle {
             let y = attend(shape, &q, &k, &v, past, Some(&mask))?;
             x = self.finish_block(block, &x, &y.transpose(0, 1)?.reshape((n, shape.hidden))?)?;
         }
-        let x = if every { x } else { x.narrow(0, n - 1, 1)? };
+        let x = x.narrow(0, n - 1, 1)?;
         self.output.forward(&self.norm.forward(&x)?)?.to_dtype(DType::F32)
     }
 

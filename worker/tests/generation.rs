@@ -268,3 +268,28 @@ async fn a_cancelled_sequence_stops_within_a_step_and_keeps_its_text() {
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert!(!text.is_empty());
 }
+
+#[tokio::test]
+async fn a_prompt_past_the_context_fails_alone_and_the_others_run_on() {
+    let (engine, text) = engine(4);
+    let context = model().0.shape().context;
+    let fits = text.tokenizer.encode(&fixture().cases[5].prompt).unwrap();
+    let (first, first_received, _) = job(fits.clone(), greedy(8));
+    let (long, mut long_received, _) = job(vec![1; context + 1], greedy(8));
+    let (last, last_received, _) = job(fits, greedy(8));
+    for job in [first, long, last] {
+        engine.submit(job).ok().unwrap();
+    }
+    match long_received.recv().await {
+        Some(Update::Failed(reason)) => {
+            assert!(
+                reason.contains(&format!("{} tokens for a context of {context}", context + 1)),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let (a, b) = (collect(first_received).await, collect(last_received).await);
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1.completion_tokens, 8);
+}

@@ -152,11 +152,28 @@ where
     accountings
 }
 
+/// A client on push-server node `addr`. This test runs first, right after the cluster is
+/// up: a node that listens may not yet complete a handshake (its adapter still reaching
+/// Redis through the Sentinels), so it is tried again for up to 30 s, as a client would.
+async fn connect_node(addr: &str) -> PusherClient {
+    let started = std::time::Instant::now();
+    loop {
+        match PusherClient::connect(&format!("ws://{addr}"), APP.1).await {
+            Ok(client) => return client,
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                eprintln!("{addr}: {error}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => panic!("{addr}: {error}"),
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the cluster: make test-cluster"]
 async fn a_client_on_one_push_server_node_receives_what_is_pushed_through_the_other() {
     let api = ApiClient::new(API, "dev-alice");
-    let mut on_first = PusherClient::connect(&format!("ws://{NODE_1}"), APP.1).await.expect("node 1");
+    let mut on_first = connect_node(NODE_1).await;
     let auth = api.channel_auth(&on_first.socket_id, "private-inference.alice").await.unwrap();
     on_first.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
 
@@ -189,7 +206,7 @@ async fn a_client_on_one_push_server_node_receives_what_is_pushed_through_the_ot
 
     // And a real task, pushed by whichever worker through the balancer, reaches clients on
     // both nodes.
-    let mut on_second = PusherClient::connect(&format!("ws://{NODE_2}"), APP.1).await.expect("node 2");
+    let mut on_second = connect_node(NODE_2).await;
     let auth = api.channel_auth(&on_second.socket_id, "private-inference.alice").await.unwrap();
     on_second.subscribe("private-inference.alice", &auth.auth, None).await.unwrap();
     let accepted = api

@@ -17,6 +17,7 @@ use candle_core::quantized::QTensor;
 use half::f16;
 use inferpush_quantized::QuantizedMatrix;
 use inferpush_quantized::exp::{exp_in_place, swiglu};
+use inferpush_quantized::sums::{Order, reduce_add_16};
 use rayon::prelude::*;
 
 use crate::Shape;
@@ -219,8 +220,11 @@ impl Plain {
             let query: Vec<f32> =
                 qkv[row * stride + head * dim..][..dim].iter().map(|v| to_half(*v)).collect();
             let seen = positions[row] + 1;
-            let mut weights: Vec<f32> =
-                (0..seen).map(|t| order.dot(&query, &keys[t * kv_width + kv..][..dim]) * scale).collect();
+            let mut weights = vec![0f32; seen];
+            order.dots(&query, keys.chunks_exact(kv_width).map(|key| &key[kv..][..dim]), &mut weights);
+            for weight in &mut weights {
+                *weight *= scale;
+            }
             softmax(&mut weights);
             // And the weights to f16 for the product with the values.
             for weight in &mut weights {
@@ -229,101 +233,6 @@ impl Plain {
             order.weighted_sum(&weights, |t| &values[t * kv_width + kv..][..dim], out);
         });
     }
-}
-
-/// The order in which ggml sums a product of f16 vectors (every product of two f16 values
-/// is exact in f32, so the order is the whole difference): llama.cpp multiplies queries by
-/// keys and weights by values as matrices, through tinyBLAS's kernel when the step holds
-/// several tokens and through `ggml_vec_dot_f16` when it holds one (AVX-512 forms). Here
-/// the count is of the sequence's own tokens in the step (a prompt, or one new token).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Order {
-    /// tinyBLAS: 16 lanes, element `i` into lane `i % 16` in turn; then the lanes summed as
-    /// `_mm512_reduce_add_ps` sums them.
-    Batch,
-    /// `ggml_vec_dot_f16`: four accumulators of 16 lanes over each 64 elements, the
-    /// accumulators summed pairwise, then the lanes; a tail under 64 added in f64.
-    Single,
-}
-
-impl Order {
-    /// The order of a step of `tokens` tokens of one sequence.
-    fn of(tokens: usize) -> Self {
-        if tokens == 1 { Order::Single } else { Order::Batch }
-    }
-
-    /// `Σ a[i] · b[i]`, in this order.
-    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        match self {
-            Order::Batch => lanes_dot::<16>(a, b),
-            Order::Single => lanes_dot::<64>(a, b),
-        }
-    }
-
-    /// `out[d] = Σ_t weights[t] · row(t)[d]`, each `d` summed over `t` in this order.
-    fn weighted_sum<'a>(self, weights: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
-        match self {
-            Order::Batch => lanes_weighted_sum::<16>(weights, row, out),
-            Order::Single => lanes_weighted_sum::<64>(weights, row, out),
-        }
-    }
-}
-
-/// `Σ a[i] · b[i]` over `W` lanes (16: tinyBLAS, 64: `ggml_vec_dot_f16`'s four accumulators
-/// side by side), element `i` into lane `i % W` in turn; a tail under `W` added in f64 after
-/// the lanes (tinyBLAS takes only lengths it covers whole).
-fn lanes_dot<const W: usize>(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; W];
-    let (chunks_a, chunks_b) = (a.chunks_exact(W), b.chunks_exact(W));
-    let tail: f64 =
-        chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| f64::from(x * y)).sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..W {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    (f64::from(reduce_lanes(&lanes)) + tail) as f32
-}
-
-/// `out[d] = Σ_t weights[t] · row(t)[d]` over `W` lanes of `t`, as [`lanes_dot`]. The
-/// cache's positions past `weights.len()` hold zeros for ggml (a padded view): they leave
-/// every sum as it is, so the tail is part of the lanes here.
-fn lanes_weighted_sum<'a, const W: usize>(
-    weights: &[f32],
-    row: impl Fn(usize) -> &'a [f32],
-    out: &mut [f32],
-) {
-    let dim = out.len();
-    let mut lanes = vec![0f32; W * dim];
-    for (t, weight) in weights.iter().enumerate() {
-        let lane = &mut lanes[(t % W) * dim..][..dim];
-        for (acc, v) in lane.iter_mut().zip(row(t)) {
-            *acc += weight * v;
-        }
-    }
-    for (d, out) in out.iter_mut().enumerate() {
-        let column: [f32; W] = std::array::from_fn(|l| lanes[l * dim + d]);
-        *out = reduce_lanes(&column);
-    }
-}
-
-/// The lanes' sum: 64 lanes are `ggml_vec_dot_f16`'s four accumulators, added 0 + 2 and
-/// 1 + 3, then those two; then `_mm512_reduce_add_ps` over the 16 left.
-fn reduce_lanes<const W: usize>(lanes: &[f32; W]) -> f32 {
-    let sixteen: [f32; 16] = match W {
-        16 => std::array::from_fn(|l| lanes[l]),
-        64 => std::array::from_fn(|l| (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])),
-        _ => unreachable!("16 or 64 lanes"),
-    };
-    reduce_add_16(&sixteen)
-}
-
-/// `_mm512_reduce_add_ps` as GCC writes it: the upper 8 lanes added to the lower, then the
-/// upper 4 of those to the lower, then `(a0 + a2) + (a1 + a3)`.
-fn reduce_add_16(lanes: &[f32; 16]) -> f32 {
-    let eight: [f32; 8] = std::array::from_fn(|i| lanes[i + 8] + lanes[i]);
-    let four: [f32; 4] = std::array::from_fn(|i| eight[i + 4] + eight[i]);
-    (four[0] + four[2]) + (four[1] + four[3])
 }
 
 /// Adds one position's keys or values, rounded to f16, growing the room a chunk at a time.

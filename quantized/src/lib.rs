@@ -4,13 +4,17 @@
 //! and kept in f16), and each output is one block-wise dot product, in AVX2
 //! where the CPU has it. candle's own Q4_1 product has no SIMD path and rounds the block
 //! sums twice; this one follows the reference's numbers and runs at its speed. Beside them,
-//! ggml's own exponential ([`exp`]), which softmax and SiLU use there.
+//! ggml's own exponential ([`exp`]), which softmax and SiLU use there, and the orders in
+//! which it sums attention's f16 products ([`sums`]).
 //!
 //! The one crate of the workspace that needs `unsafe`: AVX2 intrinsics, called only after
 //! the CPU is checked for them, on loads of exactly the bytes a block holds.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod exp;
+pub mod sums;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
@@ -179,28 +183,31 @@ impl QuantizedMatrix {
         assert_eq!(x.len(), n * self.columns, "the input is whole rows of {} columns", self.columns);
         assert_eq!(out.len(), n * self.rows, "the output has room for {n} rows of {}", self.rows);
         let per_row = self.columns / BLOCK;
-        let activations: Vec<Q8> = x.chunks_exact(BLOCK).map(quantize).collect();
+        let activations = quantize_all(x);
         let kernel = Kernel::best();
+        let inputs = kernel.inputs(activations, per_row);
         // Over the weights' rows, `n` products each (one row per input when n is 1; else
         // transposed after).
         let mut by_row = if n == 1 { Vec::new() } else { vec![0f32; self.rows * n] };
         let target = if n == 1 { &mut *out } else { by_row.as_mut_slice() };
-        // About the same work per task whatever `n`: more inputs, fewer rows.
-        let rows_per_task = (ROWS_PER_TASK / n).max(4);
+        // More inputs, fewer rows a task; several inputs cost less each (they share a
+        // block's unpacking), so a task of eight takes a quarter of the rows, not an eighth.
+        let rows_per_task = (4 * ROWS_PER_TASK / n).clamp(4, ROWS_PER_TASK);
         target.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(task, chunk)| {
             let first = task * rows_per_task;
             let rows = first * per_row..(first + chunk.len() / n) * per_row;
             match &self.blocks {
-                Blocks::Q41(blocks) => kernel.rows_q41(&blocks[rows], &activations, per_row, chunk),
-                Blocks::Q80(blocks) => kernel.rows_q80(&blocks[rows], &activations, per_row, chunk),
+                Blocks::Q41(blocks) => kernel.rows_q41(&blocks[rows], &inputs, per_row, chunk),
+                Blocks::Q80(blocks) => kernel.rows_q80(&blocks[rows], &inputs, per_row, chunk),
             }
         });
         if n > 1 {
-            for (row, values) in by_row.chunks_exact(n).enumerate() {
-                for (b, value) in values.iter().enumerate() {
-                    out[b * self.rows + row] = *value;
+            // Input by input, each writing its own row in order.
+            out.par_chunks_mut(self.rows).enumerate().for_each(|(b, out)| {
+                for (value, values) in out.iter_mut().zip(by_row.chunks_exact(n)) {
+                    *value = values[b];
                 }
-            }
+            });
         }
     }
 }
@@ -215,6 +222,18 @@ enum Kernel {
     /// such a CPU: the same integer sums in one instruction instead of two.
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// [`Kernel::Vnni`] for one input; for several, two inputs to a 512-bit register
+    /// ([`avx512`]): the same bits in about half the instructions.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// A product's quantized inputs, as its kernel reads them.
+struct Inputs {
+    blocks: Vec<Q8>,
+    /// [`Kernel::Avx512`]'s layout of several inputs (empty otherwise).
+    #[cfg(target_arch = "x86_64")]
+    groups: Vec<avx512::Group>,
 }
 
 impl Kernel {
@@ -224,10 +243,15 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             {
                 use std::arch::is_x86_feature_detected as has;
-                if has!("avx2") && has!("fma") && has!("avxvnni") {
+                let avx2 = has!("avx2") && has!("fma");
+                let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vnni");
+                if avx2 && has!("avxvnni") && avx512 && std::env::var_os("INFERPUSH_NO_AVX512").is_none() {
+                    return Kernel::Avx512;
+                }
+                if avx2 && has!("avxvnni") {
                     return Kernel::Vnni;
                 }
-                if has!("avx2") && has!("fma") {
+                if avx2 {
                     return Kernel::Avx2;
                 }
             }
@@ -241,38 +265,85 @@ impl Kernel {
         let mut all = vec![Kernel::Plain];
         #[cfg(target_arch = "x86_64")]
         {
-            if Kernel::best() != Kernel::Plain {
+            let best = Kernel::best();
+            if best != Kernel::Plain {
                 all.push(Kernel::Avx2);
             }
-            if Kernel::best() == Kernel::Vnni {
+            if matches!(best, Kernel::Vnni | Kernel::Avx512) {
                 all.push(Kernel::Vnni);
+            }
+            if best == Kernel::Avx512 {
+                all.push(Kernel::Avx512);
             }
         }
         all
     }
 
-    /// `out[r * n + b]` = row `r` of `weights` (rows of `per_row` blocks) · input `b`.
-    fn rows_q41(self, weights: &[Q41], x: &[Q8], per_row: usize, out: &mut [f32]) {
-        match self {
-            Kernel::Plain => plain::rows(weights, x, per_row, out, plain::dot_q41),
-            // SAFETY: Kernel::best chose these only on a CPU with their features.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { avx2::rows_q41(weights, x, per_row, out) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => unsafe { vnni::rows_q41(weights, x, per_row, out) },
+    /// `blocks` (`per_row` to an input) laid out for this kernel.
+    fn inputs(self, blocks: Vec<Q8>, per_row: usize) -> Inputs {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let several = blocks.len() > per_row;
+            let groups =
+                if self == Kernel::Avx512 && several { avx512::groups(&blocks, per_row) } else { Vec::new() };
+            Inputs { blocks, groups }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = per_row;
+            Inputs { blocks }
         }
     }
 
-    fn rows_q80(self, weights: &[Q8], x: &[Q8], per_row: usize, out: &mut [f32]) {
+    /// `out[r * n + b]` = row `r` of `weights` (rows of `per_row` blocks) · input `b`.
+    fn rows_q41(self, weights: &[Q41], x: &Inputs, per_row: usize, out: &mut [f32]) {
         match self {
-            Kernel::Plain => plain::rows(weights, x, per_row, out, plain::dot_q80),
+            Kernel::Plain => plain::rows(weights, &x.blocks, per_row, out, plain::dot_q41),
             // SAFETY: Kernel::best chose these only on a CPU with their features.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { avx2::rows_q80(weights, x, per_row, out) },
+            Kernel::Avx2 => unsafe { avx2::rows_q41(weights, &x.blocks, per_row, out) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => unsafe { vnni::rows_q80(weights, x, per_row, out) },
+            Kernel::Vnni => unsafe { vnni::rows_q41(weights, &x.blocks, per_row, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x.groups.is_empty() => unsafe {
+                vnni::rows_q41(weights, &x.blocks, per_row, out)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { avx512::rows_q41(weights, &x.groups, per_row, out) },
         }
     }
+
+    fn rows_q80(self, weights: &[Q8], x: &Inputs, per_row: usize, out: &mut [f32]) {
+        match self {
+            Kernel::Plain => plain::rows(weights, &x.blocks, per_row, out, plain::dot_q80),
+            // SAFETY: Kernel::best chose these only on a CPU with their features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::rows_q80(weights, &x.blocks, per_row, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe { vnni::rows_q80(weights, &x.blocks, per_row, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x.groups.is_empty() => unsafe {
+                vnni::rows_q80(weights, &x.blocks, per_row, out)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { avx512::rows_q80(weights, &x.groups, per_row, out) },
+        }
+    }
+}
+
+/// [`quantize`] of every block of `x`, its loops compiled for AVX-512 where the CPU has
+/// it (the same operations on each value: the same bits).
+fn quantize_all(x: &[f32]) -> Vec<Q8> {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::best() == Kernel::Avx512 {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        fn wide(x: &[f32]) -> Vec<Q8> {
+            x.chunks_exact(BLOCK).map(quantize).collect()
+        }
+        // SAFETY: Kernel::best chose AVX-512 only on a CPU with these features.
+        return unsafe { wide(x) };
+    }
+    x.chunks_exact(BLOCK).map(quantize).collect()
 }
 
 /// ggml's `quantize_row_q8_1` for AVX2, which `quantize_row_q8_0` equals but for `s`:
@@ -280,6 +351,7 @@ impl Kernel {
 /// `s = f16(d · Σq)`. Checked against llama.cpp's own tensors (read through its evaluation
 /// callback, layer by layer): `1/d` instead of `127/max|x|`, or halves away from zero, each
 /// give a few blocks other values, and the next layer's output with them.
+#[inline(always)]
 fn quantize(x: &[f32]) -> Q8 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.;
@@ -300,6 +372,18 @@ fn quantize(x: &[f32]) -> Q8 {
 fn round_half_even(v: f32) -> i32 {
     const SHIFT: f32 = 12_582_912.;
     ((v + SHIFT) - SHIFT) as i32
+}
+
+/// The sum of eight lanes as ggml's AVX2 `hsum_float_8` adds them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let mut res = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
 }
 
 /// Block-wise products in plain Rust: what the SIMD kernels compute, for any CPU.
@@ -358,7 +442,7 @@ macro_rules! simd_kernels {
         mod $module {
             use std::arch::x86_64::*;
 
-            use super::{Q8, Q41};
+            use super::{Q8, Q41, hsum as sum};
 
             /// `out[r * n + b]` = row `r` · input `b`; four inputs at a time share
             /// each weight block's load and unpacking (each product is still summed exactly
@@ -480,15 +564,6 @@ macro_rules! simd_kernels {
             fn pairs($a: __m256i, $b: __m256i) -> __m256 {
                 _mm256_cvtepi32_ps($pairs)
             }
-
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn sum(acc: __m256) -> f32 {
-                let mut res = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-                res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-                res = _mm_add_ss(res, _mm_movehdup_ps(res));
-                _mm_cvtss_f32(res)
-            }
         }
     };
 }
@@ -539,34 +614,32 @@ mod tests {
                 .map(quantize)
                 .collect();
             let per_row = matrix.columns / BLOCK;
-            let outputs: Vec<(Kernel, Vec<f32>)> = Kernel::available()
-                .into_iter()
-                .map(|kernel| {
-                    let mut out = vec![0f32; matrix.rows * 13];
-                    match &matrix.blocks {
-                        Blocks::Q41(blocks) => kernel.rows_q41(blocks, &activations, per_row, &mut out),
-                        Blocks::Q80(blocks) => kernel.rows_q80(blocks, &activations, per_row, &mut out),
-                    }
-                    (kernel, out)
-                })
-                .collect();
-            let plain = &outputs[0].1;
-            for (kernel, out) in &outputs[1..] {
-                for (a, b) in out.iter().zip(plain) {
+            let product = |kernel: Kernel, inputs: &[Q8]| {
+                let n = inputs.len() / per_row;
+                let inputs = kernel.inputs(inputs.to_vec(), per_row);
+                let mut out = vec![0f32; matrix.rows * n];
+                match &matrix.blocks {
+                    Blocks::Q41(blocks) => kernel.rows_q41(blocks, &inputs, per_row, &mut out),
+                    Blocks::Q80(blocks) => kernel.rows_q80(blocks, &inputs, per_row, &mut out),
+                }
+                out
+            };
+            let plain = product(Kernel::Plain, &activations);
+            for kernel in Kernel::available() {
+                let all = product(kernel, &activations);
+                for (a, b) in all.iter().zip(&plain) {
                     assert!((a - b).abs() < 1e-4 * b.abs().max(1.), "{dtype:?} {kernel:?}: {a} vs {b}");
                 }
-                // Four inputs at a time sum each product as one alone does: the same bits.
-                let mut one = vec![0f32; matrix.rows];
-                match &matrix.blocks {
-                    Blocks::Q41(blocks) => {
-                        kernel.rows_q41(blocks, &activations[..per_row], per_row, &mut one)
-                    }
-                    Blocks::Q80(blocks) => {
-                        kernel.rows_q80(blocks, &activations[..per_row], per_row, &mut one)
+                // However many inputs share a pass, each product is summed as one alone: the
+                // same bits (13 inputs: a group of eight, then two pairs and a lone one).
+                for n in [1, 2, 3, 8, 13] {
+                    let some = product(kernel, &activations[..n * per_row]);
+                    for b in 0..n {
+                        let alone = product(kernel, &activations[b * per_row..(b + 1) * per_row]);
+                        let column: Vec<f32> = some.chunks_exact(n).map(|values| values[b]).collect();
+                        assert_eq!(column, alone, "{dtype:?} {kernel:?}: input {b} of {n}");
                     }
                 }
-                let first: Vec<f32> = out.chunks_exact(13).map(|values| values[0]).collect();
-                assert_eq!(first, one, "{dtype:?} {kernel:?}");
             }
         }
     }

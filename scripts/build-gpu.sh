@@ -60,3 +60,8 @@ strip -o "$DIST/inferpush-worker" "$TARGET/release/inferpush-worker"
 xz -T2 -6 -c "$DIST/inferpush-worker" > "$DIST/inferpush-worker.xz"
 echo "built $DIST/inferpush-worker ($(du -h "$DIST/inferpush-worker" | cut -f1)) and .xz ($(du -h "$DIST/inferpush-worker.xz" | cut -f1)); needs on its machine:"
 readelf -d "$DIST/inferpush-worker" | awk '/NEEDED/ { print "  " $5 }' | tr -d '[]'
+# The generation check's model: SmolLM2's header alone (about 2 MB; random weights are
+# written on the GPU machine, scripts/random_gguf.py).
+scripts/fetch-model.sh >/dev/null
+python3 scripts/random_gguf.py header models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
+  "$DIST/smollm2-header.gguf"

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# The GPU check: the worker's embedding engine on a GPU against PyTorch on the same GPU.
+# The GPU check: the worker's embedding engine on a GPU against PyTorch on the same GPU, and
+# its generation engine on the GPU against the CPU network (llama.cpp's numbers).
 # Runs on the GPU machine from a carried release binary (built here by `make build-gpu`);
 # that machine has PyTorch and transformers but no network, and the real weights do not
 # travel, so a BERT with all-MiniLM-L6-v2's configuration and random weights is built
 # there. Asserts cosine >= 0.999 (f32) against PyTorch, then reports sentences/s at
 # batch 1, 32 and 256, f32 and f16, worker against PyTorch, in the same run.
+# Generation: SmolLM2's header (tokenizer, template, shapes; `make build-gpu` cuts it from
+# the real file) gets random Q4_1 weights there (scripts/random_gguf.py); the worker's
+# `generate` decodes the fixture's 10 chat prompts greedily on the CPU network, feeds the
+# same tokens to the GPU network, and asserts the GPU's likeliest token agrees at >= 90 %
+# of positions (GPU_CHECK_AGREEMENT); then tokens/s for 1 and 8 streams on the GPU.
 #
 #   device tool: run  command="scripts/gpu-check.sh"  carry=["target/gpu-dist/inferpush-worker.xz",
+#                "target/gpu-dist/smollm2-header.gguf",
 #                "models/all-minilm-l6-v2/config.json", "models/all-minilm-l6-v2/tokenizer.json"]
 #
 # GPU_CHECK_DEVICE=cpu runs everything on the CPU (the script's own check, on any machine,
@@ -101,5 +108,34 @@ for precision in $PRECISIONS; do
   done
 done
 
+HEADER=${GPU_CHECK_GGUF_HEADER:-target/gpu-dist/smollm2-header.gguf}
+if [ -f "$HEADER" ]; then
+  echo "== generation: random-weight SmolLM2 on $DEVICE against the CPU network"
+  GEN_DIR="$SCRATCH/models/smollm2-135m-instruct"
+  mkdir -p "$GEN_DIR"
+  "$PY" scripts/random_gguf.py fill "$HEADER" "$GEN_DIR/model.gguf"
+  cat > "$GEN_DIR/model.toml" <<CARD
+name = "smollm2-135m-instruct"
+kind = "text-generation"
+version = "gpu-check"
+[[files]]
+path = "model.gguf"
+sha256 = "$(sha "$GEN_DIR/model.gguf")"
+[text_generation]
+gguf = "model.gguf"
+context_length = 2048
+max_tokens = 512
+max_concurrent_sequences = 8
+CARD
+  "$PY" -c 'import json, re, sys
+cases = json.load(open(sys.argv[1]))["cases"]
+print(json.dumps([re.search(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", c["prompt"], re.S).group(1) for c in cases]))' \
+    worker/tests/fixtures/smollm2-greedy.json > "$OUT/prompts.json"
+  worker generate --model smollm2-135m-instruct --prompts "$OUT/prompts.json" --streams 1,8 \
+    --output "$OUT/generated.json" | tee "$OUT/generate.jsonl"
+else
+  echo "== generation: skipped ($HEADER missing: make build-gpu writes it)"
+fi
+
 echo "== report"
-"$PY" scripts/gpu_check.py report --out "$OUT"
+"$PY" scripts/gpu_check.py report --out "$OUT" --agreement "${GPU_CHECK_AGREEMENT:-0.9}"

@@ -5,7 +5,8 @@ real weights do not travel to the GPU machine), saves it as safetensors where th
 worker looks for a model, and writes the test sentences and PyTorch's embeddings of them.
 `bench`: PyTorch's sentences/s on the same sentences and batch sizes as the worker.
 `report`: cosine of the worker's embeddings against PyTorch's (must be >= 0.999 in f32),
-and the throughput table with ratios.
+and the throughput table with ratios; the generation check's agreement (the worker's
+`generate`, see gpu-check.sh) and tokens/s.
 
 Needs torch, transformers and safetensors (the GPU machine has them); no network.
 """
@@ -153,6 +154,24 @@ def report(args):
         ratio = worker["sentences_per_s"] / torch_row["sentences_per_s"]
         lines.append(f"| {precision} | {batch} | {worker['sentences_per_s']:.0f} | {torch_row['sentences_per_s']:.0f} | "
                      f"{ratio:.2f}x | {worker['p50_ms']:.2f} | {torch_row['p50_ms']:.2f} |")
+    generated = out / "generate.jsonl"
+    if generated.exists():
+        rows = [json.loads(line) for line in generated.read_text().splitlines() if line.strip()]
+        lines += ["", "## Generation: random-weight SmolLM2, the device's network against the CPU's", ""]
+        for row in rows:
+            if row["case"] == "agreement":
+                passed = row["top1_agreement"] >= args.agreement
+                ok &= passed
+                lines.append(f"- teacher-forced on the CPU's greedy tokens: top-1 agrees at {row['top1_agree']} of "
+                             f"{row['positions']} positions ({row['top1_agreement']:.1%}, >= {args.agreement:.0%}: "
+                             f"{'pass' if passed else 'FAIL'}); largest logit difference {row['max_logit_diff']:.4f}; "
+                             f"greedy text equal for {row['greedy_equal']} of {row['prompts']} prompts")
+        lines += ["", "| device | streams | tokens/s | time to first token p50 ms |", "| --- | --- | --- | --- |"]
+        for row in rows:
+            if row["case"] == "decode":
+                lines.append(f"| {row['device']} | {row['streams']} | {row['tokens_per_second']:.1f} | {row['ttft_p50_ms']:.1f} |")
+    elif args.agreement > 0:
+        lines += ["", "## Generation: not run"]
     text = "\n".join(lines)
     (out / "report.md").write_text(text + "\n")
     print(text)
@@ -179,6 +198,7 @@ def main():
     p.add_argument("--seconds", type=float, default=3.0)
     p = sub.add_parser("report")
     p.add_argument("--out", required=True)
+    p.add_argument("--agreement", type=float, default=0.9, help="least top-1 agreement of generation")
     args = parser.parse_args()
     if args.command == "make":
         make(args)

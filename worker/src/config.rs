@@ -16,7 +16,7 @@ use crate::model::embedding::EngineChoice;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct WorkerConfig {
-    /// Instead of serving: run the embedding engine once, offline.
+    /// Instead of serving: run an engine once, offline.
     #[command(subcommand)]
     pub command: Option<WorkerCommand>,
     /// Models this worker serves, comma-separated names of the repository's cards; it
@@ -145,7 +145,11 @@ impl WorkerConfig {
 pub enum WorkerCommand {
     /// Embed a file of sentences with the configured engine, device and precision, and
     /// report throughput (no RabbitMQ, Redis or Soketi): for checks and benchmarks.
-    Embed(crate::offline::EmbedArgs),
+    Embed(crate::offline::embed::EmbedArgs),
+    /// Generate greedily from a file of prompts on the configured device, compare it
+    /// token by token with the CPU network (llama.cpp's numbers), and report tokens/s
+    /// for several streams at once: for checks and benchmarks.
+    Generate(crate::offline::generate::GenerateArgs),
 }
 
 fn default_threads() -> usize {

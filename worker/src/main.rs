@@ -27,8 +27,12 @@ async fn main() -> anyhow::Result<()> {
     inferpush_service::metrics::start();
     inferpush_worker::metrics::describe();
     let config = WorkerConfig::parse();
-    if let Some(WorkerCommand::Embed(args)) = &config.command {
-        return inferpush_worker::offline::run(&config, args);
+    match &config.command {
+        Some(WorkerCommand::Embed(args)) => return inferpush_worker::offline::embed::run(&config, args),
+        Some(WorkerCommand::Generate(args)) => {
+            return inferpush_worker::offline::generate::run(&config, args).await;
+        }
+        None => {}
     }
     let repository = config.check()?;
     if config.check_config {

@@ -132,6 +132,17 @@ impl Llama {
         {
             return Ok(Self { shape, network: Network::Plain(network) });
         }
+        Self::load_through_candle(content, reader, device)
+    }
+
+    /// As [`Llama::load`], but through candle's tensors on any device, a CPU too: what
+    /// runs on a GPU, for comparing it with the CPU network on a machine without one.
+    pub fn load_through_candle<R: std::io::Read + std::io::Seek>(
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = Shape::of(content)?;
         let network = Network::Candle(Candle::load(&shape, content, reader, device)?);
         Ok(Self { shape, network })
     }

@@ -1,7 +1,6 @@
-//! `inferpush-worker embed`: the embedding engine alone on a file of sentences, with no
-//! RabbitMQ, Redis or Soketi, on the device and precision the usual flags choose. For
-//! checking an engine against a reference and measuring it: `scripts/gpu-check.sh`
-//! runs it on a GPU machine against PyTorch.
+//! `inferpush-worker embed`: the embedding engine on a file of sentences, its embeddings
+//! written for a comparison (`scripts/gpu-check.sh`: against PyTorch) and its throughput
+//! measured.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,12 +35,9 @@ pub struct EmbedArgs {
 /// Embeds the input (the warm-up pass), writes it if asked, then measures and prints one
 /// JSON line: sentences/s and per-batch p50/p99 latency.
 pub fn run(config: &WorkerConfig, args: &EmbedArgs) -> anyhow::Result<()> {
-    let repository = config.repository.load(inferpush_repository::FileCheck::Exists)?;
-    let model = repository.get(&args.model).with_context(|| {
-        format!("no model `{}` in the repository; it has: {}", args.model, repository.names().join(", "))
-    })?;
+    let model = super::model(config, &args.model)?;
     let settings = config.serve().embedding(&model.card)?;
-    let files = ModelFiles::of(model, &settings.repository)?;
+    let files = ModelFiles::of(&model, &settings.repository)?;
     let mut engine = load_engine(&files, &settings)?;
     let tokenizer = files.load_tokenizer()?;
     let text =

@@ -173,10 +173,10 @@ impl Plain {
             add(&mut x, &projected);
             rms_norm(&x, &block.ffn_norm, shape.rms_eps, &mut h);
             block.gate_up.apply(&h, &mut gate_up);
-            for (out, both) in gated.chunks_exact_mut(feed).zip(gate_up.chunks_exact(2 * feed)) {
+            gated.par_chunks_mut(feed).zip(gate_up.par_chunks(2 * feed)).for_each(|(out, both)| {
                 let (gate, up) = both.split_at(feed);
                 swiglu(gate, up, out);
-            }
+            });
             block.down.apply(&gated, &mut projected);
             add(&mut x, &projected);
         }
